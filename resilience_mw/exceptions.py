@@ -1,0 +1,97 @@
+"""The exception tree of resilience_mw.
+
+Everything the library raises on purpose derives from :class:`ResilienceError`.
+Where callers already catch a builtin or host type, the subclass inherits it too:
+:class:`ConfigError` is a :class:`ValueError`, :class:`UnknownNodeError` a
+:class:`KeyError`; the integration modules add ``requests`` and ``werkzeug`` flavours
+(:class:`resilience_mw.adapter.FailoverConnectionError`,
+:class:`resilience_mw.decorators.FeatureUnavailableHTTP`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = [
+    "AllNodesFailedError",
+    "Attempt",
+    "ConfigError",
+    "FeatureUnavailable",
+    "NoAvailableNodeError",
+    "ResilienceError",
+    "UnknownNodeError",
+]
+
+
+class ResilienceError(Exception):
+    """Root of every error resilience_mw raises on purpose."""
+
+
+class ConfigError(ResilienceError, ValueError):
+    """Invalid configuration, raised at construction.
+
+    The message names the field and the offending value; both are also attributes.
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+class UnknownNodeError(ResilienceError, KeyError):
+    """A node id that the manager was not constructed with."""
+
+    def __init__(self, node_id: str, known: tuple[str, ...]) -> None:
+        self.node_id = node_id
+        self.known = known
+        super().__init__(node_id)
+
+    def __str__(self) -> str:
+        return f"unknown node id {self.node_id!r} (known: {', '.join(self.known)})"
+
+
+class NoAvailableNodeError(ResilienceError):
+    """No node is healthy and panic mode is off, so nothing was tried."""
+
+
+class Attempt(NamedTuple):
+    """One try of an operation on one node, as recorded by a failover loop."""
+
+    #: id of the node that was tried
+    node_id: str
+    #: what the try raised (or a synthetic error for a bad status)
+    error: BaseException
+    #: seconds the try took
+    elapsed: float
+
+
+class AllNodesFailedError(ResilienceError):
+    """Every node tried in one call failed; :attr:`attempts` holds each try in order."""
+
+    def __init__(self, attempts: tuple[Attempt, ...] | list[Attempt], message: str = "") -> None:
+        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        if not message:
+            tried = "; ".join(
+                f"{a.node_id}: {type(a.error).__name__}: {a.error} ({a.elapsed * 1000:.1f} ms)"
+                for a in self.attempts
+            )
+            message = f"all {len(self.attempts)} node(s) failed: {tried}"
+        super().__init__(message)
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The error of the last attempt, if any attempt was made."""
+        return self.attempts[-1].error if self.attempts else None
+
+
+class FeatureUnavailable(ResilienceError):
+    """A feature is switched off at the current degradation level."""
+
+    def __init__(self, feature: Any, level: Any) -> None:
+        self.feature = feature
+        self.level = level
+        name = getattr(feature, "name", feature)
+        lvl = getattr(level, "name", level)
+        super().__init__(f"feature {name} is unavailable at degradation level {lvl}")

@@ -1,0 +1,151 @@
+"""Plain values shared by every layer: nodes, node health, strategies, levels, features.
+
+Nothing here holds a lock or does I/O. :class:`ServiceNode` validates itself on
+construction and never shows credentials embedded in its endpoint (``__repr__`` and
+:attr:`ServiceNode.safe_endpoint` redact them).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from .exceptions import ConfigError
+
+__all__ = [
+    "DegradationLevel",
+    "FailoverStrategy",
+    "Feature",
+    "NodeHealth",
+    "ServiceNode",
+    "redact_url",
+]
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any ``user:password@`` part replaced by ``***@``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceNode:
+    """One upstream node.
+
+    :param id: non-empty name, unique within a manager.
+    :param endpoint: ``http://`` or ``https://`` base URL with a host; a trailing ``/``
+        is dropped so paths can be appended.
+    :param priority: higher is preferred by :attr:`FailoverStrategy.Priority`; ``>= 0``.
+    :param weight: share for :attr:`FailoverStrategy.WeightedRoundRobin`; ``>= 1``.
+    """
+
+    id: str
+    endpoint: str = field(repr=False)
+    priority: int = 0
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise ConfigError("ServiceNode.id", self.id, "must be a non-empty string")
+        if not isinstance(self.endpoint, str):
+            raise ConfigError("ServiceNode.endpoint", self.endpoint, "must be a string")
+        try:
+            parts = urlsplit(self.endpoint)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigError(
+                "ServiceNode.endpoint", redact_url(self.endpoint), f"unparseable URL ({exc})"
+            ) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "ServiceNode.endpoint",
+                redact_url(self.endpoint),
+                "must be an http:// or https:// URL with a host",
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(
+                "ServiceNode.endpoint", redact_url(self.endpoint), "must not carry a query or fragment"
+            )
+        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or self.priority < 0:
+            raise ConfigError("ServiceNode.priority", self.priority, "must be an integer >= 0")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int) or self.weight < 1:
+            raise ConfigError("ServiceNode.weight", self.weight, "must be an integer >= 1")
+
+    @property
+    def safe_endpoint(self) -> str:
+        """The endpoint with credentials redacted, fit for logs and status pages."""
+        return redact_url(self.endpoint)
+
+    def __repr__(self) -> str:
+        return (
+            f"ServiceNode(id={self.id!r}, endpoint={self.safe_endpoint!r}, "
+            f"priority={self.priority}, weight={self.weight})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """A node's health as last observed.
+
+    :param last_check: ``time.monotonic()`` of the observation.
+    :param latency: seconds; for nodes tracked by a manager, the decaying average.
+    """
+
+    node_id: str
+    is_healthy: bool
+    last_check: float
+    consecutive_failures: int = 0
+    latency: float = 0.0
+
+
+class FailoverStrategy(enum.Enum):
+    """How a manager picks the node for the next call."""
+
+    #: highest ``priority`` first among healthy nodes (ties: declaration order)
+    Priority = "priority"
+    #: healthy nodes in turn
+    RoundRobin = "round_robin"
+    #: a uniformly random healthy node
+    Random = "random"
+    #: lowest decaying-average latency; unknown latency counts as slowest
+    FastestResponse = "fastest_response"
+    #: smooth weighted round-robin (nginx): weights 5:1:1 give a,a,b,a,c,a,a
+    WeightedRoundRobin = "weighted_round_robin"
+
+
+class DegradationLevel(enum.IntEnum):
+    """Ordered degradation levels; the seed's ``None`` is :attr:`Normal`."""
+
+    #: everything on
+    Normal = 0
+    #: light: analytics off
+    Level1 = 1
+    #: moderate: detailed logs off too
+    Level2 = 2
+    #: heavy: caching off too; fallbacks used without trying the primary
+    Level3 = 3
+    #: core only; requests outside core paths are shed
+    Emergency = 4
+
+
+class Feature(enum.Enum):
+    """The seed's feature classes; see :mod:`resilience_mw.features` for the table."""
+
+    #: always available
+    CoreFunction = "core_function"
+    #: off from Level1
+    Analytics = "analytics"
+    #: off from Level2
+    DetailedLogs = "detailed_logs"
+    #: off from Level3
+    Caching = "caching"
+    #: on only at Normal
+    NonEssential = "non_essential"

@@ -1,0 +1,433 @@
+"""NodePool: the nodes, their health and the picker, owned under one RLock.
+
+Health changes (passive marks from real traffic, active health checks, manual
+updates) take the lock, update the node's record, and when the healthy set changes
+rebuild an immutable view holding the picker of the configured strategy. Choosing a
+node reads that view with no lock and no scan. Transitions are reported through
+:mod:`resilience_mw.signals` after the lock is released.
+
+Passive ejection follows Envoy's outlier detection: ``failure_threshold``
+consecutive failures eject a node for ``base_ejection_time x ejections`` (capped at
+``max_ejection_time``); when that expires the node is offered again on probation
+(one more failure ejects it again, for longer); a success or a passing health check
+restores it at once. At most ``max_ejection_percent`` of the nodes (and always at
+least one) can be ejected passively at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from blinker import Signal
+
+from . import signals
+from .exceptions import ConfigError, UnknownNodeError
+from .model import FailoverStrategy, NodeHealth, ServiceNode
+from .strategies import Picker, build_picker, failover_order
+
+__all__ = ["NodePool"]
+
+log = logging.getLogger(__name__)
+
+_Transition = tuple[Signal, dict[str, Any]]
+
+#: why a node is down
+PASSIVE, ACTIVE, MANUAL = "passive", "active", "manual"
+
+
+@dataclass(slots=True)
+class _NodeState:
+    """Mutable record of one node; only touched with the pool's lock held."""
+
+    node: ServiceNode
+    healthy: bool = True
+    consecutive_failures: int = 0
+    check_failures: int = 0
+    check_passes: int = 0
+    last_check: float | None = None
+    down_reason: str | None = None
+    ejections: int = 0
+    ejected_until: float | None = None
+    healthy_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What selection reads: rebuilt whole whenever the healthy set changes."""
+
+    healthy: tuple[ServiceNode, ...]
+    candidates: tuple[ServiceNode, ...]
+    pick: Picker | None
+    recheck_at: float | None
+    panic: bool
+
+
+def _require(cond: bool, field: str, value: Any, reason: str) -> None:
+    if not cond:
+        raise ConfigError(field, value, reason)
+
+
+class NodePool:
+    """Nodes with health state and strategy-based selection.
+
+    :param nodes: the :class:`ServiceNode` list (non-empty, unique ids).
+    :param strategy: a :class:`FailoverStrategy` (or its member name).
+    :param failure_threshold: consecutive failures of real traffic that eject a node.
+    :param base_ejection_time: seconds of the first ejection; the n-th lasts n times as long.
+    :param max_ejection_time: cap on one ejection, in seconds.
+    :param max_ejection_percent: share of nodes that may be ejected passively at once
+        (at least one always may). ``100`` disables the cap.
+    :param panic: when no node is healthy, offer all of them (best first) instead of none.
+    :param latency_alpha: weight of a new latency sample in the decaying average (0 < a <= 1).
+    :param power_of_two: FastestResponse picks the faster of two random healthy nodes
+        instead of always the fastest, so many clients do not herd onto one node.
+    :param clock: monotonic clock in seconds; tests pass a fake.
+    :param rng: random source for Random, FastestResponse with power_of_two, and orders.
+    """
+
+    def __init__(
+        self,
+        nodes: Iterable[ServiceNode],
+        strategy: FailoverStrategy | str = FailoverStrategy.Priority,
+        failure_threshold: int = 3,
+        *,
+        base_ejection_time: float = 30.0,
+        max_ejection_time: float = 300.0,
+        max_ejection_percent: float = 50.0,
+        panic: bool = False,
+        latency_alpha: float = 0.3,
+        power_of_two: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        node_list = tuple(nodes)
+        _require(len(node_list) > 0, "nodes", node_list, "at least one node is required")
+        for n in node_list:
+            _require(isinstance(n, ServiceNode), "nodes", n, "items must be ServiceNode")
+        ids = [n.id for n in node_list]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        _require(not dupes, "nodes", dupes, "node ids must be unique")
+        if isinstance(strategy, str):
+            try:
+                strategy = FailoverStrategy[strategy]
+            except KeyError:
+                raise ConfigError(
+                    "strategy", strategy, f"must be one of {[s.name for s in FailoverStrategy]}"
+                ) from None
+        _require(
+            isinstance(strategy, FailoverStrategy), "strategy", strategy, "must be a FailoverStrategy"
+        )
+        _require(
+            isinstance(failure_threshold, int) and failure_threshold >= 1,
+            "failure_threshold", failure_threshold, "must be an integer >= 1",
+        )
+        _require(base_ejection_time > 0, "base_ejection_time", base_ejection_time, "must be > 0")
+        _require(
+            max_ejection_time >= base_ejection_time,
+            "max_ejection_time", max_ejection_time, "must be >= base_ejection_time",
+        )
+        _require(
+            0 < max_ejection_percent <= 100,
+            "max_ejection_percent", max_ejection_percent, "must be in (0, 100]",
+        )
+        _require(0 < latency_alpha <= 1, "latency_alpha", latency_alpha, "must be in (0, 1]")
+
+        self.strategy: FailoverStrategy = strategy
+        self.failure_threshold = failure_threshold
+        self.base_ejection_time = float(base_ejection_time)
+        self.max_ejection_time = float(max_ejection_time)
+        self.max_ejection_percent = float(max_ejection_percent)
+        self.panic = panic
+        self.latency_alpha = float(latency_alpha)
+        self.power_of_two = power_of_two
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._nodes = node_list
+        self._max_ejectable = max(1, int(len(node_list) * self.max_ejection_percent / 100))
+        self._lock = threading.RLock()
+        self._states = {n.id: _NodeState(n) for n in node_list}
+        # Decaying-average latency per node id. Written under the lock, read without it
+        # (a dict lookup is atomic), so FastestResponse needs no rebuild per sample.
+        self._latency: dict[str, float] = {}
+        self._rebuilds = 0
+        self._view = self._build_view()
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def nodes(self) -> tuple[ServiceNode, ...]:
+        """All nodes, in the order given."""
+        return self._nodes
+
+    def get_available_node(self) -> ServiceNode | None:
+        """The node the strategy picks among healthy ones; ``None`` if there is none.
+
+        With ``panic=True`` and no healthy node, picks among all nodes instead.
+        """
+        view = self._view
+        if view.recheck_at is not None and self._clock() >= view.recheck_at:
+            view = self._readmit_expired()
+        pick = view.pick
+        return pick() if pick is not None else None
+
+    def failover_order(self) -> tuple[ServiceNode, ...]:
+        """Nodes one call should try, each once: the picked node first, then the rest
+        of the candidates in the strategy's order. Empty when nothing is available."""
+        view = self._view
+        if view.recheck_at is not None and self._clock() >= view.recheck_at:
+            view = self._readmit_expired()
+        if view.pick is None:
+            return ()
+        return failover_order(
+            self.strategy, view.pick(), view.candidates, latency=self._latency, rng=self._rng
+        )
+
+    def healthy_nodes(self) -> tuple[ServiceNode, ...]:
+        """The nodes currently offered by health (not counting panic mode)."""
+        return self._view.healthy
+
+    def is_healthy(self, node_id: str) -> bool:
+        """Whether ``node_id`` is currently offered."""
+        return self._state(node_id).healthy
+
+    def latency(self, node_id: str) -> float | None:
+        """Decaying-average latency of ``node_id`` in seconds, ``None`` if never measured."""
+        self._state(node_id)
+        return self._latency.get(node_id)
+
+    def health(self, node_id: str) -> NodeHealth:
+        """A :class:`NodeHealth` snapshot of one node."""
+        with self._lock:
+            st = self._state(node_id)
+            return NodeHealth(
+                node_id=node_id,
+                is_healthy=st.healthy,
+                last_check=st.last_check if st.last_check is not None else 0.0,
+                consecutive_failures=st.consecutive_failures,
+                latency=self._latency.get(node_id, 0.0),
+            )
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every node's state as plain data (JSON-ready; endpoints redacted)."""
+        now = self._clock()
+        with self._lock:
+            return [
+                {
+                    "id": st.node.id,
+                    "endpoint": st.node.safe_endpoint,
+                    "priority": st.node.priority,
+                    "weight": st.node.weight,
+                    "healthy": st.healthy,
+                    "down_reason": st.down_reason,
+                    "consecutive_failures": st.consecutive_failures,
+                    "latency": self._latency.get(st.node.id),
+                    "last_check_age": (
+                        None if st.last_check is None else max(0.0, now - st.last_check)
+                    ),
+                    "ejections": st.ejections,
+                    "ejected_for": (
+                        None if st.ejected_until is None else max(0.0, st.ejected_until - now)
+                    ),
+                }
+                for st in self._states.values()
+            ]
+
+    # ---------------------------------------------------------------- writing
+
+    def mark_failure(self, node_id: str) -> None:
+        """Record a failed call to ``node_id`` (passive health)."""
+        transitions: list[_Transition] = []
+        with self._lock:
+            st = self._state(node_id)
+            now = self._clock()
+            st.consecutive_failures += 1
+            st.last_check = now
+            if st.healthy and st.consecutive_failures >= self.failure_threshold:
+                if self._passively_ejected() < self._max_ejectable:
+                    transitions.append(self._eject(st, now))
+                else:
+                    log.debug(
+                        "node %s failing but not ejected: %d of %d nodes already ejected",
+                        node_id, self._passively_ejected(), len(self._nodes),
+                    )
+        self._emit(transitions)
+
+    def mark_success(self, node_id: str, latency: float) -> None:
+        """Record a successful call to ``node_id`` that took ``latency`` seconds."""
+        transitions: list[_Transition] = []
+        with self._lock:
+            st = self._state(node_id)
+            st.consecutive_failures = 0
+            st.last_check = self._clock()
+            self._add_latency(node_id, latency)
+            if not st.healthy:
+                transitions.append(self._restore(st, "success"))
+        self._emit(transitions)
+
+    def record_check(
+        self,
+        node_id: str,
+        passed: bool,
+        latency: float | None = None,
+        *,
+        unhealthy_threshold: int = 3,
+        healthy_threshold: int = 2,
+    ) -> None:
+        """Record one active health check, with Envoy-style hysteresis.
+
+        ``unhealthy_threshold`` consecutive failed checks mark a healthy node down;
+        ``healthy_threshold`` consecutive passes bring a node that checks took down
+        back. A node ejected by passive failures is restored by a single pass.
+        """
+        transitions: list[_Transition] = []
+        with self._lock:
+            st = self._state(node_id)
+            now = self._clock()
+            st.last_check = now
+            if passed:
+                st.check_passes += 1
+                st.check_failures = 0
+                if latency is not None:
+                    self._add_latency(node_id, latency)
+                if not st.healthy and (
+                    st.down_reason == PASSIVE or st.check_passes >= healthy_threshold
+                ):
+                    transitions.append(self._restore(st, "health-check"))
+            else:
+                st.check_failures += 1
+                st.check_passes = 0
+                if st.healthy and st.check_failures >= unhealthy_threshold:
+                    transitions.append(self._take_down(st, now, ACTIVE, None))
+                elif not st.healthy and st.down_reason == PASSIVE:
+                    # The checker confirms the node is down: keep it out until checks pass,
+                    # rather than letting the ejection timer offer it to live traffic.
+                    st.down_reason = ACTIVE
+                    st.ejected_until = None
+                    self._rebuild()
+        self._emit(transitions)
+
+    def update_health(self, node_id: str, health: NodeHealth) -> None:
+        """Replace ``node_id``'s health with ``health`` (the seed's manual update).
+
+        A node set unhealthy this way stays out until a success, a passing check or
+        another update brings it back.
+        """
+        transitions: list[_Transition] = []
+        with self._lock:
+            st = self._state(node_id)
+            st.last_check = health.last_check
+            st.consecutive_failures = health.consecutive_failures
+            if health.latency > 0:
+                self._latency[node_id] = health.latency
+            if health.is_healthy and not st.healthy:
+                transitions.append(self._restore(st, MANUAL))
+            elif not health.is_healthy and st.healthy:
+                transitions.append(self._take_down(st, self._clock(), MANUAL, None))
+        self._emit(transitions)
+
+    # -------------------------------------------------------------- internals
+
+    def _state(self, node_id: str) -> _NodeState:
+        try:
+            return self._states[node_id]
+        except KeyError:
+            raise UnknownNodeError(node_id, tuple(self._states)) from None
+
+    def _add_latency(self, node_id: str, sample: float) -> None:
+        old = self._latency.get(node_id)
+        self._latency[node_id] = (
+            sample if old is None else old + self.latency_alpha * (sample - old)
+        )
+
+    def _passively_ejected(self) -> int:
+        return sum(1 for s in self._states.values() if not s.healthy and s.down_reason == PASSIVE)
+
+    def _eject(self, st: _NodeState, now: float) -> _Transition:
+        if st.healthy_since is not None and now - st.healthy_since >= self.max_ejection_time:
+            st.ejections = 0  # healthy long enough: forget earlier ejections
+        st.ejections += 1
+        duration = min(self.base_ejection_time * st.ejections, self.max_ejection_time)
+        return self._take_down(st, now, PASSIVE, duration)
+
+    def _take_down(
+        self, st: _NodeState, now: float, reason: str, duration: float | None
+    ) -> _Transition:
+        st.healthy = False
+        st.down_reason = reason
+        st.healthy_since = None
+        st.check_passes = 0
+        st.ejected_until = None if duration is None else now + duration
+        self._rebuild()
+        log.warning(
+            "node %s marked unhealthy (%s, %d consecutive failures)%s",
+            st.node.id, reason, max(st.consecutive_failures, st.check_failures),
+            "" if duration is None else f"; offered again in {duration:.0f}s",
+        )
+        return signals.node_marked_unhealthy, {
+            "node": st.node,
+            "reason": reason,
+            "consecutive_failures": max(st.consecutive_failures, st.check_failures),
+            "ejected_for": duration,
+        }
+
+    def _restore(self, st: _NodeState, reason: str) -> _Transition:
+        st.healthy = True
+        st.down_reason = None
+        st.ejected_until = None
+        st.check_failures = 0
+        st.healthy_since = self._clock()
+        if reason != "ejection-expired":
+            st.consecutive_failures = 0
+        self._rebuild()
+        log.info("node %s recovered (%s)", st.node.id, reason)
+        return signals.node_recovered, {"node": st.node, "reason": reason}
+
+    def _readmit_expired(self) -> _View:
+        transitions: list[_Transition] = []
+        with self._lock:
+            now = self._clock()
+            for st in self._states.values():
+                if st.ejected_until is not None and now >= st.ejected_until:
+                    transitions.append(self._restore(st, "ejection-expired"))
+                    # Probation: one more failure ejects the node again.
+                    st.consecutive_failures = self.failure_threshold - 1
+            view = self._view
+        self._emit(transitions)
+        return view
+
+    def _build_view(self) -> _View:
+        healthy = tuple(n for n in self._nodes if self._states[n.id].healthy)
+        panic = not healthy and self.panic
+        candidates = self._nodes if panic else healthy
+        expiries = [s.ejected_until for s in self._states.values() if s.ejected_until is not None]
+        self._rebuilds += 1
+        return _View(
+            healthy=healthy,
+            candidates=candidates,
+            pick=build_picker(
+                self.strategy, candidates, latency=self._latency, rng=self._rng,
+                power_of_two=self.power_of_two, offset=self._rebuilds,
+            ),
+            recheck_at=min(expiries) if expiries else None,
+            panic=panic,
+        )
+
+    def _rebuild(self) -> None:
+        self._view = self._build_view()
+
+    def _emit(self, transitions: Sequence[_Transition]) -> None:
+        for signal, kwargs in transitions:
+            signals.send(signal, self, **kwargs)
+
+    def __repr__(self) -> str:
+        view = self._view
+        return (
+            f"{type(self).__name__}(strategy={self.strategy.name}, nodes={len(self._nodes)}, "
+            f"healthy={[n.id for n in view.healthy]}{', panic' if view.panic else ''})"
+        )

@@ -1,0 +1,86 @@
+"""blinker signals that report what resilience_mw does.
+
+All signals live on one private :class:`blinker.Namespace`. The sender is the object
+that changed state (a :class:`~resilience_mw.FailoverManager`, an
+:class:`~resilience_mw.AutoDegradationManager`, an :class:`~resilience_mw.AlertRules`,
+a :class:`~resilience_mw.adapter.FailoverAdapter`); everything else is a keyword
+argument. Signals are sent after the sender has released its lock, from whatever
+thread made the change (a request thread or a background worker). A receiver that
+raises is logged and does not break the sender.
+
+blinker holds receivers weakly by default: a lambda or closure connected with
+``signal.connect(fn)`` vanishes once garbage-collected. Use ``connect(fn, weak=False)``
+or keep a reference.
+
+Signals report; they never control. Example::
+
+    from resilience_mw import signals
+
+    def on_failover(sender, from_node, to_node, error, **extra):
+        log.warning("failover %s -> %s: %s", from_node.id, to_node and to_node.id, error)
+
+    signals.failover.connect(on_failover)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from blinker import Namespace, Signal
+
+__all__ = [
+    "alert",
+    "failover",
+    "level_changed",
+    "node_marked_unhealthy",
+    "node_recovered",
+    "send",
+]
+
+log = logging.getLogger(__name__)
+
+_signals = Namespace()
+
+#: A node stopped being offered. Sent once per transition, with ``node``
+#: (:class:`~resilience_mw.ServiceNode`), ``reason`` (``"passive"`` for failures of
+#: real traffic, ``"active"`` for failed health checks, ``"manual"`` for
+#: :meth:`~resilience_mw.FailoverManager.update_health`), ``consecutive_failures``
+#: (int) and ``ejected_for`` (seconds until it is offered again, or ``None`` when only
+#: a success or a passing check brings it back).
+node_marked_unhealthy: Signal = _signals.signal("node-marked-unhealthy")
+
+#: A node is offered again. Sent once per transition, with ``node`` and ``reason``
+#: (``"success"``, ``"health-check"``, ``"ejection-expired"`` or ``"manual"``).
+node_recovered: Signal = _signals.signal("node-recovered")
+
+#: One attempt failed and the call moves on. Sent with ``from_node`` (the node that
+#: failed), ``to_node`` (the next node, or ``None`` when none is left) and ``error``
+#: (the exception, or an error describing a retryable status).
+failover: Signal = _signals.signal("failover")
+
+#: The degradation level changed. Sent with ``old`` and ``new``
+#: (:class:`~resilience_mw.DegradationLevel`), ``cpu`` and ``memory`` (percent),
+#: ``error_rate`` (0..1), ``requests`` (requests in the error window) and ``forced``
+#: (bool: set by :meth:`~resilience_mw.AutoDegradationManager.force_level`).
+level_changed: Signal = _signals.signal("level-changed")
+
+#: An alert rule fired. Sent with ``kind`` (``"failover-rate"`` or ``"degradation"``),
+#: ``message`` (str) and ``details`` (dict of plain data).
+alert: Signal = _signals.signal("alert")
+
+
+def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal``, logging (not raising) any receiver's exception.
+
+    Never call this with a lock held: receivers are user code.
+    """
+    if not signal.receivers:
+        return
+    for receiver in list(signal.receivers_for(sender)):
+        try:
+            receiver(sender, **kwargs)
+        except Exception:
+            log.exception(
+                "receiver %r of signal %r raised; ignored", receiver, getattr(signal, "name", signal)
+            )

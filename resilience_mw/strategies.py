@@ -1,0 +1,156 @@
+"""Node-selection strategies: pure functions of a healthy-node tuple.
+
+A manager rebuilds its picker only when the healthy set changes; choosing a node is
+then a single call to that picker. For :attr:`~FailoverStrategy.Priority` and
+:attr:`~FailoverStrategy.RoundRobin` (and small-weight
+:attr:`~FailoverStrategy.WeightedRoundRobin`) the picker is a C-level callable
+(``itertools.repeat(...).__next__`` / ``itertools.cycle(...).__next__``): no lock, no
+scan, and atomic under the GIL, so every thread can share it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+from .model import FailoverStrategy, ServiceNode
+
+__all__ = ["Picker", "build_picker", "failover_order", "priority_order", "smooth_weighted_sequence"]
+
+Picker = Callable[[], ServiceNode]
+
+#: Longest precomputed weighted sequence; beyond it a locked smooth-WRR is used.
+MAX_WEIGHTED_SEQUENCE = 10_000
+
+_UNKNOWN = math.inf
+
+
+def priority_order(nodes: Sequence[ServiceNode]) -> tuple[ServiceNode, ...]:
+    """Nodes by descending priority; ties keep their given order."""
+    return tuple(sorted(nodes, key=lambda n: -n.priority))
+
+
+def smooth_weighted_sequence(nodes: Sequence[ServiceNode]) -> tuple[ServiceNode, ...]:
+    """One period of nginx's smooth weighted round-robin over ``nodes``.
+
+    Each step adds every node's weight to its current score, picks the highest score
+    (first on ties) and subtracts the total from it. For weights 5:1:1 this gives
+    a,a,b,a,c,a,a: the heavy node is spread out instead of sent in a burst.
+    """
+    divisor = math.gcd(*(n.weight for n in nodes))
+    weights = [n.weight // divisor for n in nodes]
+    total = sum(weights)
+    current = [0] * len(nodes)
+    out: list[ServiceNode] = []
+    for _ in range(total):
+        best = 0
+        for i, w in enumerate(weights):
+            current[i] += w
+            if current[i] > current[best]:
+                best = i
+        current[best] -= total
+        out.append(nodes[best])
+    return tuple(out)
+
+
+class _LockedSmoothWeighted:
+    """Smooth WRR computed step by step, for weight totals too large to precompute."""
+
+    def __init__(self, nodes: Sequence[ServiceNode]) -> None:
+        self._nodes = tuple(nodes)
+        self._weights = [n.weight for n in nodes]
+        self._total = sum(self._weights)
+        self._current = [0] * len(nodes)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ServiceNode:
+        with self._lock:
+            best = 0
+            for i, w in enumerate(self._weights):
+                self._current[i] += w
+                if self._current[i] > self._current[best]:
+                    best = i
+            self._current[best] -= self._total
+        return self._nodes[best]
+
+
+def _fastest_picker(
+    nodes: tuple[ServiceNode, ...],
+    latency: Mapping[str, float],
+    rng: random.Random,
+    power_of_two: bool,
+) -> Picker:
+    get = latency.get
+    if power_of_two and len(nodes) > 2:
+
+        def pick_p2c() -> ServiceNode:
+            a, b = rng.sample(nodes, 2)
+            return a if get(a.id, _UNKNOWN) <= get(b.id, _UNKNOWN) else b
+
+        return pick_p2c
+
+    def pick_min() -> ServiceNode:
+        return min(nodes, key=lambda n: get(n.id, _UNKNOWN))
+
+    return pick_min
+
+
+def build_picker(
+    strategy: FailoverStrategy,
+    nodes: tuple[ServiceNode, ...],
+    *,
+    latency: Mapping[str, float],
+    rng: random.Random,
+    power_of_two: bool = False,
+    offset: int = 0,
+) -> Picker | None:
+    """Return a zero-argument callable choosing among ``nodes``, or ``None`` if empty.
+
+    ``latency`` is read live (node id -> seconds) by FastestResponse, so latency
+    updates need no rebuild. ``offset`` rotates the round-robin start so a rebuilt
+    cycle does not always restart on the first node.
+    """
+    if not nodes:
+        return None
+    if strategy is FailoverStrategy.Priority:
+        return itertools.repeat(priority_order(nodes)[0]).__next__
+    if strategy is FailoverStrategy.RoundRobin:
+        k = offset % len(nodes)
+        return itertools.cycle(nodes[k:] + nodes[:k]).__next__
+    if strategy is FailoverStrategy.Random:
+        choice = rng.choice
+        return lambda: choice(nodes)
+    if strategy is FailoverStrategy.WeightedRoundRobin:
+        divisor = math.gcd(*(n.weight for n in nodes))
+        if sum(n.weight for n in nodes) // divisor <= MAX_WEIGHTED_SEQUENCE:
+            return itertools.cycle(smooth_weighted_sequence(nodes)).__next__
+        return _LockedSmoothWeighted(nodes)
+    return _fastest_picker(nodes, latency, rng, power_of_two)
+
+
+def failover_order(
+    strategy: FailoverStrategy,
+    first: ServiceNode,
+    nodes: tuple[ServiceNode, ...],
+    *,
+    latency: Mapping[str, float],
+    rng: random.Random,
+) -> tuple[ServiceNode, ...]:
+    """Every node of ``nodes`` once, ``first`` leading, the rest in the strategy's order."""
+    rest: Sequence[ServiceNode]
+    if strategy is FailoverStrategy.RoundRobin and first in nodes:
+        i = nodes.index(first)
+        return nodes[i:] + nodes[:i]
+    others = [n for n in nodes if n is not first]
+    if strategy is FailoverStrategy.Random:
+        rest = rng.sample(others, len(others))
+    elif strategy is FailoverStrategy.WeightedRoundRobin:
+        rest = sorted(others, key=lambda n: -n.weight)
+    elif strategy is FailoverStrategy.FastestResponse:
+        rest = sorted(others, key=lambda n: latency.get(n.id, _UNKNOWN))
+    else:
+        rest = priority_order(others)
+    return (first, *rest)

@@ -1,0 +1,195 @@
+"""Passive failure marking, ejection back-off, the ejection cap, panic mode and recovery."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from resilience_mw import FailoverManager, FailoverStrategy, NodeHealth, ServiceNode, signals
+from tests.conftest import FakeClock
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __call__(self, name: str) -> Any:
+        def receiver(sender: object, **kw: Any) -> None:
+            node = kw.get("node") or kw.get("from_node")
+            self.events.append((name, node.id if node else "", kw))
+
+        return receiver
+
+
+@pytest.fixture
+def recorder() -> Any:
+    rec = Recorder()
+    down = rec("down")
+    up = rec("up")
+    signals.node_marked_unhealthy.connect(down)
+    signals.node_recovered.connect(up)
+    yield rec
+    signals.node_marked_unhealthy.disconnect(down)
+    signals.node_recovered.disconnect(up)
+
+
+def make(nodes: list[ServiceNode], clock: FakeClock, **kw: Any) -> FailoverManager:
+    return FailoverManager(nodes, FailoverStrategy.Priority, clock=clock, **kw)
+
+
+def test_threshold_then_secondary(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+    m = make(seed_nodes, clock)
+    m.mark_failure("primary")
+    m.mark_failure("primary")
+    assert m.get_available_node().id == "primary"  # type: ignore[union-attr]
+    m.mark_failure("primary")
+    assert m.get_available_node().id == "secondary"  # type: ignore[union-attr]
+    assert [(e[0], e[1]) for e in recorder.events] == [("down", "primary")]
+    assert recorder.events[0][2]["reason"] == "passive" and recorder.events[0][2]["ejected_for"] == 30
+    m.mark_failure("primary")  # further failures: no second signal
+    assert len(recorder.events) == 1
+
+
+def test_success_resets_consecutive_count(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+    m = make(seed_nodes, clock)
+    m.mark_failure("primary")
+    m.mark_failure("primary")
+    m.mark_success("primary", 0.01)
+    m.mark_failure("primary")
+    m.mark_failure("primary")
+    assert m.is_healthy("primary")
+
+
+def test_success_restores_an_ejected_node(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+    m = make(seed_nodes, clock)
+    for _ in range(3):
+        m.mark_failure("primary")
+    m.mark_success("primary", 0.02)
+    assert m.get_available_node().id == "primary"  # type: ignore[union-attr]
+    assert [(e[0], e[2].get("reason")) for e in recorder.events] == [("down", "passive"), ("up", "success")]
+
+
+def test_ejection_expires_grows_and_is_capped(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+    m = make(seed_nodes, clock, base_ejection_time=30, max_ejection_time=70)
+    for _ in range(3):
+        m.mark_failure("primary")
+    clock.advance(29.9)
+    assert m.get_available_node().id == "secondary"  # type: ignore[union-attr]
+    clock.advance(0.2)
+    assert m.get_available_node().id == "primary"  # type: ignore[union-attr]  # offered again
+    # probation: a single failure ejects again, now for 2 x 30 s
+    m.mark_failure("primary")
+    assert not m.is_healthy("primary")
+    assert recorder.events[-1][2]["ejected_for"] == 60
+    clock.advance(60.1)
+    assert m.get_available_node().id == "primary"  # type: ignore[union-attr]
+    m.mark_failure("primary")
+    assert recorder.events[-1][2]["ejected_for"] == 70  # capped (3 x 30 > 70)
+    reasons = [e[2]["reason"] for e in recorder.events if e[0] == "up"]
+    assert reasons == ["ejection-expired", "ejection-expired"]
+
+
+def test_ejection_count_forgotten_after_long_health(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+    m = make(seed_nodes, clock, base_ejection_time=30, max_ejection_time=300)
+    for _ in range(3):
+        m.mark_failure("primary")
+    m.mark_success("primary", 0.01)
+    clock.advance(301)
+    for _ in range(3):
+        m.mark_failure("primary")
+    assert recorder.events[-1][2]["ejected_for"] == 30
+
+
+def test_max_ejection_percent_keeps_nodes_offered(clock: FakeClock) -> None:
+    nodes = [ServiceNode(f"n{i}", f"http://n{i}") for i in range(4)]
+    m = FailoverManager(nodes, FailoverStrategy.RoundRobin, clock=clock, max_ejection_percent=50)
+    for node in nodes:
+        for _ in range(5):
+            m.mark_failure(node.id)
+    assert len(m.healthy_nodes()) == 2  # at most 50 % of 4 ejected passively
+
+
+def test_at_least_one_node_is_always_ejectable(clock: FakeClock) -> None:
+    nodes = [ServiceNode("a", "http://a"), ServiceNode("b", "http://b")]
+    m = FailoverManager(nodes, clock=clock, max_ejection_percent=10)
+    for _ in range(3):
+        m.mark_failure("a")
+    assert not m.is_healthy("a")
+    for _ in range(3):
+        m.mark_failure("b")
+    assert m.is_healthy("b")
+
+
+def test_no_healthy_node_fails_fast_or_panics(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+    for panic in (False, True):
+        m = make(seed_nodes, clock, panic=panic)
+        for n in seed_nodes:
+            m.update_health(n.id, NodeHealth(n.id, False, clock()))
+        if panic:
+            assert m.get_available_node().id == "primary"  # type: ignore[union-attr]
+            assert [n.id for n in m.failover_order()] == ["primary", "secondary", "tertiary"]
+        else:
+            assert m.get_available_node() is None and m.failover_order() == ()
+
+
+def test_health_check_hysteresis(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+    m = make(seed_nodes, clock)
+    th = {"unhealthy_threshold": 2, "healthy_threshold": 3}
+    m.record_check("primary", False, **th)
+    assert m.is_healthy("primary")
+    m.record_check("primary", False, **th)
+    assert not m.is_healthy("primary")
+    for expected in (False, False, True):
+        m.record_check("primary", True, 0.01, **th)
+        assert m.is_healthy("primary") is expected
+    assert [(e[0], e[2]["reason"]) for e in recorder.events] == [("down", "active"), ("up", "health-check")]
+
+
+def test_one_passing_check_uneject_passive(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+    m = make(seed_nodes, clock)
+    for _ in range(3):
+        m.mark_failure("primary")
+    m.record_check("primary", True, 0.01, unhealthy_threshold=3, healthy_threshold=3)
+    assert m.is_healthy("primary")
+
+
+def test_failed_check_keeps_ejected_node_out_past_its_timer(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+    m = make(seed_nodes, clock)
+    for _ in range(3):
+        m.mark_failure("primary")
+    m.record_check("primary", False)
+    clock.advance(1000)
+    assert m.get_available_node().id == "secondary"  # type: ignore[union-attr]
+
+
+def test_snapshot_is_plain_redacted_data(clock: FakeClock) -> None:
+    m = FailoverManager([ServiceNode("a", "http://u:pw@host:1")], clock=clock)
+    m.mark_success("a", 0.25)
+    snap = m.snapshot()
+    text = json.dumps(snap)
+    assert "pw" not in text
+    assert snap[0]["id"] == "a" and snap[0]["healthy"] is True and snap[0]["latency"] == 0.25
+    assert "pw" not in repr(m)
+
+
+def test_health_returns_node_health(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+    m = make(seed_nodes, clock)
+    m.mark_failure("secondary")
+    h = m.health("secondary")
+    assert h == NodeHealth("secondary", True, clock(), 1, 0.0)
+
+
+def test_raising_receiver_does_not_break_marking(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+    def bad(sender: object, **kw: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    signals.node_marked_unhealthy.connect(bad)
+    try:
+        m = make(seed_nodes, clock)
+        for _ in range(3):
+            m.mark_failure("primary")
+        assert not m.is_healthy("primary")
+    finally:
+        signals.node_marked_unhealthy.disconnect(bad)

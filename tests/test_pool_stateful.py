@@ -1,0 +1,73 @@
+"""Hypothesis state machine: the pool against a simple model of the same rules."""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from resilience_mw import FailoverManager, FailoverStrategy, ServiceNode
+from tests.conftest import FakeClock
+
+IDS = ["a", "b", "c", "d"]
+THRESHOLD = 2
+
+
+class PoolMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        nodes = [ServiceNode(i, f"http://{i}", priority=10 - k) for k, i in enumerate(IDS)]
+        self.m = FailoverManager(
+            nodes, FailoverStrategy.Priority, failure_threshold=THRESHOLD,
+            max_ejection_percent=100, base_ejection_time=10, max_ejection_time=40, clock=self.clock,
+        )
+        self.fails = dict.fromkeys(IDS, 0)
+        self.healthy = dict.fromkeys(IDS, True)
+        self.until: dict[str, float] = {}
+
+    def _expire(self) -> None:
+        for i, t in list(self.until.items()):
+            if self.clock.now >= t:
+                self.healthy[i] = True
+                self.fails[i] = THRESHOLD - 1
+                del self.until[i]
+
+    @rule(node=st.sampled_from(IDS))
+    def fail(self, node: str) -> None:
+        self.m.get_available_node()  # readmission happens on selection
+        self._expire()
+        self.m.mark_failure(node)
+        self.fails[node] += 1
+        if self.healthy[node] and self.fails[node] >= THRESHOLD:
+            self.healthy[node] = False
+            self.until[node] = self.clock.now + 1  # placeholder; exact time checked below
+
+            st_ = [s for s in self.m.snapshot() if s["id"] == node][0]
+            self.until[node] = self.clock.now + st_["ejected_for"]
+
+    @rule(node=st.sampled_from(IDS))
+    def succeed(self, node: str) -> None:
+        self.m.get_available_node()
+        self._expire()
+        self.m.mark_success(node, 0.01)
+        self.fails[node] = 0
+        self.healthy[node] = True
+        self.until.pop(node, None)
+
+    @rule(dt=st.floats(min_value=0, max_value=50))
+    def wait(self, dt: float) -> None:
+        self.clock.advance(dt)
+
+    @invariant()
+    def picks_best_healthy(self) -> None:
+        picked = self.m.get_available_node()
+        self._expire()
+        best = next((i for i in IDS if self.healthy[i]), None)
+        assert (picked.id if picked else None) == best
+        for i in IDS:
+            assert self.m.is_healthy(i) == self.healthy[i]
+
+
+PoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestPool = PoolMachine.TestCase
