@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import emit, interleaved, median, ratio  # noqa: E402
-from resilience_mw import FailoverManager, FailoverStrategy, NodeHealth, ServiceNode  # noqa: E402
+from bench._harness import emit, interleaved, median, ratio
+from resilience_mw import FailoverManager, FailoverStrategy, NodeHealth, ServiceNode
 
 
 def floor_selector(nodes: list[ServiceNode]) -> object:

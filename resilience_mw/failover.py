@@ -79,7 +79,11 @@ class FailoverManager(NodePool):
                 nxt = order[i + 1] if i + 1 < len(order) else None
                 log.warning(
                     "node %s failed (attempt %d of %d): %r%s",
-                    node.id, i + 1, len(order), exc, f"; trying {nxt.id}" if nxt else "",
+                    node.id,
+                    i + 1,
+                    len(order),
+                    exc,
+                    f"; trying {nxt.id}" if nxt else "",
                 )
                 signals.send(signals.failover, self, from_node=node, to_node=nxt, error=exc)
                 continue

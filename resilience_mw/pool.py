@@ -120,21 +120,25 @@ class NodePool:
                 raise ConfigError(
                     "strategy", strategy, f"must be one of {[s.name for s in FailoverStrategy]}"
                 ) from None
-        _require(
-            isinstance(strategy, FailoverStrategy), "strategy", strategy, "must be a FailoverStrategy"
-        )
+        _require(isinstance(strategy, FailoverStrategy), "strategy", strategy, "must be a FailoverStrategy")
         _require(
             isinstance(failure_threshold, int) and failure_threshold >= 1,
-            "failure_threshold", failure_threshold, "must be an integer >= 1",
+            "failure_threshold",
+            failure_threshold,
+            "must be an integer >= 1",
         )
         _require(base_ejection_time > 0, "base_ejection_time", base_ejection_time, "must be > 0")
         _require(
             max_ejection_time >= base_ejection_time,
-            "max_ejection_time", max_ejection_time, "must be >= base_ejection_time",
+            "max_ejection_time",
+            max_ejection_time,
+            "must be >= base_ejection_time",
         )
         _require(
             0 < max_ejection_percent <= 100,
-            "max_ejection_percent", max_ejection_percent, "must be in (0, 100]",
+            "max_ejection_percent",
+            max_ejection_percent,
+            "must be in (0, 100]",
         )
         _require(0 < latency_alpha <= 1, "latency_alpha", latency_alpha, "must be in (0, 1]")
 
@@ -227,13 +231,9 @@ class NodePool:
                     "down_reason": st.down_reason,
                     "consecutive_failures": st.consecutive_failures,
                     "latency": self._latency.get(st.node.id),
-                    "last_check_age": (
-                        None if st.last_check is None else max(0.0, now - st.last_check)
-                    ),
+                    "last_check_age": (None if st.last_check is None else max(0.0, now - st.last_check)),
                     "ejections": st.ejections,
-                    "ejected_for": (
-                        None if st.ejected_until is None else max(0.0, st.ejected_until - now)
-                    ),
+                    "ejected_for": (None if st.ejected_until is None else max(0.0, st.ejected_until - now)),
                 }
                 for st in self._states.values()
             ]
@@ -254,7 +254,9 @@ class NodePool:
                 else:
                     log.debug(
                         "node %s failing but not ejected: %d of %d nodes already ejected",
-                        node_id, self._passively_ejected(), len(self._nodes),
+                        node_id,
+                        self._passively_ejected(),
+                        len(self._nodes),
                     )
         self._emit(transitions)
 
@@ -295,9 +297,7 @@ class NodePool:
                 st.check_failures = 0
                 if latency is not None:
                     self._add_latency(node_id, latency)
-                if not st.healthy and (
-                    st.down_reason == PASSIVE or st.check_passes >= healthy_threshold
-                ):
+                if not st.healthy and (st.down_reason == PASSIVE or st.check_passes >= healthy_threshold):
                     transitions.append(self._restore(st, "health-check"))
             else:
                 st.check_failures += 1
@@ -341,9 +341,7 @@ class NodePool:
 
     def _add_latency(self, node_id: str, sample: float) -> None:
         old = self._latency.get(node_id)
-        self._latency[node_id] = (
-            sample if old is None else old + self.latency_alpha * (sample - old)
-        )
+        self._latency[node_id] = sample if old is None else old + self.latency_alpha * (sample - old)
 
     def _passively_ejected(self) -> int:
         return sum(1 for s in self._states.values() if not s.healthy and s.down_reason == PASSIVE)
@@ -355,9 +353,7 @@ class NodePool:
         duration = min(self.base_ejection_time * st.ejections, self.max_ejection_time)
         return self._take_down(st, now, PASSIVE, duration)
 
-    def _take_down(
-        self, st: _NodeState, now: float, reason: str, duration: float | None
-    ) -> _Transition:
+    def _take_down(self, st: _NodeState, now: float, reason: str, duration: float | None) -> _Transition:
         st.healthy = False
         st.down_reason = reason
         st.healthy_since = None
@@ -366,7 +362,9 @@ class NodePool:
         self._rebuild()
         log.warning(
             "node %s marked unhealthy (%s, %d consecutive failures)%s",
-            st.node.id, reason, max(st.consecutive_failures, st.check_failures),
+            st.node.id,
+            reason,
+            max(st.consecutive_failures, st.check_failures),
             "" if duration is None else f"; offered again in {duration:.0f}s",
         )
         return signals.node_marked_unhealthy, {
@@ -411,8 +409,12 @@ class NodePool:
             healthy=healthy,
             candidates=candidates,
             pick=build_picker(
-                self.strategy, candidates, latency=self._latency, rng=self._rng,
-                power_of_two=self.power_of_two, offset=self._rebuilds,
+                self.strategy,
+                candidates,
+                latency=self._latency,
+                rng=self._rng,
+                power_of_two=self.power_of_two,
+                offset=self._rebuilds,
             ),
             recheck_at=min(expiries) if expiries else None,
             panic=panic,

@@ -31,3 +31,21 @@ def seed_nodes() -> list[ServiceNode]:
         ServiceNode("secondary", "http://secondary:8080", priority=80, weight=30),
         ServiceNode("tertiary", "http://tertiary:8080", priority=60, weight=20),
     ]
+
+
+@pytest.fixture
+def node_factory():  # type: ignore[no-untyped-def]
+    """Start NodeServers on demand; all are stopped at the end of the test."""
+    from tests.nodes import NodeServer
+
+    started: list[NodeServer] = []
+
+    def make(name: str = "node", mode: str = "ok") -> NodeServer:
+        node = NodeServer(name).start()
+        node.mode = mode
+        started.append(node)
+        return node
+
+    yield make
+    for node in started:
+        node.stop()

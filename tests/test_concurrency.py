@@ -61,7 +61,7 @@ def test_selection_and_marking_race_keeps_invariants() -> None:
                     if k % 101 == 0:
                         order = m.failover_order()
                         assert len({n.id for n in order}) == len(order)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         run_threads(8, work)

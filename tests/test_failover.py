@@ -72,7 +72,7 @@ def test_panic_mode_tries_all_best_first(seed_nodes: list[ServiceNode]) -> None:
     m = FailoverManager(seed_nodes, panic=True)
     for n in seed_nodes:
         m.update_health(n.id, NodeHealth(n.id, False, 0.0))
-    op, calls = failing_on("primary")
+    op, _calls = failing_on("primary")
     assert m.execute_with_failover(op) == "Success from secondary"
     assert m.is_healthy("secondary")  # the success restored it
 
@@ -80,7 +80,9 @@ def test_panic_mode_tries_all_best_first(seed_nodes: list[ServiceNode]) -> None:
 def test_failover_signal_names_from_and_to(seed_nodes: list[ServiceNode]) -> None:
     seen: list[tuple[str, str | None]] = []
 
-    def on_failover(sender: object, from_node: ServiceNode, to_node: ServiceNode | None, error: Exception) -> None:
+    def on_failover(
+        sender: object, from_node: ServiceNode, to_node: ServiceNode | None, error: Exception
+    ) -> None:
         seen.append((from_node.id, to_node.id if to_node else None))
 
     signals.failover.connect(on_failover)
@@ -136,7 +138,7 @@ def test_service_backup_skips_unhealthy_tier_and_uses_tier_order_not_priority() 
 
 def test_service_backup_all_fail(seed_nodes: list[ServiceNode]) -> None:
     backup = ServiceBackup(seed_nodes[0], seed_nodes[1])
-    op, calls = failing_on("primary", "secondary")
+    op, _calls = failing_on("primary", "secondary")
     with pytest.raises(AllNodesFailedError) as info:
         backup.execute(op)
     assert [a.node_id for a in info.value.attempts] == ["primary", "secondary"]

@@ -62,7 +62,9 @@ def test_success_resets_consecutive_count(seed_nodes: list[ServiceNode], clock: 
     assert m.is_healthy("primary")
 
 
-def test_success_restores_an_ejected_node(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+def test_success_restores_an_ejected_node(
+    seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any
+) -> None:
     m = make(seed_nodes, clock)
     for _ in range(3):
         m.mark_failure("primary")
@@ -71,7 +73,9 @@ def test_success_restores_an_ejected_node(seed_nodes: list[ServiceNode], clock: 
     assert [(e[0], e[2].get("reason")) for e in recorder.events] == [("down", "passive"), ("up", "success")]
 
 
-def test_ejection_expires_grows_and_is_capped(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+def test_ejection_expires_grows_and_is_capped(
+    seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any
+) -> None:
     m = make(seed_nodes, clock, base_ejection_time=30, max_ejection_time=70)
     for _ in range(3):
         m.mark_failure("primary")
@@ -91,7 +95,9 @@ def test_ejection_expires_grows_and_is_capped(seed_nodes: list[ServiceNode], clo
     assert reasons == ["ejection-expired", "ejection-expired"]
 
 
-def test_ejection_count_forgotten_after_long_health(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+def test_ejection_count_forgotten_after_long_health(
+    seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any
+) -> None:
     m = make(seed_nodes, clock, base_ejection_time=30, max_ejection_time=300)
     for _ in range(3):
         m.mark_failure("primary")
@@ -155,7 +161,9 @@ def test_one_passing_check_uneject_passive(seed_nodes: list[ServiceNode], clock:
     assert m.is_healthy("primary")
 
 
-def test_failed_check_keeps_ejected_node_out_past_its_timer(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+def test_failed_check_keeps_ejected_node_out_past_its_timer(
+    seed_nodes: list[ServiceNode], clock: FakeClock
+) -> None:
     m = make(seed_nodes, clock)
     for _ in range(3):
         m.mark_failure("primary")

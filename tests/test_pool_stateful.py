@@ -19,8 +19,13 @@ class PoolMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         nodes = [ServiceNode(i, f"http://{i}", priority=10 - k) for k, i in enumerate(IDS)]
         self.m = FailoverManager(
-            nodes, FailoverStrategy.Priority, failure_threshold=THRESHOLD,
-            max_ejection_percent=100, base_ejection_time=10, max_ejection_time=40, clock=self.clock,
+            nodes,
+            FailoverStrategy.Priority,
+            failure_threshold=THRESHOLD,
+            max_ejection_percent=100,
+            base_ejection_time=10,
+            max_ejection_time=40,
+            clock=self.clock,
         )
         self.fails = dict.fromkeys(IDS, 0)
         self.healthy = dict.fromkeys(IDS, True)
@@ -43,7 +48,7 @@ class PoolMachine(RuleBasedStateMachine):
             self.healthy[node] = False
             self.until[node] = self.clock.now + 1  # placeholder; exact time checked below
 
-            st_ = [s for s in self.m.snapshot() if s["id"] == node][0]
+            st_ = next(s for s in self.m.snapshot() if s["id"] == node)
             self.until[node] = self.clock.now + st_["ejected_for"]
 
     @rule(node=st.sampled_from(IDS))

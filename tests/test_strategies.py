@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 
@@ -36,7 +37,7 @@ def test_round_robin_cycles_evenly_and_skips_unhealthy(seed_nodes: list[ServiceN
     picks = [m.get_available_node() for _ in range(300)]
     assert Counter(p.id for p in picks if p) == {"primary": 100, "secondary": 100, "tertiary": 100}
     # consecutive picks never repeat while all are healthy
-    assert all(a is not b for a, b in zip(picks, picks[1:], strict=False))
+    assert all(a is not b for a, b in itertools.pairwise(picks))
     _down(m, "secondary")
     picks = [m.get_available_node() for _ in range(100)]
     assert Counter(p.id for p in picks if p) == {"primary": 50, "tertiary": 50}

@@ -1,0 +1,120 @@
+"""AlertRules: the seed's alerting best practice, wired to the signals.
+
+* ``failover-rate``: more than ``failover_threshold`` failovers within
+  ``failover_window`` seconds.
+* ``degradation``: the level reached ``level_threshold`` (default Level2) or higher.
+
+Each alert sends :data:`~resilience_mw.signals.alert` and logs a warning. Alerts of
+one kind are rate-limited to one per ``min_interval`` seconds (a level worse than the
+last one alerted is always reported), so a flapping system does not spam.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import signals
+from .exceptions import ConfigError
+from .model import DegradationLevel
+
+__all__ = ["AlertRules"]
+
+log = logging.getLogger(__name__)
+
+
+class AlertRules:
+    """Subscribes to ``failover`` and ``level_changed`` and raises alerts.
+
+    :param sender: only count signals from this sender (default: any).
+    :param clock: monotonic clock; tests pass a fake.
+    Call :meth:`close` to unsubscribe.
+    """
+
+    def __init__(
+        self,
+        *,
+        failover_threshold: int = 5,
+        failover_window: float = 60.0,
+        level_threshold: DegradationLevel = DegradationLevel.Level2,
+        min_interval: float = 300.0,
+        sender: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(failover_threshold, int) or failover_threshold < 1:
+            raise ConfigError("failover_threshold", failover_threshold, "must be an integer >= 1")
+        if not failover_window > 0:
+            raise ConfigError("failover_window", failover_window, "must be > 0")
+        if not min_interval >= 0:
+            raise ConfigError("min_interval", min_interval, "must be >= 0")
+        self.failover_threshold = failover_threshold
+        self.failover_window = failover_window
+        self.level_threshold = DegradationLevel(level_threshold)
+        self.min_interval = min_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Bounded: only the newest threshold+1 timestamps matter.
+        self._failovers: collections.deque[float] = collections.deque(maxlen=failover_threshold + 1)
+        self._last_sent: dict[str, float] = {}
+        self._alerted_level = DegradationLevel.Normal
+        self.fired: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        kw = {} if sender is None else {"sender": sender}
+        signals.failover.connect(self._on_failover, weak=False, **kw)
+        signals.level_changed.connect(self._on_level, weak=False, **kw)
+
+    def close(self) -> None:
+        """Stop listening."""
+        signals.failover.disconnect(self._on_failover)
+        signals.level_changed.disconnect(self._on_level)
+
+    def _on_failover(self, sender: Any, **kw: Any) -> None:
+        now = self._clock()
+        with self._lock:
+            self._failovers.append(now)
+            while self._failovers and now - self._failovers[0] > self.failover_window:
+                self._failovers.popleft()
+            count = len(self._failovers)
+            due = count > self.failover_threshold and self._due("failover-rate", now)
+        if due:
+            self._fire(
+                "failover-rate",
+                f"high failover rate: more than {self.failover_threshold} failovers in {self.failover_window:g}s",
+                {
+                    "count": count,
+                    "window": self.failover_window,
+                    "last_from": getattr(kw.get("from_node"), "id", None),
+                },
+            )
+
+    def _on_level(self, sender: Any, *, new: DegradationLevel, old: DegradationLevel, **kw: Any) -> None:
+        now = self._clock()
+        with self._lock:
+            if new < self.level_threshold:
+                return
+            last = self._last_sent.get("degradation")
+            recent = last is not None and now - last < self.min_interval
+            if recent and new <= self._alerted_level:
+                return  # already alerted at this level or worse within min_interval
+            self._last_sent["degradation"] = now
+            self._alerted_level = new
+        self._fire(
+            "degradation",
+            f"system degraded to {new.name}",
+            {"old": old.name, "new": new.name, **{k: kw.get(k) for k in ("cpu", "memory", "error_rate")}},
+        )
+
+    def _due(self, kind: str, now: float) -> bool:
+        last = self._last_sent.get(kind)
+        if last is None or now - last >= self.min_interval:
+            self._last_sent[kind] = now
+            return True
+        return False
+
+    def _fire(self, kind: str, message: str, details: dict[str, Any]) -> None:
+        log.warning("ALERT %s: %s", kind, message)
+        self.fired.append({"kind": kind, "message": message, "details": details})
+        signals.send(signals.alert, self, kind=kind, message=message, details=details)

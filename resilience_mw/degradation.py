@@ -1,0 +1,329 @@
+"""AutoDegradationManager: the process's degradation level from CPU, memory and errors.
+
+A background worker samples CPU and memory (psutil) and the error rate of recent
+requests, decides a :class:`DegradationLevel` by :meth:`DegradationConfig.decide`,
+and publishes it. Request threads only call :meth:`record_request` (one short lock)
+and :meth:`current_level` (an attribute read, no lock)::
+
+    degradation = AutoDegradationManager(DegradationConfig(cooldown_seconds=10))
+    degradation.start(check_interval=1.0)
+    ...
+    degradation.record_request(success=response.status_code < 500)
+    if degradation.is_feature_available(Feature.Analytics):
+        track(event)
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from . import _fork, signals
+from .config import DegradationConfig
+from .exceptions import ConfigError
+from .features import FeatureTable
+from .model import DegradationLevel
+from .sampling import Sample, SystemSampler
+from .worker import BackgroundWorker
+
+__all__ = ["AutoDegradationManager", "ErrorWindow"]
+
+log = logging.getLogger(__name__)
+
+
+class _Bucket:
+    """Counts of one time slice. Writers only call ``next()`` on the counters: a single
+    C call, atomic under the GIL, so recording needs no lock."""
+
+    __slots__ = ("epoch", "fails", "fails_read", "total", "total_read")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.total = itertools.count()
+        self.fails = itertools.count()
+        # Reading a count means calling next() too; readers (under the window's lock)
+        # remember how often they did so, to subtract it.
+        self.total_read = 0
+        self.fails_read = 0
+
+    def read(self) -> tuple[int, int]:
+        total = next(self.total) - self.total_read
+        fails = next(self.fails) - self.fails_read
+        self.total_read += 1
+        self.fails_read += 1
+        return total, fails
+
+
+class ErrorWindow:
+    """Request and failure counts over a sliding time window, in fixed buckets.
+
+    Recording is lock-free; the lock is taken only to start a new bucket (once per
+    ``seconds / buckets``) and to read. Memory is ``buckets`` small objects whatever the
+    request rate. A request recorded into a bucket just as it is being replaced still
+    lands in a bucket of the window, so nothing is lost.
+    """
+
+    def __init__(self, seconds: float, buckets: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._width = seconds / buckets
+        self._n = buckets
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ring: collections.deque[_Bucket] = collections.deque([_Bucket(-1)], maxlen=buckets)
+        self._current = self._ring[-1]
+
+    def record(self, success: bool) -> None:
+        bucket = self._current
+        epoch = int(self._clock() / self._width)
+        if bucket.epoch != epoch:
+            bucket = self._rotate(epoch)
+        next(bucket.total)
+        if not success:
+            next(bucket.fails)
+
+    def _rotate(self, epoch: int) -> _Bucket:
+        with self._lock:
+            if self._current.epoch != epoch:
+                self._current = _Bucket(epoch)
+                self._ring.append(self._current)
+            return self._current
+
+    def counts(self) -> tuple[int, int]:
+        """``(requests, failures)`` within the window ending now."""
+        oldest = int(self._clock() / self._width) - self._n + 1
+        total = fails = 0
+        with self._lock:
+            for bucket in self._ring:
+                if bucket.epoch >= oldest:
+                    t, f = bucket.read()
+                    total += t
+                    fails += f
+        return total, fails
+
+    def reset(self) -> None:
+        with self._lock:
+            self._current = _Bucket(-1)
+            self._ring.clear()
+            self._ring.append(self._current)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+
+class AutoDegradationManager:
+    """Samples load and errors and publishes the degradation level.
+
+    :param config: thresholds; defaults are the seed's.
+    :param sampler: callable returning a :class:`~resilience_mw.sampling.Sample`; the
+        default reads psutil and cgroup memory. If it has a ``prime()`` method, that
+        runs once in the sampling thread before the first sample.
+    :param features: the feature table (default: the seed's).
+    :param clock: monotonic clock for the error window and the cooldown.
+    """
+
+    def __init__(
+        self,
+        config: DegradationConfig | None = None,
+        *,
+        sampler: Callable[[], Sample] | None = None,
+        features: FeatureTable | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config if config is not None else DegradationConfig()
+        if not isinstance(self.config, DegradationConfig):
+            raise ConfigError("config", config, "must be a DegradationConfig")
+        self.features = features if features is not None else FeatureTable()
+        self._sampler: Callable[[], Sample] = sampler if sampler is not None else SystemSampler()
+        self._clock = clock
+        self._window = ErrorWindow(self.config.error_window_seconds, self.config.error_window_buckets, clock)
+        self._lock = threading.RLock()
+        # Read without a lock on every request: only ever replaced whole.
+        self._level = DegradationLevel.Normal
+        self._computed = DegradationLevel.Normal
+        self._forced: DegradationLevel | None = None
+        self._lower_since: float | None = None
+        self._hold_max = DegradationLevel.Normal
+        self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0}
+        self._worker: BackgroundWorker | None = None
+        _fork.register(self)
+        _fork.register(self._window)
+
+    # ------------------------------------------------------------ hot path
+
+    def record_request(self, success: bool) -> None:
+        """Count one request's outcome in the error window. Cheap: one short lock."""
+        self._window.record(success)
+
+    def current_level(self) -> DegradationLevel:
+        """The level in force (forced or computed). No lock."""
+        return self._level
+
+    @property
+    def level(self) -> DegradationLevel:
+        return self._level
+
+    def is_feature_available(self, feature: Hashable) -> bool:
+        """Whether ``feature`` is on at the current level (a precomputed-table lookup)."""
+        return self.features.is_available(feature, self._level)
+
+    def register_feature(self, feature: Hashable, off_at: DegradationLevel | None) -> None:
+        """Add a feature of your own, off from level ``off_at`` (``None``: never)."""
+        self.features.register(feature, off_at)
+
+    # ----------------------------------------------------------- sampling
+
+    def start(self, check_interval: float = 1.0) -> None:
+        """Start sampling every ``check_interval`` seconds in a daemon thread (idempotent)."""
+        if not check_interval > 0:
+            raise ConfigError("check_interval", check_interval, "must be > 0")
+        with self._lock:
+            if self._worker is None:
+                prime = getattr(self._sampler, "prime", None)
+                self._worker = BackgroundWorker(
+                    "resilience_mw-degradation",
+                    self.evaluate,
+                    check_interval,
+                    on_start=prime if callable(prime) else None,
+                    first_delay=min(check_interval, 0.1),
+                )
+            self._worker.interval = check_interval
+            worker = self._worker
+        worker.start()
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        """Stop sampling; ``True`` once the thread is gone. The level stays as it is."""
+        worker = self._worker
+        return True if worker is None else worker.stop(timeout)
+
+    @property
+    def running(self) -> bool:
+        worker = self._worker
+        return worker is not None and worker.alive
+
+    def evaluate(self) -> DegradationLevel:
+        """Take one sample and update the level; returns the level in force.
+
+        A sampler failure is logged and keeps the last level.
+        """
+        try:
+            sample = self._sampler()
+        except Exception:
+            log.exception("degradation sampler failed; keeping level %s", self._level.name)
+            return self._level
+        requests, failures = self._window.counts()
+        rate = failures / requests if requests else 0.0
+        target = self.config.decide(sample.cpu, sample.memory, rate, requests)
+        now = self._clock()
+        with self._lock:
+            self._last = {
+                "cpu": sample.cpu,
+                "memory": sample.memory,
+                "error_rate": rate,
+                "requests": requests,
+            }
+            self._computed = self._settle(target, now)
+            old, new = self._publish()
+        self._announce(old, new, forced=False)
+        return new
+
+    def _settle(self, target: DegradationLevel, now: float) -> DegradationLevel:
+        """Up at once; down only after the lower level held for the cooldown."""
+        if target >= self._computed:
+            self._lower_since = None
+            return target
+        if self._lower_since is None:
+            self._lower_since, self._hold_max = now, target
+        else:
+            self._hold_max = max(self._hold_max, target)
+        if now - self._lower_since >= self.config.cooldown_seconds:
+            self._lower_since = None
+            return self._hold_max
+        return self._computed
+
+    # ------------------------------------------------------------ override
+
+    def force_level(self, level: DegradationLevel | int | str) -> None:
+        """Pin the level (operators, tests, drills) until :meth:`clear_override`."""
+        try:
+            forced = DegradationLevel[level] if isinstance(level, str) else DegradationLevel(level)
+        except (KeyError, ValueError):
+            raise ConfigError(
+                "level", level, f"must be one of {[lv.name for lv in DegradationLevel]}"
+            ) from None
+        with self._lock:
+            self._forced = forced
+            old, new = self._publish()
+        self._announce(old, new, forced=True)
+
+    def clear_override(self) -> None:
+        """Return to the computed level."""
+        with self._lock:
+            self._forced = None
+            old, new = self._publish()
+        self._announce(old, new, forced=False)
+
+    @property
+    def forced(self) -> DegradationLevel | None:
+        return self._forced
+
+    def figures(self) -> dict[str, Any]:
+        """The last sample and level as plain data (for status pages)."""
+        with self._lock:
+            return {
+                **self._last,
+                "level": self._level.name,
+                "level_value": int(self._level),
+                "computed_level": self._computed.name,
+                "forced": self._forced.name if self._forced is not None else None,
+            }
+
+    def reset_errors(self) -> None:
+        """Forget the error window (e.g. after a deploy)."""
+        self._window.reset()
+
+    # ------------------------------------------------------------ internals
+
+    def _publish(self) -> tuple[DegradationLevel, DegradationLevel]:
+        old = self._level
+        self._level = self._forced if self._forced is not None else self._computed
+        return old, self._level
+
+    def _announce(self, old: DegradationLevel, new: DegradationLevel, *, forced: bool) -> None:
+        if old == new:
+            return
+        f = self._last
+        log.warning(
+            "degradation level %s -> %s (cpu %s%%, memory %s%%, error rate %.1f%% of %d)%s",
+            old.name,
+            new.name,
+            _fmt(f["cpu"]),
+            _fmt(f["memory"]),
+            100 * f["error_rate"],
+            f["requests"],
+            " [forced]" if forced else "",
+        )
+        signals.send(
+            signals.level_changed,
+            self,
+            old=old,
+            new=new,
+            cpu=f["cpu"],
+            memory=f["memory"],
+            error_rate=f["error_rate"],
+            requests=f["requests"],
+            forced=forced,
+        )
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"AutoDegradationManager(level={self._level.name}, running={self.running})"
+
+
+def _fmt(x: float | None) -> str:
+    return "?" if x is None else f"{x:.1f}"

@@ -1,0 +1,93 @@
+"""The feature table: which features are on at which degradation level.
+
+The seed caches feature decisions in an LRU; here the whole table is precomputed per
+level when it changes (registration is rare), so a lookup is one dict access and
+can never be stale.
+
+============  ==========================================
+Feature       switched off from
+============  ==========================================
+CoreFunction  never
+Analytics     Level1
+DetailedLogs  Level2
+Caching       Level3
+NonEssential  Level1 (on only at Normal)
+(any other)   Emergency keeps only the core
+============  ==========================================
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Mapping
+
+from .exceptions import ConfigError
+from .model import DegradationLevel, Feature
+
+__all__ = ["DEFAULT_TABLE", "FeatureTable"]
+
+#: The seed's table: the level from which each feature is off (``None``: never).
+DEFAULT_TABLE: Mapping[Hashable, DegradationLevel | None] = {
+    Feature.CoreFunction: None,
+    Feature.Analytics: DegradationLevel.Level1,
+    Feature.DetailedLogs: DegradationLevel.Level2,
+    Feature.Caching: DegradationLevel.Level3,
+    Feature.NonEssential: DegradationLevel.Level1,
+}
+
+
+class FeatureTable:
+    """Features (the :class:`Feature` members or any hashable name) and when they turn off.
+
+    At :attr:`DegradationLevel.Emergency` only features that never turn off stay on.
+    """
+
+    def __init__(self, table: Mapping[Hashable, DegradationLevel | None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._off_at: dict[Hashable, DegradationLevel | None] = {}
+        self._by_level: dict[DegradationLevel, frozenset[Hashable]] = {}
+        for feature, level in (table if table is not None else DEFAULT_TABLE).items():
+            self._off_at[feature] = self._check(feature, level)
+        self._recompute()
+
+    @staticmethod
+    def _check(feature: Hashable, level: DegradationLevel | int | None) -> DegradationLevel | None:
+        if level is None:
+            return None
+        try:
+            return DegradationLevel(level)
+        except ValueError:
+            raise ConfigError(f"features[{feature!r}]", level, "must be a DegradationLevel or None") from None
+
+    def register(self, feature: Hashable, off_at: DegradationLevel | None) -> None:
+        """Add or change ``feature``: off from level ``off_at`` (``None``: core, never off)."""
+        level = self._check(feature, off_at)
+        with self._lock:
+            self._off_at[feature] = level
+            self._recompute()
+
+    def _recompute(self) -> None:
+        by_level = {}
+        for level in DegradationLevel:
+            by_level[level] = frozenset(
+                f
+                for f, off in self._off_at.items()
+                if off is None or (level < off and level < DegradationLevel.Emergency)
+            )
+        self._by_level = by_level  # one assignment: readers see the old or the new table
+
+    def is_available(self, feature: Hashable, level: DegradationLevel) -> bool:
+        """Whether ``feature`` is on at ``level``; unknown features raise ``ConfigError``."""
+        if feature in self._by_level[level]:
+            return True
+        if feature not in self._off_at:
+            raise ConfigError("feature", feature, f"not registered (known: {list(self._off_at)})")
+        return False
+
+    def available(self, level: DegradationLevel) -> frozenset[Hashable]:
+        """Every feature that is on at ``level``."""
+        return self._by_level[level]
+
+    def off_at(self) -> dict[Hashable, DegradationLevel | None]:
+        """A copy of the table: feature -> level from which it is off."""
+        return dict(self._off_at)

@@ -1,0 +1,185 @@
+"""Real HTTP nodes on 127.0.0.1 for tests, with behaviour switchable at runtime.
+
+Modes: ``ok`` (200), ``error`` (500), ``unavailable`` (503 + Retry-After), ``slow``
+(answers after ``delay``), ``hang`` (reads the request, never answers), ``endless``
+(200 with a body that never ends), ``redirect`` (302 to /elsewhere), ``reset`` (reads
+the request, then resets the connection), ``garbage`` (non-HTTP bytes). ``stop()``
+closes the port (connection refused); ``start()`` reopens the same port.
+
+Every request is counted per ``X-Request-Id`` header so tests can see duplicates.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    node: NodeServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Close every accepted connection, as a killed process would."""
+        with self.sockets_lock:
+            socks, self.open_sockets = list(self.open_sockets), set()
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every keep-alive request costs ~40 ms
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        node = self.server.node
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        node._count(self.command, self.path, self.headers.get("X-Request-Id"), body)
+        mode = node.mode if not self.path.startswith("/health") else node.health_mode or node.mode
+        if mode == "hang":
+            node._release.wait(60)
+            self.close_connection = True
+            return
+        if mode == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
+        if mode == "garbage":
+            self.wfile.write(b"\x00\x01 this is not HTTP \xff\r\n\r\n")
+            self.close_connection = True
+            return
+        if mode == "slow":
+            time.sleep(node.delay)
+        if mode == "endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            chunk = b"x" * 65536
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline and not node._release.is_set():
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        status, extra = 200, {}
+        if mode == "error":
+            status = 500
+        elif mode == "unavailable":
+            status, extra = 503, {"Retry-After": str(node.retry_after)}
+        elif mode == "redirect":
+            status, extra = 302, {"Location": "/elsewhere"}
+        payload = f'{{"node": "{node.name}", "path": "{self.path}", "method": "{self.command}"}}'.encode()
+        self.send_response(status)
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
+
+
+class NodeServer:
+    """One controllable node; ``url`` is its base URL."""
+
+    def __init__(self, name: str = "node", port: int = 0) -> None:
+        self.name = name
+        self.mode = "ok"
+        self.health_mode: str | None = None  # overrides mode for /health* only
+        self.delay = 0.5
+        self.retry_after = 1
+        self.port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.request_ids: collections.Counter[str] = collections.Counter()
+        self.bodies: list[bytes] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _count(self, method: str, path: str, request_id: str | None, body: bytes) -> None:
+        with self._lock:
+            self.requests[(method, path.split("?", maxsplit=1)[0])] += 1
+            if request_id:
+                self.request_ids[request_id] += 1
+            if body:
+                self.bodies.append(body)
+
+    def hits(self, path: str | None = None, *, exclude_health: bool = True) -> int:
+        with self._lock:
+            return sum(
+                n
+                for (m, p), n in self.requests.items()
+                if (path is None or p == path) and not (exclude_health and p.startswith("/health"))
+            )
+
+    def start(self) -> NodeServer:
+        self._release = threading.Event()
+        server = _Server(("127.0.0.1", self.port), _Handler)
+        server.node = self
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the port: new connections are refused; hung handlers are released."""
+        self._release.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server.drop_connections()
+            self._server = None
+
+    def __enter__(self) -> NodeServer:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    """A port with nothing listening (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,150 @@
+"""HealthChecker against real HTTP nodes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+from typing import Any
+
+import pytest
+
+from resilience_mw import ConfigError, FailoverManager, ServiceNode, signals
+from resilience_mw.health import HealthChecker
+from tests.nodes import free_port
+from tests.test_worker import wait_for
+
+
+def node_for(server: Any, name: str | None = None) -> ServiceNode:
+    return ServiceNode(name or server.name, server.url)
+
+
+@pytest.mark.parametrize(
+    ("mode", "healthy"),
+    [
+        ("ok", True),
+        ("error", False),
+        ("unavailable", False),
+        ("redirect", False),
+        ("garbage", False),
+        ("reset", False),
+    ],
+)
+def test_check_node_status_rules(node_factory: Any, mode: str, healthy: bool) -> None:
+    server = node_factory("n", mode)
+    h = HealthChecker(timeout=1.0).check_node(node_for(server))
+    assert h.is_healthy is healthy and h.node_id == "n"
+    if healthy:
+        assert 0 < h.latency < 1.0 and h.consecutive_failures == 0
+
+
+def test_redirect_is_not_followed(node_factory: Any) -> None:
+    server = node_factory("n", "redirect")
+    HealthChecker(timeout=1.0).check_node(node_for(server))
+    assert server.requests[("GET", "/elsewhere")] == 0
+
+
+def test_closed_port_is_unhealthy_fast() -> None:
+    node = ServiceNode("dead", f"http://127.0.0.1:{free_port()}")
+    t0 = time.monotonic()
+    assert not HealthChecker(timeout=1.0).check_node(node).is_healthy
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_hung_node_costs_at_most_timeout(node_factory: Any) -> None:
+    server = node_factory("hung", "hang")
+    t0 = time.monotonic()
+    h = HealthChecker(timeout=0.3).check_node(node_for(server))
+    assert not h.is_healthy
+    assert time.monotonic() - t0 < 0.3 + 0.2
+
+
+def test_endless_body_is_bounded_in_time_and_memory(node_factory: Any) -> None:
+    server = node_factory("endless", "endless")
+    tracemalloc.start()
+    t0 = time.monotonic()
+    h = HealthChecker(timeout=1.0, max_body_bytes=256 * 1024).check_node(node_for(server))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert h.is_healthy  # 200 within the timeout; only 256 KiB were read
+    assert time.monotonic() - t0 < 1.0
+    assert peak < 4 * 1024 * 1024
+
+
+def test_slow_answer_past_timeout_is_unhealthy(node_factory: Any) -> None:
+    server = node_factory("slow", "slow")
+    server.delay = 0.6
+    assert not HealthChecker(timeout=0.3).check_node(node_for(server)).is_healthy
+
+
+def test_parallel_checks_are_concurrent(node_factory: Any) -> None:
+    servers = [node_factory(f"h{i}", "hang") for i in range(4)] + [node_factory("ok", "ok")]
+    checker = HealthChecker(timeout=0.4, max_workers=8)
+    t0 = time.monotonic()
+    results = checker.check_all_nodes_parallel([node_for(s) for s in servers])
+    elapsed = time.monotonic() - t0
+    assert [r.is_healthy for r in results] == [False] * 4 + [True]
+    assert elapsed < 0.4 + 0.3  # not 4 x 0.4
+
+
+def test_background_checking_hysteresis_and_signals(node_factory: Any) -> None:
+    a, b = node_factory("a"), node_factory("b")
+    manager = FailoverManager([ServiceNode("a", a.url, priority=10), ServiceNode("b", b.url, priority=5)])
+    events: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+
+    def rec(kind: str) -> Any:
+        def receiver(sender: object, node: ServiceNode, reason: str, **kw: Any) -> None:
+            with lock:
+                events.append((kind, node.id, reason))
+
+        return receiver
+
+    down, up = rec("down"), rec("up")
+    signals.node_marked_unhealthy.connect(down, sender=manager)
+    signals.node_recovered.connect(up, sender=manager)
+    checker = HealthChecker(
+        check_interval=0.05, timeout=0.5, unhealthy_threshold=2, healthy_threshold=2, jitter=0
+    )
+    checker.start(manager.nodes, manager)
+    try:
+        assert manager.get_available_node().id == "a"  # type: ignore[union-attr]
+        a.stop()  # port closed
+        assert wait_for(lambda: not manager.is_healthy("a"), 3)
+        assert manager.get_available_node().id == "b"  # type: ignore[union-attr]
+        time.sleep(0.3)  # several more failed rounds: still one signal
+        a.start()  # same port again
+        assert wait_for(lambda: manager.is_healthy("a"), 3)
+        assert manager.get_available_node().id == "a"  # type: ignore[union-attr]
+    finally:
+        assert checker.stop(2)
+        signals.node_marked_unhealthy.disconnect(down)
+        signals.node_recovered.disconnect(up)
+    assert events == [("down", "a", "active"), ("up", "a", "health-check")]
+    assert not any(t.name.startswith("resilience_mw-health") and t.is_alive() for t in threading.enumerate())
+
+
+def test_health_check_brings_back_passively_ejected_node(node_factory: Any) -> None:
+    a = node_factory("a")
+    manager = FailoverManager([ServiceNode("a", a.url)], base_ejection_time=300)
+    for _ in range(3):
+        manager.mark_failure("a")
+    assert not manager.is_healthy("a")
+    HealthChecker(timeout=1).run_once(manager.nodes, manager)
+    assert manager.is_healthy("a")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"check_interval": 0}, "check_interval"),
+        ({"timeout": -1}, "timeout"),
+        ({"unhealthy_threshold": 0}, "unhealthy_threshold"),
+        ({"path": "health"}, "path"),
+        ({"jitter": 2}, "jitter"),
+    ],
+)
+def test_config_errors(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        HealthChecker(**kwargs)
+    assert info.value.field == field
