@@ -30,9 +30,14 @@ log = logging.getLogger(__name__)
 class AlertRules:
     """Subscribes to ``failover`` and ``level_changed`` and raises alerts.
 
-    :param sender: only count signals from this sender (default: any).
+    :param failover_sender: only count failovers sent by this object (default: any).
+    :param level_sender: only watch levels sent by this object (default: any).
+    :param failovers: watch failovers at all (``False`` for apps without upstream nodes).
     :param clock: monotonic clock; tests pass a fake.
-    Call :meth:`close` to unsubscribe.
+
+    Subscriptions are weak: keep a reference to the rules for as long as they should
+    fire (the Flask extension keeps its own in ``app.extensions``). :meth:`close`
+    unsubscribes at once.
     """
 
     def __init__(
@@ -42,7 +47,9 @@ class AlertRules:
         failover_window: float = 60.0,
         level_threshold: DegradationLevel = DegradationLevel.Level2,
         min_interval: float = 300.0,
-        sender: Any = None,
+        failover_sender: Any = None,
+        level_sender: Any = None,
+        failovers: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(failover_threshold, int) or failover_threshold < 1:
@@ -62,9 +69,9 @@ class AlertRules:
         self._last_sent: dict[str, float] = {}
         self._alerted_level = DegradationLevel.Normal
         self.fired: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
-        kw = {} if sender is None else {"sender": sender}
-        signals.failover.connect(self._on_failover, weak=False, **kw)
-        signals.level_changed.connect(self._on_level, weak=False, **kw)
+        if failovers:
+            signals.failover.connect(self._on_failover, **_only(failover_sender))
+        signals.level_changed.connect(self._on_level, **_only(level_sender))
 
     def close(self) -> None:
         """Stop listening."""
@@ -118,3 +125,7 @@ class AlertRules:
         log.warning("ALERT %s: %s", kind, message)
         self.fired.append({"kind": kind, "message": message, "details": details})
         signals.send(signals.alert, self, kind=kind, message=message, details=details)
+
+
+def _only(sender: Any) -> dict[str, Any]:
+    return {} if sender is None else {"sender": sender}

@@ -40,10 +40,11 @@ class _Bucket:
     """Counts of one time slice. Writers only call ``next()`` on the counters: a single
     C call, atomic under the GIL, so recording needs no lock."""
 
-    __slots__ = ("epoch", "fails", "fails_read", "total", "total_read")
+    __slots__ = ("ends_at", "epoch", "fails", "fails_read", "total", "total_read")
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, width: float) -> None:
         self.epoch = epoch
+        self.ends_at = (epoch + 1) * width
         self.total = itertools.count()
         self.fails = itertools.count()
         # Reading a count means calling next() too; readers (under the window's lock)
@@ -73,22 +74,22 @@ class ErrorWindow:
         self._n = buckets
         self._clock = clock
         self._lock = threading.Lock()
-        self._ring: collections.deque[_Bucket] = collections.deque([_Bucket(-1)], maxlen=buckets)
+        self._ring: collections.deque[_Bucket] = collections.deque([_Bucket(-1, self._width)], maxlen=buckets)
         self._current = self._ring[-1]
 
     def record(self, success: bool) -> None:
         bucket = self._current
-        epoch = int(self._clock() / self._width)
-        if bucket.epoch != epoch:
-            bucket = self._rotate(epoch)
+        if self._clock() >= bucket.ends_at:  # one compare: no division on the hot path
+            bucket = self._rotate()
         next(bucket.total)
         if not success:
             next(bucket.fails)
 
-    def _rotate(self, epoch: int) -> _Bucket:
+    def _rotate(self) -> _Bucket:
+        epoch = int(self._clock() / self._width)
         with self._lock:
             if self._current.epoch != epoch:
-                self._current = _Bucket(epoch)
+                self._current = _Bucket(epoch, self._width)
                 self._ring.append(self._current)
             return self._current
 
@@ -106,7 +107,7 @@ class ErrorWindow:
 
     def reset(self) -> None:
         with self._lock:
-            self._current = _Bucket(-1)
+            self._current = _Bucket(-1, self._width)
             self._ring.clear()
             self._ring.append(self._current)
 
@@ -157,6 +158,11 @@ class AutoDegradationManager:
     def record_request(self, success: bool) -> None:
         """Count one request's outcome in the error window. Cheap: one short lock."""
         self._window.record(success)
+
+    @property
+    def recorder(self) -> Callable[[bool], None]:
+        """:meth:`record_request` without the extra call layer, for per-request hot paths."""
+        return self._window.record
 
     def current_level(self) -> DegradationLevel:
         """The level in force (forced or computed). No lock."""

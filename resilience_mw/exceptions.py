@@ -94,4 +94,9 @@ class FeatureUnavailable(ResilienceError):
         self.level = level
         name = getattr(feature, "name", feature)
         lvl = getattr(level, "name", level)
-        super().__init__(f"feature {name} is unavailable at degradation level {lvl}")
+        self.message = f"feature {name} is unavailable at degradation level {lvl}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        # kept explicit: host-type subclasses (werkzeug's HTTPException) reset args
+        return self.message

@@ -10,17 +10,57 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .model import DegradationLevel
 
-__all__ = ["GracefulDegradation"]
+__all__ = ["GracefulDegradation", "check_levels", "run_with_fallback"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def run_with_fallback(
+    level: DegradationLevel,
+    primary: Callable[..., T],
+    fallback: Callable[..., T],
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    skip_primary_at: DegradationLevel = DegradationLevel.Level3,
+    fallback_on_error_at: DegradationLevel = DegradationLevel.Level2,
+    on_outcome: Callable[[bool], object] | None = None,
+    is_failure: Callable[[Exception], bool] | None = None,
+) -> T:
+    """The fallback rule, shared by :class:`GracefulDegradation` and ``@with_fallback``.
+
+    Both callables get ``*args, **kwargs``. ``on_outcome(success)`` is told the
+    primary's outcome (not the fallback's). An exception for which ``is_failure``
+    returns ``False`` propagates untouched and counts as a success (e.g. a 404).
+    """
+    kw = kwargs or {}
+    if level >= skip_primary_at:
+        log.debug("level %s: using the fallback without trying the primary", level.name)
+        return fallback(*args, **kw)
+    try:
+        result = primary(*args, **kw)
+    except Exception as exc:
+        if is_failure is not None and not is_failure(exc):
+            if on_outcome is not None:
+                on_outcome(True)
+            raise
+        if on_outcome is not None:
+            on_outcome(False)
+        if level >= fallback_on_error_at:
+            log.warning("primary failed at level %s, using the fallback: %r", level.name, exc)
+            return fallback(*args, **kw)
+        raise
+    if on_outcome is not None:
+        on_outcome(True)
+    return result
 
 
 class GracefulDegradation:
@@ -39,10 +79,7 @@ class GracefulDegradation:
         fallback_on_error_at: DegradationLevel = DegradationLevel.Level2,
         record: bool = True,
     ) -> None:
-        if not isinstance(skip_primary_at, DegradationLevel):
-            raise ConfigError("skip_primary_at", skip_primary_at, "must be a DegradationLevel")
-        if not isinstance(fallback_on_error_at, DegradationLevel):
-            raise ConfigError("fallback_on_error_at", fallback_on_error_at, "must be a DegradationLevel")
+        check_levels(skip_primary_at, fallback_on_error_at)
         self.manager = manager
         self.skip_primary_at = skip_primary_at
         self.fallback_on_error_at = fallback_on_error_at
@@ -50,22 +87,14 @@ class GracefulDegradation:
 
     def execute(self, primary: Callable[[], T], fallback: Callable[[], T]) -> T:
         """Run ``primary`` or ``fallback`` by the current level and the primary's outcome."""
-        level = self.manager.current_level()
-        if level >= self.skip_primary_at:
-            log.debug("level %s: using the fallback without trying the primary", level.name)
-            return fallback()
-        try:
-            result = primary()
-        except Exception as exc:
-            if self.record:
-                self.manager.record_request(False)
-            if level >= self.fallback_on_error_at:
-                log.warning("primary failed at level %s, using the fallback: %r", level.name, exc)
-                return fallback()
-            raise
-        if self.record:
-            self.manager.record_request(True)
-        return result
+        return run_with_fallback(
+            self.manager.current_level(),
+            primary,
+            fallback,
+            skip_primary_at=self.skip_primary_at,
+            fallback_on_error_at=self.fallback_on_error_at,
+            on_outcome=self.manager.record_request if self.record else None,
+        )
 
     def execute_if_available(self, feature: Hashable, operation: Callable[[], T]) -> T | None:
         """Run ``operation`` if ``feature`` is on at the current level, else return ``None``."""
@@ -73,3 +102,11 @@ class GracefulDegradation:
             return operation()
         log.debug("feature %s is unavailable at level %s", feature, self.manager.current_level().name)
         return None
+
+
+def check_levels(skip_primary_at: object, fallback_on_error_at: object) -> None:
+    """Raise :class:`ConfigError` unless both are :class:`DegradationLevel` members."""
+    if not isinstance(skip_primary_at, DegradationLevel):
+        raise ConfigError("skip_primary_at", skip_primary_at, "must be a DegradationLevel")
+    if not isinstance(fallback_on_error_at, DegradationLevel):
+        raise ConfigError("fallback_on_error_at", fallback_on_error_at, "must be a DegradationLevel")

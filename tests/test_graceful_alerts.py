@@ -74,7 +74,9 @@ def test_failover_rate_alert_is_rate_limited(clock: FakeClock) -> None:
     signals.alert.connect(receiver)
     nodes = [ServiceNode("a", "http://a"), ServiceNode("b", "http://b")]
     fm = FailoverManager(nodes, failure_threshold=1000)
-    rules = AlertRules(failover_threshold=5, failover_window=60, min_interval=300, sender=fm, clock=clock)
+    rules = AlertRules(
+        failover_threshold=5, failover_window=60, min_interval=300, failover_sender=fm, clock=clock
+    )
 
     def op(node: ServiceNode) -> str:
         if node.id == "a":
@@ -105,7 +107,7 @@ def test_degradation_alert_from_level2(manager: AutoDegradationManager, clock: F
     alerts: list[dict[str, Any]] = []
     receiver = lambda sender, **kw: alerts.append(kw)  # noqa: E731
     signals.alert.connect(receiver)
-    rules = AlertRules(sender=manager, clock=clock, min_interval=60)
+    rules = AlertRules(level_sender=manager, clock=clock, min_interval=60)
     try:
         manager.force_level(L.Level1)
         assert alerts == []

@@ -1,0 +1,179 @@
+"""View decorators: ``@feature(...)`` gates a view by level, ``@with_fallback(...)``
+serves a fallback by the graceful-degradation rules.
+
+Put them below ``@app.route`` (the route decorator must be outermost)::
+
+    @app.route("/recommendations")
+    @feature(Feature.Analytics)
+    def recommendations(): ...
+
+    @app.route("/search")
+    @with_fallback(cached_search)
+    def search(): ...
+
+The degradation manager comes from ``manager=`` if given, else from the Flask app's
+:class:`~resilience_mw.flask_ext.Resilience` extension. Both decorators also work on
+plain functions (pass ``manager=``), keep the wrapped function's name and docstring,
+and mark the wrapper (``__resilience_feature__`` / ``__resilience_fallback__``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Hashable
+from typing import Any, ParamSpec, TypeVar
+
+from flask import current_app, has_app_context, has_request_context, request
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
+
+from .degradation import AutoDegradationManager
+from .exceptions import FeatureUnavailable, ResilienceError
+from .graceful import check_levels, run_with_fallback
+from .model import DegradationLevel
+from .wsgi import RECORDED_KEY
+
+__all__ = ["FeatureUnavailableHTTP", "feature", "with_fallback"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class FeatureUnavailableHTTP(FeatureUnavailable, ServiceUnavailable):
+    """A :class:`FeatureUnavailable` that Flask renders as a JSON 503 with Retry-After."""
+
+    def __init__(self, feature: Hashable, level: DegradationLevel, retry_after: int | None = None) -> None:
+        FeatureUnavailable.__init__(self, feature, level)
+        ServiceUnavailable.__init__(self, description=str(self), retry_after=retry_after)
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        return json.dumps(
+            {
+                "error": "feature unavailable",
+                "feature": getattr(self.feature, "name", str(self.feature)),
+                "level": self.level.name,
+            }
+        )
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        headers = [(k, v) for k, v in super().get_headers(environ, scope) if k.lower() != "content-type"]
+        return [("Content-Type", "application/json"), *headers]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _app_manager() -> AutoDegradationManager:
+    if has_app_context():
+        state = current_app.extensions.get("resilience")
+        if state is not None:
+            manager: AutoDegradationManager = state.degradation
+            return manager
+    raise ResilienceError(
+        "no degradation manager: pass manager=..., or call inside a Flask app set up with Resilience"
+    )
+
+
+def feature(
+    feat: Hashable,
+    *,
+    fallback: Callable[..., Any] | None = None,
+    manager: AutoDegradationManager | None = None,
+    retry_after: int | None = 30,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Call the view only while ``feat`` is available at the current level.
+
+    Otherwise return ``fallback(*args, **kwargs)`` if given, or raise
+    :class:`FeatureUnavailableHTTP` (a 503 in Flask; a :class:`FeatureUnavailable`
+    for plain callers).
+    """
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            m = manager if manager is not None else _app_manager()
+            if m.is_feature_available(feat):
+                return fn(*args, **kwargs)
+            if fallback is not None:
+                result: R = fallback(*args, **kwargs)
+                return result
+            raise FeatureUnavailableHTTP(feat, m.current_level(), retry_after)
+
+        wrapper.__resilience_feature__ = feat  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _is_failure(exc: Exception) -> bool:
+    # abort(404) and friends are answers, not failures of the primary path
+    return not (isinstance(exc, HTTPException) and (exc.code or 500) < 500)
+
+
+def _record_for_request(manager: AutoDegradationManager) -> Callable[[bool], None]:
+    def on_outcome(success: bool) -> None:
+        if has_request_context():
+            # The middleware records the final response; only a primary failure is ours
+            # to record, and then the middleware must not count the fallback as a success.
+            if not success:
+                manager.record_request(False)
+                request.environ[RECORDED_KEY] = True
+        else:
+            manager.record_request(success)
+
+    return on_outcome
+
+
+def with_fallback(
+    fallback: Callable[..., Any],
+    *,
+    skip_primary_at: DegradationLevel = DegradationLevel.Level3,
+    fallback_on_error_at: DegradationLevel = DegradationLevel.Level2,
+    manager: AutoDegradationManager | None = None,
+    record: bool = True,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Serve ``fallback`` (called with the view's arguments) by the graceful rules.
+
+    From ``skip_primary_at`` the view is not called; a view exception from
+    ``fallback_on_error_at`` serves the fallback; below it the exception propagates.
+    HTTP errors below 500 (``abort(404)``) always propagate and are not failures.
+    """
+    check_levels(skip_primary_at, fallback_on_error_at)
+    if not callable(fallback):
+        raise ResilienceError(f"with_fallback needs a callable fallback, got {fallback!r}")
+
+    # Below both levels only the primary runs: that common case is handled inline.
+    lowest = min(skip_primary_at, fallback_on_error_at)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            m = manager if manager is not None else _app_manager()
+            level = m.current_level()
+            if level < lowest:
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    if record and _is_failure(exc):
+                        _record_for_request(m)(False)
+                    raise
+                if record and not has_request_context():
+                    m.recorder(True)  # in Flask the middleware records the response
+                return result
+            slow: R = run_with_fallback(
+                level,
+                fn,
+                fallback,
+                args,
+                kwargs,
+                skip_primary_at=skip_primary_at,
+                fallback_on_error_at=fallback_on_error_at,
+                on_outcome=_record_for_request(m) if record else None,
+                is_failure=_is_failure,
+            )
+            return slow
+
+        wrapper.__resilience_fallback__ = fallback  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

@@ -1,0 +1,226 @@
+"""ResilienceMiddleware: degradation-aware WSGI middleware (no Flask needed).
+
+Wraps any WSGI app and, per request:
+
+* puts the current :class:`DegradationLevel` in ``environ["resilience.level"]``;
+* sheds load: at ``shed_level`` and above (default Emergency), requests outside
+  ``core_paths`` get ``503`` with ``Retry-After`` and a small JSON body, and the app
+  is not called;
+* reroutes: ``reroutes={"/search": ("/search/lite", DegradationLevel.Level2)}`` serves
+  ``/search`` from ``/search/lite`` at Level2 and above (the original path is kept in
+  ``environ["resilience.original_path"]``);
+* records the outcome (a 5xx status or an exception is a failure; 4xx is not) into the
+  degradation manager, once the response has been fully sent or closed, so streamed
+  bodies that fail half-way count as failures. ``close()`` of the app's iterable is
+  always called.
+
+Exempt paths (health, metrics, status) are neither counted nor shed, so probes cannot
+feed back into the level they report. Usage with Flask::
+
+    app.wsgi_app = ResilienceMiddleware(app.wsgi_app, degradation, core_paths=("/api/pay",))
+
+(the :class:`resilience_mw.flask.Resilience` extension does this for you). Shed
+responses are not counted as failures either: counting our own refusals would hold
+the level up.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from .degradation import AutoDegradationManager
+from .exceptions import ConfigError
+from .model import DegradationLevel
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["LEVEL_KEY", "ORIGINAL_PATH_KEY", "RECORDED_KEY", "ResilienceMiddleware"]
+
+#: environ key holding the request's :class:`DegradationLevel`
+LEVEL_KEY = "resilience.level"
+#: environ key holding the path before a reroute
+ORIGINAL_PATH_KEY = "resilience.original_path"
+#: set (to True) by code that already recorded this request's outcome, e.g.
+#: :func:`resilience_mw.decorators.with_fallback`; the middleware then records nothing
+RECORDED_KEY = "resilience.recorded"
+
+DEFAULT_EXEMPT_PATHS = ("/livez", "/readyz", "/healthz", "/health", "/metrics")
+
+
+class _RecordingBody:
+    """Wraps a lazy response body: records the outcome once, when it is closed."""
+
+    __slots__ = ("_body", "_done", "_failed")
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[bool], None]) -> None:
+        self._body = body
+        self._done = done
+        self._failed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        except BaseException:
+            self._failed = True
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._done(self._failed)
+
+
+class ResilienceMiddleware:
+    """Degradation-aware WSGI middleware; see the module docstring.
+
+    :param app: the WSGI app to wrap.
+    :param degradation: the :class:`AutoDegradationManager` to read and feed.
+    :param shed_level: from this level, non-core requests get 503 (``None``: never shed).
+    :param core_paths: path prefixes that are always served.
+    :param exempt_paths: exact paths neither counted nor shed (health, metrics, status).
+    :param reroutes: ``{path: (lighter_path, from_level)}``.
+    :param retry_after: seconds for the ``Retry-After`` header of shed responses.
+    :param is_failure: ``f(status_code) -> bool``; default: ``status_code >= 500``.
+    :param count_exceptions: whether an exception from the app counts as a failure.
+    :param record_outcomes: ``False`` leaves outcome recording to someone else; the
+        middleware then only gates, sheds and reroutes.
+    :param on_first_request: called once, before the first request this process serves
+        (the Flask extension starts its background workers this way).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        degradation: AutoDegradationManager,
+        *,
+        shed_level: DegradationLevel | None = DegradationLevel.Emergency,
+        core_paths: Iterable[str] = (),
+        exempt_paths: Iterable[str] = DEFAULT_EXEMPT_PATHS,
+        reroutes: Mapping[str, tuple[str, DegradationLevel]] | None = None,
+        retry_after: int = 30,
+        is_failure: Callable[[int], bool] | None = None,
+        count_exceptions: bool = True,
+        record_outcomes: bool = True,
+        on_first_request: Callable[[], object] | None = None,
+    ) -> None:
+        if shed_level is not None and not isinstance(shed_level, DegradationLevel):
+            raise ConfigError("shed_level", shed_level, "must be a DegradationLevel or None")
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+            raise ConfigError("retry_after", retry_after, "must be an integer >= 0")
+        for p in [*core_paths, *exempt_paths]:
+            if not isinstance(p, str) or not p.startswith("/"):
+                raise ConfigError("paths", p, "must be strings starting with '/'")
+        self.app = app
+        self.degradation = degradation
+        self.shed_level = shed_level
+        self.core_paths = tuple(core_paths)
+        self.exempt_paths = frozenset(exempt_paths)
+        self.retry_after = retry_after
+        self.count_exceptions = count_exceptions
+        self.record_outcomes = record_outcomes
+        self._on_first_request = on_first_request
+        self._first_lock = threading.Lock()
+        self.reroutes: dict[str, tuple[str, DegradationLevel]] = {}
+        for src, target in (reroutes or {}).items():
+            if not (
+                isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], DegradationLevel)
+            ):
+                raise ConfigError(f"reroutes[{src!r}]", target, "must be (path, DegradationLevel)")
+            self.reroutes[src] = target
+        # None: the default rule (5xx), checked inline on the hot path
+        self._is_failure: Callable[[str], bool] | None = (
+            None if is_failure is None else (lambda status: is_failure(int(status[:3])))
+        )
+        # The level below which nothing is shed or rerouted: one int compare on the hot path.
+        levels = [lv for _, lv in self.reroutes.values()] + ([shed_level] if shed_level is not None else [])
+        self._act_from = min(levels) if levels else DegradationLevel.Emergency + 1
+        self._current_level = degradation.current_level
+        self._record = degradation.recorder
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._on_first_request is not None:
+            self._first_request()
+        path = environ.get("PATH_INFO", "")
+        if path in self.exempt_paths:
+            return self.app(environ, start_response)
+        level = self._current_level()
+        environ[LEVEL_KEY] = level
+        if level >= self._act_from:
+            shed = self._degrade(environ, path, level, start_response)
+            if shed is not None:
+                return shed
+        if not self.record_outcomes:
+            return self.app(environ, start_response)
+        status = ""
+
+        def capture(
+            status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            nonlocal status
+            status = status_
+            return start_response(status_, headers, exc_info)
+
+        try:
+            body = self.app(environ, capture)
+        except BaseException:
+            if self.count_exceptions and not environ.get(RECORDED_KEY):
+                self._record(False)
+            raise
+        if type(body) is list:  # fully built: nothing can fail later, record now
+            if not environ.get(RECORDED_KEY):
+                is_failure = self._is_failure
+                self._record(not (status[:1] == "5" if is_failure is None else is_failure(status)))
+            return body
+
+        def done(failed: bool) -> None:
+            if not environ.get(RECORDED_KEY):
+                is_failure = self._is_failure
+                self._record(
+                    not failed and not (status[:1] == "5" if is_failure is None else is_failure(status))
+                )
+
+        return _RecordingBody(body, done)
+
+    def _first_request(self) -> None:
+        with self._first_lock:
+            hook, self._on_first_request = self._on_first_request, None
+        if hook is not None:
+            hook()
+
+    def _degrade(
+        self, environ: WSGIEnvironment, path: str, level: DegradationLevel, start_response: StartResponse
+    ) -> list[bytes] | None:
+        if self.shed_level is not None and level >= self.shed_level and not path.startswith(self.core_paths):
+            return self._shed(level, start_response)
+        target = self.reroutes.get(path)
+        if target is not None and level >= target[1]:
+            environ[ORIGINAL_PATH_KEY] = path
+            environ["PATH_INFO"] = target[0]
+        return None
+
+    def _shed(self, level: DegradationLevel, start_response: StartResponse) -> list[bytes]:
+        body = json.dumps(
+            {"error": "service overloaded", "level": level.name, "retry_after": self.retry_after}
+        ).encode()
+        start_response(
+            "503 SERVICE UNAVAILABLE",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Retry-After", str(self.retry_after)),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [body]
+
+    def __repr__(self) -> str:
+        shed = self.shed_level.name if self.shed_level is not None else None
+        return f"ResilienceMiddleware(shed_level={shed}, core_paths={self.core_paths}, reroutes={list(self.reroutes)})"

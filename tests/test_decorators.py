@@ -1,0 +1,129 @@
+"""@feature and @with_fallback on Flask views and plain functions."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from resilience_mw import DegradationConfig, DegradationLevel, Feature, FeatureUnavailable, ResilienceError
+from resilience_mw.decorators import FeatureUnavailableHTTP, feature, with_fallback
+from resilience_mw.degradation import AutoDegradationManager
+from resilience_mw.sampling import Sample
+from tests.apps.flask_app import create_app
+
+L = DegradationLevel
+
+
+@pytest.fixture
+def app() -> Flask:
+    return create_app(RESILIENCE_START="off")
+
+
+@pytest.fixture
+def deg() -> AutoDegradationManager:
+    return AutoDegradationManager(DegradationConfig(cooldown_seconds=0), sampler=lambda: Sample(1, 1))
+
+
+def test_feature_gate_on_view(app: Flask) -> None:
+    c = app.test_client()
+    deg = app.extensions["resilience"].degradation
+    assert c.get("/analytics").json == {"analytics": "on"}
+    deg.force_level(L.Level1)
+    r = c.get("/analytics")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "30"
+    assert r.json == {"error": "feature unavailable", "feature": "Analytics", "level": "Level1"}
+    assert c.get("/caching").json == {"cache": "used"}
+    deg.force_level(L.Level3)
+    assert c.get("/caching").json == {"cache": "bypassed"}
+
+
+def test_names_and_docstrings_kept(app: Flask) -> None:
+    assert set(app.view_functions) >= {"analytics", "caching", "search"}
+    assert app.view_functions["analytics"].__doc__ == "Analytics view."
+    assert app.view_functions["analytics"].__resilience_feature__ is Feature.Analytics
+
+
+def test_feature_on_plain_function(deg: AutoDegradationManager) -> None:
+    calls = []
+
+    @feature(Feature.Analytics, manager=deg)
+    def track(event: str) -> str:
+        """Track an event."""
+        calls.append(event)
+        return "tracked"
+
+    assert track("a") == "tracked"
+    deg.force_level(L.Level1)
+    with pytest.raises(FeatureUnavailable) as info:
+        track("b")
+    assert info.value.feature is Feature.Analytics and info.value.level == L.Level1
+    assert calls == ["a"] and track.__name__ == "track" and track.__doc__ == "Track an event."
+
+    @feature(Feature.Analytics, manager=deg, fallback=lambda event: f"skipped {event}")
+    def track2(event: str) -> str:
+        return "tracked"
+
+    assert track2("c") == "skipped c"
+
+
+def test_no_manager_outside_flask_is_clear() -> None:
+    @feature(Feature.Analytics)
+    def f() -> None:
+        pass
+
+    with pytest.raises(ResilienceError, match="no degradation manager"):
+        f()
+
+
+def test_with_fallback_view_rules(app: Flask) -> None:
+    c = app.test_client()
+    deg = app.extensions["resilience"].degradation
+    assert c.get("/search/books").json == {"results": ["books"], "source": "primary"}
+    assert c.get("/search/crash").status_code == 500  # below Level2: error propagates
+    deg.force_level(L.Level2)
+    assert c.get("/search/crash").json == {"results": ["cached"], "source": "fallback"}
+    assert c.get("/search/missing").status_code == 404  # 4xx is an answer, not a failure
+    deg.force_level(L.Level3)
+    assert c.get("/search/books").json["source"] == "fallback"  # primary skipped
+
+
+def test_with_fallback_records_one_outcome_per_request(app: Flask) -> None:
+    c = app.test_client()
+    deg = app.extensions["resilience"].degradation
+    deg.force_level(L.Level2)
+    c.get("/search/crash")  # primary failed, fallback served 200: one failure, no success
+    c.get("/search/books")  # one success
+    c.get("/search/missing")  # 404: one success
+    assert deg._window.counts() == (3, 1)
+
+
+def test_with_fallback_plain_function(deg: AutoDegradationManager) -> None:
+    def fallback(x: int) -> str:
+        return f"fallback {x}"
+
+    @with_fallback(fallback, manager=deg, fallback_on_error_at=L.Level1)
+    def compute(x: int) -> str:
+        """Compute."""
+        if x < 0:
+            raise ValueError("negative")
+        return f"primary {x}"
+
+    assert compute(1) == "primary 1"
+    with pytest.raises(ValueError):
+        compute(-1)
+    deg.force_level(L.Level1)
+    assert compute(-2) == "fallback -2"
+    assert deg._window.counts() == (3, 2)
+    assert compute.__doc__ == "Compute." and compute.__resilience_fallback__ is fallback
+
+
+def test_http_exception_is_resilience_error_and_503() -> None:
+    exc = FeatureUnavailableHTTP(Feature.Caching, L.Level3, retry_after=5)
+    assert isinstance(exc, FeatureUnavailable) and exc.code == 503
+    assert ("Retry-After", "5") in exc.get_headers()
+    assert "Caching" in str(exc)
+
+
+def test_bad_fallback_args() -> None:
+    with pytest.raises(ResilienceError):
+        with_fallback("not callable")  # type: ignore[arg-type]

@@ -1,0 +1,194 @@
+"""ResilienceMiddleware through werkzeug's LintMiddleware and a real server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.middleware.lint import LintMiddleware
+from werkzeug.serving import make_server
+from werkzeug.test import Client
+
+from resilience_mw import ConfigError, DegradationConfig, DegradationLevel
+from resilience_mw.degradation import AutoDegradationManager
+from resilience_mw.sampling import Sample
+from resilience_mw.wsgi import LEVEL_KEY, ORIGINAL_PATH_KEY, ResilienceMiddleware
+
+L = DegradationLevel
+
+
+def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    path = environ["PATH_INFO"]
+    if path == "/boom":
+        raise RuntimeError("handler crashed")
+    status = {"/fail": "500 INTERNAL SERVER ERROR", "/missing": "404 NOT FOUND"}.get(path, "200 OK")
+    body = json.dumps({"path": path, "level": int(environ.get(LEVEL_KEY, -1))}).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class Stream:
+    """A lazy body that may fail half-way and records close()."""
+
+    closed = 0
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"part1,"
+        if self.fail:
+            raise OSError("upstream died mid-stream")
+        yield b"part2"
+
+    def close(self) -> None:
+        Stream.closed += 1
+
+
+def streaming_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Stream(fail=environ["PATH_INFO"] == "/stream-fail")
+
+
+@pytest.fixture
+def deg() -> AutoDegradationManager:
+    return AutoDegradationManager(DegradationConfig(cooldown_seconds=0), sampler=lambda: Sample(1, 1))
+
+
+class BufferedClient(Client):
+    """Reads and closes every response, as a real server does."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+def client(inner: Any, deg: AutoDegradationManager, **kw: Any) -> Client:
+    mw = ResilienceMiddleware(inner, deg, **kw)
+    return BufferedClient(LintMiddleware(mw))
+
+
+def counts(deg: AutoDegradationManager) -> tuple[int, int]:
+    return deg._window.counts()
+
+
+def test_outcomes_5xx_and_exceptions_fail_4xx_does_not(deg: AutoDegradationManager) -> None:
+    c = client(app, deg)
+    assert c.get("/ok").status_code == 200
+    assert c.get("/missing").status_code == 404
+    assert c.get("/fail").status_code == 500
+    with pytest.raises(RuntimeError):
+        c.get("/boom")
+    assert counts(deg) == (4, 2)
+
+
+def test_streaming_outcome_counted_once_at_end_and_closed(deg: AutoDegradationManager) -> None:
+    Stream.closed = 0
+    c = client(streaming_app, deg)
+    r = c.get("/stream")
+    assert r.get_data() == b"part1,part2"
+    assert counts(deg) == (1, 0)
+    with pytest.raises(OSError):
+        c.get("/stream-fail")
+    assert counts(deg) == (2, 1)
+    assert Stream.closed == 2
+
+
+def test_level_in_environ(deg: AutoDegradationManager) -> None:
+    deg.force_level(L.Level2)
+    assert client(app, deg).get("/x").json == {"path": "/x", "level": 2}
+
+
+def test_shedding_at_emergency_spares_core_and_health(deg: AutoDegradationManager) -> None:
+    called: list[str] = []
+
+    def spy(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        called.append(environ["PATH_INFO"])
+        return app(environ, start_response)
+
+    c = client(spy, deg, core_paths=("/api/pay",), retry_after=17)
+    deg.force_level(L.Level3)
+    assert c.get("/browse").status_code == 200
+    deg.force_level(L.Emergency)
+    r = c.get("/browse")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "17"
+    assert r.json == {"error": "service overloaded", "level": "Emergency", "retry_after": 17}
+    assert c.get("/api/pay/now").status_code == 200
+    assert c.get("/readyz").status_code == 200
+    assert called == ["/browse", "/api/pay/now", "/readyz"]
+    # shed responses and health probes are not counted
+    assert counts(deg) == (2, 0)
+
+
+def test_exempt_paths_never_counted(deg: AutoDegradationManager) -> None:
+    c = client(app, deg, exempt_paths=("/metrics",))
+    for _ in range(5):
+        c.get("/metrics")
+    assert counts(deg) == (0, 0)
+
+
+def test_reroute_by_level(deg: AutoDegradationManager) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def spy(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append((environ["PATH_INFO"], environ.get(ORIGINAL_PATH_KEY)))
+        return app(environ, start_response)
+
+    c = client(spy, deg, reroutes={"/search": ("/search/lite", L.Level2)})
+    deg.force_level(L.Level1)
+    c.get("/search")
+    deg.force_level(L.Level2)
+    c.get("/search")
+    assert seen == [("/search", None), ("/search/lite", "/search")]
+
+
+def test_custom_failure_rule(deg: AutoDegradationManager) -> None:
+    c = client(app, deg, is_failure=lambda code: code >= 400)
+    c.get("/missing")
+    assert counts(deg) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"shed_level": 4}, "shed_level"),
+        ({"retry_after": -1}, "retry_after"),
+        ({"core_paths": ["x"]}, "paths"),
+    ],
+)
+def test_config_errors(deg: AutoDegradationManager, kw: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ResilienceMiddleware(app, deg, **kw)
+    assert info.value.field == field
+
+
+def test_real_server_many_threads(deg: AutoDegradationManager) -> None:
+    server = make_server("127.0.0.1", 0, ResilienceMiddleware(app, deg), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    errors: list[BaseException] = []
+
+    def hammer(i: int) -> None:
+        with requests.Session() as s:
+            for k in range(25):
+                try:
+                    r = s.get(f"{url}/{'fail' if (i + k) % 5 == 0 else 'ok'}", timeout=5)
+                    assert r.status_code in (200, 500)
+                except BaseException as exc:
+                    errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        server.shutdown()
+    assert not errors
+    assert counts(deg) == (200, 40)
