@@ -64,7 +64,9 @@ def sample_cost(n: int = 2000) -> float:
 def detection(interval: float, timeout: float, threshold: int) -> dict[str, float]:
     server = NodeServer("bench").start()
     manager = FailoverManager([ServiceNode("n", server.url)])
-    checker = HealthChecker(interval, timeout, unhealthy_threshold=threshold, healthy_threshold=threshold, jitter=0)
+    checker = HealthChecker(
+        interval, timeout, unhealthy_threshold=threshold, healthy_threshold=threshold, jitter=0
+    )
     checker.start(manager.nodes, manager)
     try:
         time.sleep(interval * 2)

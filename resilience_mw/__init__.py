@@ -7,7 +7,9 @@ for ``requests`` clients.
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from . import signals
 from .alerts import AlertRules
@@ -30,7 +32,35 @@ from .model import DegradationLevel, FailoverStrategy, Feature, NodeHealth, Serv
 from .pool import NodePool
 from .sampling import Sample, SystemSampler
 
+if TYPE_CHECKING:
+    from .adapter import FailoverAdapter, FailoverConnectionError
+    from .decorators import FeatureUnavailableHTTP, feature, with_fallback
+    from .flask_ext import Resilience
+    from .wsgi import ResilienceMiddleware
+
 __version__ = "0.1.0"
+
+# Integration classes are imported on first use, so `import resilience_mw` does not
+# pull in Flask or the requests adapter machinery for code that only needs the core.
+_LAZY = {
+    "FailoverAdapter": "adapter",
+    "FailoverConnectionError": "adapter",
+    "FeatureUnavailableHTTP": "decorators",
+    "Resilience": "flask_ext",
+    "ResilienceMiddleware": "wsgi",
+    "feature": "decorators",
+    "with_fallback": "decorators",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AlertRules",
@@ -40,24 +70,31 @@ __all__ = [
     "ConfigError",
     "DegradationConfig",
     "DegradationLevel",
+    "FailoverAdapter",
+    "FailoverConnectionError",
     "FailoverManager",
     "FailoverStrategy",
     "Feature",
     "FeatureTable",
     "FeatureUnavailable",
+    "FeatureUnavailableHTTP",
     "GracefulDegradation",
     "HealthChecker",
     "NoAvailableNodeError",
     "NodeHealth",
     "NodePool",
+    "Resilience",
     "ResilienceError",
+    "ResilienceMiddleware",
     "Sample",
     "ServiceBackup",
     "ServiceNode",
     "SystemSampler",
     "UnknownNodeError",
     "__version__",
+    "feature",
     "signals",
+    "with_fallback",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

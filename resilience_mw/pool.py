@@ -272,6 +272,18 @@ class NodePool:
                 transitions.append(self._restore(st, "success"))
         self._emit(transitions)
 
+    def hold_off(self, node_id: str, seconds: float) -> None:
+        """Take ``node_id`` out for ``seconds`` because it asked to be left alone
+        (``Retry-After`` on a 503 or 429), within the ejection cap and capped at
+        ``max_ejection_time``. It comes back like an expired ejection."""
+        transitions: list[_Transition] = []
+        with self._lock:
+            st = self._state(node_id)
+            seconds = min(max(0.0, seconds), self.max_ejection_time)
+            if st.healthy and seconds > 0 and self._passively_ejected() < self._max_ejectable:
+                transitions.append(self._take_down(st, self._clock(), PASSIVE, seconds))
+        self._emit(transitions)
+
     def record_check(
         self,
         node_id: str,

@@ -58,10 +58,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
     def _handle(self) -> None:
         node = self.server.node
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._read_body()
         node._count(self.command, self.path, self.headers.get("X-Request-Id"), body)
         mode = node.mode if not self.path.startswith("/health") else node.health_mode or node.mode
         if mode == "hang":
@@ -97,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 500
         elif mode == "unavailable":
             status, extra = 503, {"Retry-After": str(node.retry_after)}
-        elif mode == "redirect":
+        elif mode == "redirect" and self.path != "/elsewhere":
             status, extra = 302, {"Location": "/elsewhere"}
         payload = f'{{"node": "{node.name}", "path": "{self.path}", "method": "{self.command}"}}'.encode()
         self.send_response(status)

@@ -1,0 +1,154 @@
+"""FailoverAdapter against a plain HTTPAdapter, and failover latency to bad nodes.
+
+* success path: kept-alive GETs to one live local node through a plain HTTPAdapter and
+  through FailoverAdapter, interleaved, same run; ratio of medians;
+* first call with a bad primary (refused port, connect-timeout, hung) then a live node,
+  against the per-attempt timeout; a timeout must cost the timeout once;
+* follow-up calls once the bad node is marked unhealthy, against the plain baseline.
+
+Servers are on 127.0.0.1 and stop with the script. Prints one JSON line.
+Usage: python bench/bench_adapter.py [--requests 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import contextlib
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from bench._harness import emit
+from resilience_mw import ServiceNode
+from resilience_mw.adapter import FailoverAdapter
+from tests.nodes import NodeServer, free_port
+
+TIMEOUT = (0.1, 0.2)
+
+
+def syn_drop_listener() -> tuple[socket.socket, list[socket.socket], int]:
+    """A port whose accept queue is full: new connections time out in connect."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.05)
+    return srv, fillers, port
+
+
+def timed(fn: object, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def success_path(live: NodeServer, n: int) -> dict[str, float]:
+    plain = requests.Session()
+    plain.mount("http://", HTTPAdapter())
+    fo = requests.Session()
+    fo.mount("http://svc/", FailoverAdapter([ServiceNode("live", live.url)]))
+    get_plain = lambda: plain.get(f"{live.url}/x", timeout=TIMEOUT)  # noqa: E731
+    get_fo = lambda: fo.get("http://svc/x", timeout=TIMEOUT)  # noqa: E731
+    for _ in range(50):
+        get_plain()
+        get_fo()
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(n // 20):  # alternate in blocks of 20: same load for both
+        a += timed(get_plain, 20)
+        b += timed(get_fo, 20)
+    return {
+        "plain_median_ms": round(statistics.median(a), 4),
+        "failover_median_ms": round(statistics.median(b), 4),
+        "ratio": round(statistics.median(b) / statistics.median(a), 4),
+    }
+
+
+def bad_then_live(bad_url: str, live: NodeServer, reps: int) -> dict[str, float]:
+    firsts, follow = [], []
+    for _ in range(reps):
+        s = requests.Session()
+        s.mount(
+            "http://svc/",
+            FailoverAdapter(
+                [ServiceNode("bad", bad_url, priority=10), ServiceNode("live", live.url, priority=5)],
+                failure_threshold=1,
+            ),
+        )
+        t0 = time.perf_counter()
+        r = s.get("http://svc/x", timeout=TIMEOUT)
+        firsts.append((time.perf_counter() - t0) * 1000)
+        assert r.json()["node"] == "live"
+        follow += timed(lambda s=s: s.get("http://svc/x", timeout=TIMEOUT), 5)
+    return {
+        "first_call_median_ms": round(statistics.median(firsts), 3),
+        "first_call_max_ms": round(max(firsts), 3),
+        "follow_up_median_ms": round(statistics.median(follow), 4),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--reps", type=int, default=7)
+    args = ap.parse_args()
+    live = NodeServer("live").start()
+    hung = NodeServer("hung").start()
+    hung.mode = "hang"
+    srv, fillers, drop_port = syn_drop_listener()
+    try:
+        success = success_path(live, args.requests)
+        refused = bad_then_live(f"http://127.0.0.1:{free_port()}", live, max(args.reps, 20))
+        connect_timeout = bad_then_live(f"http://127.0.0.1:{drop_port}", live, args.reps)
+        read_timeout = bad_then_live(hung.url, live, args.reps)
+    finally:
+        live.stop()
+        hung.stop()
+        for c in fillers:
+            c.close()
+        srv.close()
+    base = success["plain_median_ms"]
+    emit(
+        "adapter",
+        {
+            "timeout": TIMEOUT,
+            "success_path": success,
+            "refused_then_live": {**refused, "added_ms": round(refused["first_call_median_ms"] - base, 3)},
+            "connect_timeout_then_live": connect_timeout,
+            "hung_then_live": read_timeout,
+            "follow_up_over_plain": {
+                "refused": round(refused["follow_up_median_ms"] / base, 3),
+                "connect_timeout": round(connect_timeout["follow_up_median_ms"] / base, 3),
+                "hung": round(read_timeout["follow_up_median_ms"] / base, 3),
+            },
+            "goals": {
+                "success_ratio_max": 1.05,
+                "refused_added_ms_max": 2.0,
+                "connect_timeout_first_ms_max": 100 + 5,
+                "hung_first_ms_max": 200 + 5,
+                "follow_up_over_plain_max": 1.10,
+            },
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""FailoverAdapter: a requests transport adapter that fails over between upstream nodes.
+
+Mount it on a logical prefix; requests under that prefix go to a node chosen by the
+strategy, and on failure to the next node, the way Envoy would, without a proxy::
+
+    session = requests.Session()
+    session.mount("http://orders/", FailoverAdapter([
+        ServiceNode("a", "http://10.0.0.1:8080", priority=10),
+        ServiceNode("b", "http://10.0.0.2:8080", priority=5),
+    ]))
+    session.get("http://orders/api/x?q=1", timeout=(1, 5))   # -> http://10.0.0.1:8080/api/x?q=1
+
+Safety first. A request that never reached a node (connection refused, DNS failure,
+connect timeout, TLS handshake failure) fails over whatever its method. A request that
+may have reached it (read timeout, reset after sending, a garbage answer, a status in
+``retry_statuses``) fails over only if its method is idempotent (GET, HEAD, OPTIONS,
+PUT, DELETE, TRACE), the request carries an ``Idempotency-Key`` header, or the adapter
+was built with ``retry_non_idempotent=True`` (e.g. for OTLP export, where a duplicate
+is acceptable). A POST never reaches two nodes otherwise. A body that cannot be
+replayed (a generator, a non-seekable file) is never sent twice.
+
+The failover loop owns the retry budget: urllib3's own retries stay at zero. Each
+attempt gets the caller's ``timeout`` (``default_timeout`` when it is ``None``), and
+``deadline`` bounds the whole call. Without ``stream=True`` the body is read inside the
+adapter, at most ``max_body_bytes`` of it and within the deadline, so an endless or
+broken body costs bounded time and memory and can fail over too.
+
+When every node fails the adapter raises :class:`FailoverConnectionError`, both a
+``requests.ConnectionError`` and an :class:`~resilience_mw.AllNodesFailedError` with
+every attempt. When it stops early because failing over would not be safe, the
+original error (``ReadTimeout``, ``ConnectionError``...) propagates. When the last
+node answers with a retryable status, that response is returned (call
+``raise_for_status()`` as usual).
+
+The response's ``url`` is the logical URL (so relative redirects come back through the
+adapter) and ``response.resilience_node`` names the node that answered.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest, Response
+from requests.utils import rewind_body
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+from . import signals
+from .exceptions import AllNodesFailedError, Attempt, ConfigError, NoAvailableNodeError, ResilienceError
+from .failover import FailoverManager
+from .model import FailoverStrategy, ServiceNode, redact_url
+
+__all__ = [
+    "FailoverAdapter",
+    "FailoverConnectionError",
+    "NoAvailableNodeConnectionError",
+    "ResponseTooLarge",
+    "UpstreamStatusError",
+]
+
+log = logging.getLogger(__name__)
+
+#: methods a retry cannot make worse (urllib3's ``Retry.DEFAULT_ALLOWED_METHODS``)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: statuses on which an idempotent request moves to the next node
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: (connect, read) seconds used when the caller passes ``timeout=None``
+DEFAULT_TIMEOUT = (5.0, 30.0)
+#: most bytes of a non-streamed response body held in memory
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+#: a request header that marks a request safe to send twice
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class FailoverConnectionError(AllNodesFailedError, requests.ConnectionError):
+    """Every node failed; ``attempts`` has each try (node id, error, seconds)."""
+
+    def __init__(self, attempts: list[Attempt], request: PreparedRequest | None = None) -> None:
+        AllNodesFailedError.__init__(self, attempts)
+        self.request = request
+        self.response = None
+
+
+class NoAvailableNodeConnectionError(NoAvailableNodeError, requests.ConnectionError):
+    """No node is healthy (and panic mode is off): nothing was sent."""
+
+    def __init__(self, message: str, request: PreparedRequest | None = None) -> None:
+        NoAvailableNodeError.__init__(self, message)
+        self.request = request
+        self.response = None
+
+
+class UpstreamStatusError(ResilienceError):
+    """A node answered with a retryable status; recorded as the attempt's error."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"status {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after else ""))
+
+
+class ResponseTooLarge(ResilienceError, requests.RequestException):
+    """A non-streamed response body exceeded ``max_body_bytes``."""
+
+
+class _DeadlineExceeded(ResilienceError, requests.Timeout):
+    """The overall deadline passed before or while reading a response."""
+
+
+def _never_reached(exc: BaseException) -> bool:
+    """Whether the request certainly did not reach the node (safe to send elsewhere)."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        reason = exc.args[0] if exc.args else None
+        if isinstance(reason, MaxRetryError):
+            reason = reason.reason
+        return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+    return False
+
+
+def _retry_after(resp: Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _replayable(request: PreparedRequest) -> bool:
+    body: object = request.body  # typed bytes | str | None, but generators and files happen
+    if body is None or isinstance(body, (bytes, str)):
+        return True
+    # A file-like body can be sent again only if requests recorded where it started.
+    return getattr(request, "_body_position", None) is not None and hasattr(body, "seek")
+
+
+class FailoverAdapter(HTTPAdapter):
+    """A :class:`requests.adapters.HTTPAdapter` that fails over between nodes.
+
+    :param nodes_or_manager: a list of :class:`ServiceNode`, or a :class:`FailoverManager`
+        to share node health with a health checker or other adapters.
+    :param strategy: the :class:`FailoverStrategy` (ignored when a manager is given).
+    :param retry_statuses: statuses that move an idempotent request to the next node.
+    :param idempotent_methods: methods safe to send to a second node after the first
+        may have received them.
+    :param retry_non_idempotent: treat every method as idempotent (OTLP export and
+        other callers that tolerate duplicates).
+    :param default_timeout: per-attempt timeout used when the caller passes ``None``.
+    :param deadline: seconds for the whole call, across attempts (``None``: no bound
+        beyond the per-attempt timeouts).
+    :param max_body_bytes: most bytes read of a non-streamed body (``None``: no limit).
+    :param manager_options: keyword arguments for the :class:`FailoverManager` built
+        from a node list (``failure_threshold``, ``panic``, ...).
+    """
+
+    def __init__(
+        self,
+        nodes_or_manager: FailoverManager | Iterable[ServiceNode],
+        strategy: FailoverStrategy | str = FailoverStrategy.Priority,
+        *,
+        retry_statuses: Iterable[int] = RETRY_STATUSES,
+        idempotent_methods: Iterable[str] = IDEMPOTENT_METHODS,
+        retry_non_idempotent: bool = False,
+        default_timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        max_body_bytes: int | None = DEFAULT_MAX_BODY,
+        pool_connections: int | None = None,
+        pool_maxsize: int = 10,
+        pool_block: bool = False,
+        **manager_options: Any,
+    ) -> None:
+        if isinstance(nodes_or_manager, FailoverManager):
+            if manager_options:
+                raise ConfigError("manager_options", sorted(manager_options), "not allowed with a manager")
+            manager = nodes_or_manager
+        else:
+            manager = FailoverManager(list(nodes_or_manager), strategy, **manager_options)
+        if deadline is not None and not deadline > 0:
+            raise ConfigError("deadline", deadline, "must be > 0 or None")
+        if max_body_bytes is not None and not (isinstance(max_body_bytes, int) and max_body_bytes > 0):
+            raise ConfigError("max_body_bytes", max_body_bytes, "must be a positive integer or None")
+        n = len(manager.nodes)
+        if pool_connections is not None and pool_connections < n:
+            raise ConfigError("pool_connections", pool_connections, f"must be >= the node count ({n})")
+        self.manager = manager
+        self.retry_statuses = frozenset(retry_statuses)
+        self.idempotent_methods = frozenset(m.upper() for m in idempotent_methods)
+        self.retry_non_idempotent = retry_non_idempotent
+        self.default_timeout = default_timeout
+        self.deadline = deadline
+        self.max_body_bytes = max_body_bytes
+        # One pool per node and then some: fewer pools than nodes would churn connections.
+        super().__init__(
+            pool_connections=pool_connections if pool_connections is not None else max(n, 10),
+            pool_maxsize=pool_maxsize,
+            max_retries=0,
+            pool_block=pool_block,
+        )
+
+    # The signature is requests' own: Session.send calls it by keyword.
+    def send(  # noqa: PLR0917 - requests' own signature
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> Response:
+        order = self.manager.failover_order()
+        if not order:
+            raise NoAvailableNodeConnectionError(
+                f"no healthy node among {[n.id for n in self.manager.nodes]}", request=request
+            )
+        safe = (
+            self.retry_non_idempotent
+            or (request.method or "GET").upper() in self.idempotent_methods
+            or IDEMPOTENCY_HEADER in request.headers
+        )
+        replayable = _replayable(request)
+        ends = None if self.deadline is None else time.monotonic() + self.deadline
+        attempt_timeout = timeout if timeout is not None else self.default_timeout
+        attempts: list[Attempt] = []
+        for i, node in enumerate(order):
+            nxt = order[i + 1] if i + 1 < len(order) else None
+            if ends is not None and time.monotonic() >= ends:
+                attempts.append(Attempt(node.id, _DeadlineExceeded("deadline passed before trying"), 0.0))
+                break
+            attempt = self._prepare(request, node, first=i == 0)
+            start = time.perf_counter()
+            try:
+                resp = super().send(
+                    attempt,
+                    stream=True,
+                    timeout=_clamp(attempt_timeout, ends),
+                    verify=verify,
+                    cert=cert,
+                    proxies=proxies,
+                )
+                if not stream:
+                    self._read_body(resp, ends)
+            except (requests.RequestException, ResilienceError) as exc:
+                elapsed = time.perf_counter() - start
+                self.manager.mark_failure(node.id)
+                attempts.append(Attempt(node.id, exc, elapsed))
+                if nxt is None:
+                    break
+                if not _never_reached(exc) and not (safe and replayable):
+                    # It may have been received: sending it elsewhere could duplicate it.
+                    log.warning(
+                        "%s %s to node %s failed after it may have been received; not failing over: %r",
+                        request.method,
+                        _path(request),
+                        node.id,
+                        exc,
+                    )
+                    raise
+                self._failed_over(node, nxt, exc, request)
+                continue
+            elapsed = time.perf_counter() - start
+            status = resp.status_code
+            if status in self.retry_statuses:
+                wait = _retry_after(resp) if status in (429, 503) else None
+                if wait:
+                    self.manager.hold_off(node.id, wait)
+                else:
+                    self.manager.mark_failure(node.id)
+                if nxt is not None and safe and replayable:
+                    error = UpstreamStatusError(status, wait)
+                    attempts.append(Attempt(node.id, error, elapsed))
+                    resp.close()
+                    self._failed_over(node, nxt, error, request)
+                    continue
+            elif status >= 500:
+                self.manager.mark_failure(node.id)
+            else:
+                self.manager.mark_success(node.id, elapsed)
+            return self._finish(resp, request, node)
+        raise FailoverConnectionError(attempts, request=request) from (
+            attempts[-1].error if attempts else None
+        )
+
+    # ----------------------------------------------------------------- helpers
+
+    def _prepare(self, request: PreparedRequest, node: ServiceNode, *, first: bool) -> PreparedRequest:
+        attempt = request.copy()
+        attempt.url = _rewrite(request.url or "", node.endpoint)
+        if not first and getattr(request, "_body_position", None) is not None:
+            rewind_body(attempt)
+        return attempt
+
+    def _read_body(self, resp: Response, ends: float | None) -> None:
+        """Read the whole body now, bounded in size and by the deadline."""
+        limit = self.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in resp.iter_content(64 * 1024):
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise ResponseTooLarge(f"response body exceeds max_body_bytes={limit}", response=resp)
+                if ends is not None and time.monotonic() > ends:
+                    raise _DeadlineExceeded("deadline passed while reading the response body", response=resp)
+                chunks.append(chunk)
+        except BaseException:
+            resp.close()
+            raise
+        resp._content = b"".join(chunks)
+        resp._content_consumed = True  # type: ignore[attr-defined]
+
+    def _finish(self, resp: Response, request: PreparedRequest, node: ServiceNode) -> Response:
+        resp.url = request.url or resp.url  # logical URL: relative redirects come back here
+        resp.request = request
+        resp.resilience_node = node.id  # type: ignore[attr-defined]
+        return resp
+
+    def _failed_over(
+        self, node: ServiceNode, nxt: ServiceNode, error: BaseException, request: PreparedRequest
+    ) -> None:
+        log.warning(
+            "%s %s: node %s failed (%r); trying %s", request.method, _path(request), node.id, error, nxt.id
+        )
+        signals.send(signals.failover, self.manager, from_node=node, to_node=nxt, error=error)
+
+    def __repr__(self) -> str:
+        return f"FailoverAdapter({self.manager!r})"
+
+
+def _rewrite(url: str, endpoint: str) -> str:
+    """``http://orders/api/x?q=1`` on node ``http://10.0.0.1:8080/base`` ->
+    ``http://10.0.0.1:8080/base/api/x?q=1`` (credentials in the endpoint are kept:
+    requests turns them into an Authorization header)."""
+    u = urlsplit(url)
+    e = urlsplit(endpoint)
+    return urlunsplit((e.scheme, e.netloc, e.path.rstrip("/") + (u.path or "/"), u.query, ""))
+
+
+def _path(request: PreparedRequest) -> str:
+    return redact_url(urlsplit(request.url or "").path or "/")
+
+
+def _clamp(
+    timeout: float | tuple[float, float] | tuple[float, None] | None, ends: float | None
+) -> float | tuple[float, float] | tuple[float, None] | None:
+    """The per-attempt timeout, shortened so the attempt ends by the deadline."""
+    if ends is None:
+        return timeout
+    left = max(0.001, ends - time.monotonic())
+    if timeout is None:
+        return left
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+        return (min(connect, left), min(read, left) if read is not None else left)
+    return min(float(timeout), left)

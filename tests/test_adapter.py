@@ -1,0 +1,301 @@
+"""FailoverAdapter through real sockets: servers on 127.0.0.1 killed, hung, 503, reset."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import tracemalloc
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from resilience_mw import AllNodesFailedError, FailoverManager, FailoverStrategy, ServiceNode, signals
+from resilience_mw.adapter import (
+    FailoverAdapter,
+    FailoverConnectionError,
+    NoAvailableNodeConnectionError,
+    ResponseTooLarge,
+)
+from tests.nodes import NodeServer, free_port
+
+BASE = "http://orders"
+
+
+def session_for(*servers: NodeServer | str, **kw: Any) -> tuple[requests.Session, FailoverAdapter]:
+    nodes = []
+    for i, s in enumerate(servers):
+        url = s if isinstance(s, str) else s.url
+        name = f"dead{i}" if isinstance(s, str) else s.name
+        nodes.append(ServiceNode(name, url, priority=100 - i))
+    adapter = FailoverAdapter(nodes, **kw)
+    session = requests.Session()
+    session.mount(f"{BASE}/", adapter)
+    return session, adapter
+
+
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def rid() -> dict[str, str]:
+    return {"X-Request-Id": uuid.uuid4().hex}
+
+
+def test_rewrites_url_keeps_path_query_and_reuses_pools(node_factory: Any) -> None:
+    a = node_factory("a")
+    s, adapter = session_for(a, node_factory("b"))
+    r = s.get(f"{BASE}/api/x?q=1", timeout=2)
+    assert r.json() == {"node": "a", "path": "/api/x?q=1", "method": "GET"}
+    assert r.url == f"{BASE}/api/x?q=1" and r.resilience_node == "a"  # type: ignore[attr-defined]
+    for _ in range(5):
+        s.get(f"{BASE}/api/x", timeout=2)
+    assert adapter.poolmanager.pools.keys().__len__() == 1  # one kept-alive pool for node a
+    assert adapter.max_retries.total == 0
+
+
+def test_refused_fails_over_for_any_method(node_factory: Any) -> None:
+    b = node_factory("b")
+    s, _ = session_for(dead_url(), b)
+    assert s.get(f"{BASE}/x", timeout=2).json()["node"] == "b"
+    headers = rid()
+    assert s.post(f"{BASE}/orders", data=b"{}", headers=headers, timeout=2).json()["node"] == "b"
+    assert b.request_ids[headers["X-Request-Id"]] == 1
+
+
+def test_hung_node_get_fails_over_within_timeout_post_does_not(node_factory: Any) -> None:
+    hung, b = node_factory("hung", "hang"), node_factory("b")
+    s, _ = session_for(hung, b, failure_threshold=100)
+    t0 = time.monotonic()
+    assert s.get(f"{BASE}/x", timeout=(1, 0.3)).json()["node"] == "b"
+    assert time.monotonic() - t0 < 0.3 + 0.25
+    headers = rid()
+    with pytest.raises(requests.ReadTimeout):
+        s.post(f"{BASE}/pay", data=b"{}", headers=headers, timeout=(1, 0.3))
+    assert hung.request_ids[headers["X-Request-Id"]] == 1
+    assert b.request_ids[headers["X-Request-Id"]] == 0  # a POST never reaches two nodes
+
+
+def test_idempotency_key_marks_post_safe(node_factory: Any) -> None:
+    hung, b = node_factory("hung", "hang"), node_factory("b")
+    s, _ = session_for(hung, b)
+    r = s.post(f"{BASE}/pay", data=b"{}", headers={"Idempotency-Key": "k1"}, timeout=(1, 0.3))
+    assert r.json()["node"] == "b"
+
+
+def test_503_get_fails_over_post_gets_the_503(node_factory: Any) -> None:
+    busy, b = node_factory("busy", "unavailable"), node_factory("b")
+    busy.retry_after = 0
+    s, _ = session_for(busy, b, failure_threshold=100)
+    assert s.get(f"{BASE}/x", timeout=2).json()["node"] == "b"
+    headers = rid()
+    r = s.post(f"{BASE}/x", data=b"1", headers=headers, timeout=2)
+    assert r.status_code == 503 and r.resilience_node == "busy"  # type: ignore[attr-defined]
+    assert b.request_ids[headers["X-Request-Id"]] == 0
+
+
+def test_retry_after_holds_node_off(node_factory: Any) -> None:
+    busy, b = node_factory("busy", "unavailable"), node_factory("b")
+    busy.retry_after = 30
+    s, adapter = session_for(busy, b)
+    s.get(f"{BASE}/x", timeout=2)
+    assert not adapter.manager.is_healthy("busy")
+    before = busy.hits()
+    for _ in range(5):
+        assert s.get(f"{BASE}/x", timeout=2).json()["node"] == "b"
+    assert busy.hits() == before  # not tried while it asked to be left alone
+
+
+@pytest.mark.parametrize("mode", ["reset", "garbage"])
+def test_broken_answer_get_fails_over_post_raises(node_factory: Any, mode: str) -> None:
+    bad, b = node_factory("bad", mode), node_factory("b")
+    s, _ = session_for(bad, b, failure_threshold=100)
+    assert s.get(f"{BASE}/x", timeout=2).json()["node"] == "b"
+    headers = rid()
+    with pytest.raises(requests.ConnectionError) as info:
+        s.post(f"{BASE}/x", data=b"1", headers=headers, timeout=2)
+    assert not isinstance(info.value, AllNodesFailedError)
+    assert b.request_ids[headers["X-Request-Id"]] == 0
+
+
+def test_endless_body_is_bounded_and_fails_over(node_factory: Any) -> None:
+    endless, b = node_factory("endless", "endless"), node_factory("b")
+    s, _ = session_for(endless, b, max_body_bytes=1_000_000, failure_threshold=100)
+    tracemalloc.start()
+    r = s.get(f"{BASE}/x", timeout=2)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert r.json()["node"] == "b"
+    assert peak < 8_000_000
+    s2, _ = session_for(endless, max_body_bytes=1_000_000)
+    with pytest.raises(FailoverConnectionError) as info:
+        s2.get(f"{BASE}/x", timeout=2)
+    assert isinstance(info.value.attempts[0].error, ResponseTooLarge)
+
+
+def test_deadline_bounds_the_whole_call(node_factory: Any) -> None:
+    h1, h2, h3 = (node_factory(f"h{i}", "hang") for i in range(3))
+    s, _ = session_for(h1, h2, h3, deadline=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(FailoverConnectionError):
+        s.get(f"{BASE}/x", timeout=(1, 0.3))
+    assert time.monotonic() - t0 < 0.5 + 0.2
+
+
+def test_all_nodes_down_raises_with_every_attempt() -> None:
+    s, _ = session_for(dead_url(), f"http://user:hunter2@127.0.0.1:{free_port()}")
+    with pytest.raises(requests.ConnectionError) as info:
+        s.get(f"{BASE}/x", timeout=1)
+    err = info.value
+    assert isinstance(err, FailoverConnectionError) and isinstance(err, AllNodesFailedError)
+    assert [a.node_id for a in err.attempts] == ["dead0", "dead1"]
+    assert all(isinstance(a.error, requests.ConnectionError) for a in err.attempts)
+    assert "hunter2" not in str(err) and "hunter2" not in repr(err.attempts)
+
+
+def test_no_available_node() -> None:
+    nodes = [ServiceNode("a", dead_url())]
+    m = FailoverManager(nodes, failure_threshold=1)
+    m.mark_failure("a")
+    s = requests.Session()
+    s.mount(f"{BASE}/", FailoverAdapter(m))
+    with pytest.raises(NoAvailableNodeConnectionError) as info:
+        s.get(f"{BASE}/x", timeout=1)
+    assert isinstance(info.value, requests.ConnectionError)
+
+
+def test_unhealthy_node_not_tried_and_passive_health_fed(node_factory: Any) -> None:
+    a, b = node_factory("a"), node_factory("b")
+    s, adapter = session_for(a, b, failure_threshold=2)
+    a.stop()
+    for _ in range(2):
+        assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "b"
+    assert not adapter.manager.is_healthy("a")
+    assert adapter.manager.latency("b") is not None
+    t0 = time.perf_counter()
+    assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "b"
+    assert time.perf_counter() - t0 < 0.05
+
+
+def test_restart_mid_test_traffic_returns(node_factory: Any) -> None:
+    a, b = node_factory("a"), node_factory("b")
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    s, _adapter = session_for(a, b, failure_threshold=1, clock=clock, base_ejection_time=10)
+    assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "a"
+    a.stop()
+    assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "b"
+    a.start()
+    assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "b"  # still ejected
+    clock.advance(10.1)
+    assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "a"  # back after the ejection
+
+
+def test_generator_body_never_sent_twice(node_factory: Any) -> None:
+    hung, b = node_factory("hung", "hang"), node_factory("b")
+
+    def gen() -> Any:
+        yield b"part1"
+        yield b"part2"
+
+    s, _ = session_for(dead_url(), b)
+    assert s.put(f"{BASE}/x", data=gen(), timeout=2).json()["node"] == "b"  # refused: not sent yet
+    assert b.bodies[-1] == b"part1part2"
+    s2, _ = session_for(hung, b, failure_threshold=100)
+    with pytest.raises(requests.ReadTimeout):
+        s2.put(f"{BASE}/x", data=gen(), timeout=(1, 0.3))  # PUT is idempotent, but the body is gone
+    assert len(b.bodies) == 1
+
+
+def test_seekable_file_body_is_rewound(node_factory: Any) -> None:
+    busy, b = node_factory("busy", "unavailable"), node_factory("b")
+    busy.retry_after = 0
+    s, _ = session_for(busy, b, failure_threshold=100)
+    r = s.put(f"{BASE}/upload", data=io.BytesIO(b"0123456789"), timeout=2)
+    assert r.json()["node"] == "b" and b.bodies[-1] == b"0123456789"
+    assert busy.bodies[-1] == b"0123456789"
+
+
+def test_relative_redirect_comes_back_through_adapter(node_factory: Any) -> None:
+    a = node_factory("a", "redirect")
+    s, _ = session_for(a)
+    r = s.get(f"{BASE}/old", timeout=2, allow_redirects=False)
+    assert r.status_code == 302 and r.url == f"{BASE}/old"
+    r.close()
+    assert s.get(f"{BASE}/old", timeout=2).history[0].status_code == 302
+    assert a.requests[("GET", "/elsewhere")] >= 1
+
+
+def test_failover_signal(node_factory: Any) -> None:
+    b = node_factory("b")
+    s, adapter = session_for(dead_url(), b)
+    seen: list[tuple[str, str]] = []
+
+    def receiver(sender: Any, from_node: ServiceNode, to_node: ServiceNode, error: Exception) -> None:
+        seen.append((from_node.id, to_node.id))
+
+    signals.failover.connect(receiver, sender=adapter.manager)
+    try:
+        s.get(f"{BASE}/x", timeout=1)
+    finally:
+        signals.failover.disconnect(receiver)
+    assert seen == [("dead0", "b")]
+
+
+def test_round_robin_spreads_and_fails_over(node_factory: Any) -> None:
+    a, b, c = (node_factory(n) for n in "abc")
+    s, _ = session_for(a, b, c, strategy=FailoverStrategy.RoundRobin)
+    for _ in range(30):
+        s.get(f"{BASE}/x", timeout=2)
+    assert a.hits() == b.hits() == c.hits() == 10
+    b.stop()
+    for _ in range(30):
+        assert s.get(f"{BASE}/x", timeout=2).status_code == 200
+
+
+def test_many_threads_one_session_no_duplicate_posts(node_factory: Any) -> None:
+    a, b = node_factory("a"), node_factory("b")
+    s, _ = session_for(a, b, pool_maxsize=16)
+    errors: list[BaseException] = []
+    sent: list[str] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        for k in range(40):
+            headers = rid()
+            with lock:
+                sent.append(headers["X-Request-Id"])
+            try:
+                s.post(f"{BASE}/orders", data=b"x", headers=headers, timeout=(1, 2))
+            except requests.RequestException as exc:
+                with lock:
+                    errors.append(exc)
+            if i == 0 and k == 10:
+                a.stop()  # kill the primary mid-run
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seen = a.request_ids + b.request_ids
+    assert max(seen.values()) == 1  # no POST reached two nodes
+    # every request either arrived exactly once or failed visibly to its caller
+    assert len(seen) + len(errors) >= len(sent) and len(seen) <= len(sent)
+    assert len(errors) <= 8  # only requests in flight on the killed node can fail
+
+
+def test_config_errors() -> None:
+    from resilience_mw import ConfigError
+
+    nodes = [ServiceNode("a", "http://a"), ServiceNode("b", "http://b")]
+    with pytest.raises(ConfigError) as info:
+        FailoverAdapter(nodes, pool_connections=1)
+    assert info.value.field == "pool_connections"
+    with pytest.raises(ConfigError):
+        FailoverAdapter(nodes, deadline=0)
+    with pytest.raises(ConfigError):
+        FailoverAdapter(FailoverManager(nodes), failure_threshold=2)
