@@ -194,7 +194,9 @@ class AutoDegradationManager:
                     self.evaluate,
                     check_interval,
                     on_start=prime if callable(prime) else None,
-                    first_delay=min(check_interval, 0.1),
+                    # psutil's CPU figure is an average since the last call: the first
+                    # real sample needs a whole interval after priming, not a blip.
+                    first_delay=check_interval,
                 )
             self._worker.interval = check_interval
             worker = self._worker

@@ -1,0 +1,182 @@
+"""Merge the bench JSON lines into bench/results/summary.json and print a Markdown table.
+
+Usage: python bench/summarize.py bench/results/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load(paths: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in paths:
+        text = Path(p).read_text().strip()
+        if text:
+            data = json.loads(text.splitlines()[-1])
+            out[data["bench"]] = data
+    return out
+
+
+def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    r: list[tuple[str, str, str, str]] = []
+    sel = b.get("selection")
+    if sel:
+        for n in ("n3", "n1000"):
+            x = sel["results"][n]
+            for s in ("Priority", "RoundRobin"):
+                r.append(
+                    (
+                        f"select {s}, {n[1:]} nodes, 1 / 8 threads",
+                        f"{x[f'{s}/t1_ns']:.0f} / {x[f'{s}/t8_ns']:.0f} ns",
+                        f"{x[f'{s}/t1_x_floor']:.2f}x floor (floor {x['floor/t1_ns']:.0f} ns); t8/t1 {x[f'{s}_t8_over_t1']:.2f}",
+                        "<= 2x floor, t8/t1 <= 1.2",
+                    )
+                )
+            r.append(
+                (
+                    f"naive seed scan, {n[1:]} nodes",
+                    f"{x['naive/t1_ns']:.0f} ns",
+                    f"{x['naive/t1_x_floor']:.0f}x floor",
+                    "baseline",
+                )
+            )
+    deg = b.get("degradation")
+    if deg:
+        h = deg["hot_path"]
+        r.append(
+            (
+                "record_request + current_level, 1 thread",
+                f"{h['record_plus_level/t1_minus_bare_ns']:.0f} ns over a bare call",
+                f"8 threads {h['record_plus_level_t8_over_t1']:.2f}x of 1",
+                "<= 500 ns, 8t <= 1.5x",
+            )
+        )
+        r.append(
+            (
+                "one psutil sample",
+                f"{deg['psutil_sample_us']:.0f} us",
+                "sampled at 1 Hz by default",
+                "<= 10 Hz",
+            )
+        )
+        d = deg["health_detection"]
+        r.append(
+            (
+                "node down -> unhealthy / back -> healthy",
+                f"{d['detect_down_s']:.2f} s / {d['detect_up_s']:.2f} s",
+                f"interval {d['interval_s']} s x {d['threshold']} + timeout {d['timeout_s']} s",
+                f"<= {d['bound_s']:.2f} s",
+            )
+        )
+    w = b.get("wsgi")
+    if w:
+        x, dco = w["wsgi"], w["decorators"]
+        r.append(
+            (
+                "middleware, gate only (bare app)",
+                f"+{x['bare+gate_delta_ns']:.0f} ns",
+                f"pass-through layer +{x['bare+passthrough_delta_ns']:.0f} ns",
+                "<= 250 ns",
+            )
+        )
+        r.append(
+            (
+                "middleware with outcome accounting (bare app)",
+                f"+{x['bare+middleware_delta_ns']:.0f} ns",
+                "",
+                "<= 500 ns",
+            )
+        )
+        r.append(
+            (
+                "middleware on a Flask app",
+                f"+{x['flask+resilience_delta_ns']:.0f} ns",
+                f"{x['flask+resilience_ratio']:.3f}x Flask (pass-through {x['flask+passthrough_ratio']:.3f}x)",
+                "",
+            )
+        )
+        for k in ("feature", "with_fallback"):
+            r.append(
+                (
+                    f"@{k} decorator",
+                    f"+{dco[f'{k}_delta_ns']:.0f} ns",
+                    f"functools.wraps closure +{dco['wraps_closure_delta_ns']:.0f} ns",
+                    "<= 250 ns",
+                )
+            )
+    a = b.get("adapter")
+    if a:
+        r.append(
+            (
+                "FailoverAdapter success path",
+                f"{a['success_path']['failover_median_ms']:.3f} ms",
+                f"{a['success_path']['ratio']:.3f}x plain HTTPAdapter ({a['success_path']['plain_median_ms']:.3f} ms)",
+                "<= 1.05x",
+            )
+        )
+        r.append(
+            (
+                "refused node -> live, first call",
+                f"{a['refused_then_live']['first_call_median_ms']:.2f} ms",
+                f"+{a['refused_then_live']['added_ms']:.2f} ms over plain",
+                "< +2 ms",
+            )
+        )
+        r.append(
+            (
+                "connect-timeout node -> live (timeout 0.1 s)",
+                f"{a['connect_timeout_then_live']['first_call_median_ms']:.1f} ms",
+                "timeout paid once",
+                "<= 105 ms",
+            )
+        )
+        r.append(
+            (
+                "hung node -> live (read timeout 0.2 s)",
+                f"{a['hung_then_live']['first_call_median_ms']:.1f} ms",
+                "timeout paid once",
+                "<= 205 ms",
+            )
+        )
+        f = a["follow_up_over_plain"]
+        r.append(
+            (
+                "after the bad node is marked unhealthy",
+                f"{f['refused']:.2f} / {f['connect_timeout']:.2f} / {f['hung']:.2f}x plain",
+                "refused / connect-timeout / hung",
+                "<= 1.10x",
+            )
+        )
+    t = b.get("throughput")
+    if t and "skipped" not in t:
+        r.append(
+            (
+                "gunicorn sync, wrk -c8: Resilience vs plain Flask",
+                f"{t['ratio_resilient_over_plain']:.3f}x",
+                f"rps plain {t['rps']['plain']}, resilient {t['rps']['resilient']}",
+                ">= 0.98x",
+            )
+        )
+    return r
+
+
+def main() -> None:
+    b = load(sys.argv[1:])
+    out_dir = Path(sys.argv[1]).parent if len(sys.argv) > 1 else Path("bench/results")
+    (out_dir / "summary.json").write_text(json.dumps(b, indent=2, sort_keys=True))
+    m = next(iter(b.values()))["machine"] if b else {}
+    print(
+        f"Machine: {m.get('cpus')} CPUs, {m.get('processor')}, {m.get('platform')}, Python {m.get('python')}\n"
+    )
+    print("| measure | result | same-run reference | goal |")
+    print("|---|---|---|---|")
+    for row in rows(b):
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
