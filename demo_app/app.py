@@ -40,7 +40,7 @@ TRAFFIC_MAX_SECONDS = 3600.0
 class Demo:
     """What the dashboard shows: events, history, traffic, per-node served counts."""
 
-    def __init__(self, app: Flask, state: ResilienceState, cluster: Cluster, token: str) -> None:
+    def __init__(self, state: ResilienceState, cluster: Cluster, token: str) -> None:
         assert state.failover is not None
         self.state = state
         self.cluster = cluster
@@ -255,7 +255,7 @@ def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | No
     )
     state = Resilience().init_app(app)
     state.health_checker.unhealthy_threshold = 2  # type: ignore[union-attr]
-    demo = Demo(app, state, cluster, token)
+    demo = Demo(state, cluster, token)
     app.extensions["demo"] = demo
 
     def cached_search() -> Any:

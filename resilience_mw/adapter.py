@@ -47,8 +47,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
 from requests.models import PreparedRequest, Response
-from requests.utils import rewind_body
+from requests.utils import get_auth_from_url, rewind_body
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from . import signals
@@ -197,6 +198,9 @@ class FailoverAdapter(HTTPAdapter):
         if pool_connections is not None and pool_connections < n:
             raise ConfigError("pool_connections", pool_connections, f"must be >= the node count ({n})")
         self.manager = manager
+        # Credentials in a node's endpoint go in an Authorization header (urllib3 ignores
+        # them in the URL) and never into the URL requested, so errors cannot show them.
+        self._targets = {node.id: _split_credentials(node.endpoint) for node in manager.nodes}
         self.retry_statuses = frozenset(retry_statuses)
         self.idempotent_methods = frozenset(m.upper() for m in idempotent_methods)
         self.retry_non_idempotent = retry_non_idempotent
@@ -298,7 +302,10 @@ class FailoverAdapter(HTTPAdapter):
 
     def _prepare(self, request: PreparedRequest, node: ServiceNode, *, first: bool) -> PreparedRequest:
         attempt = request.copy()
-        attempt.url = _rewrite(request.url or "", node.endpoint)
+        endpoint, auth = self._targets[node.id]
+        attempt.url = _rewrite(request.url or "", endpoint)
+        if auth is not None and "Authorization" not in attempt.headers:
+            auth(attempt)
         if not first and getattr(request, "_body_position", None) is not None:
             rewind_body(attempt)
         return attempt
@@ -340,10 +347,19 @@ class FailoverAdapter(HTTPAdapter):
         return f"FailoverAdapter({self.manager!r})"
 
 
+def _split_credentials(endpoint: str) -> tuple[str, HTTPBasicAuth | None]:
+    """``http://user:pw@host`` -> (``http://host``, basic auth for user/pw)."""
+    parts = urlsplit(endpoint)
+    if "@" not in parts.netloc:
+        return endpoint, None
+    user, password = get_auth_from_url(endpoint)
+    clean = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return clean, HTTPBasicAuth(user, password)
+
+
 def _rewrite(url: str, endpoint: str) -> str:
     """``http://orders/api/x?q=1`` on node ``http://10.0.0.1:8080/base`` ->
-    ``http://10.0.0.1:8080/base/api/x?q=1`` (credentials in the endpoint are kept:
-    requests turns them into an Authorization header)."""
+    ``http://10.0.0.1:8080/base/api/x?q=1``."""
     u = urlsplit(url)
     e = urlsplit(endpoint)
     return urlunsplit((e.scheme, e.netloc, e.path.rstrip("/") + (u.path or "/"), u.query, ""))

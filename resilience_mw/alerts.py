@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import signals
+from . import _fork, signals
 from .exceptions import ConfigError
 from .model import DegradationLevel
 
@@ -69,9 +69,13 @@ class AlertRules:
         self._last_sent: dict[str, float] = {}
         self._alerted_level = DegradationLevel.Normal
         self.fired: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        _fork.register(self)
         if failovers:
             signals.failover.connect(self._on_failover, **_only(failover_sender))
         signals.level_changed.connect(self._on_level, **_only(level_sender))
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Stop listening."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Mapping
 
+from . import _fork
 from .exceptions import ConfigError
 from .model import DegradationLevel, Feature
 
@@ -49,6 +50,10 @@ class FeatureTable:
         for feature, level in (table if table is not None else DEFAULT_TABLE).items():
             self._off_at[feature] = self._check(feature, level)
         self._recompute()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     @staticmethod
     def _check(feature: Hashable, level: DegradationLevel | int | None) -> DegradationLevel | None:

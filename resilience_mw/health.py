@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import requests
 
+from . import _fork
 from .exceptions import ConfigError
 from .failover import FailoverManager
 from .model import NodeHealth, ServiceNode
@@ -86,6 +87,10 @@ class HealthChecker:
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
         self._worker: BackgroundWorker | None = None
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._session_lock = threading.Lock()  # the Session itself is replaced by pid
 
     # ---------------------------------------------------------------- checks
 

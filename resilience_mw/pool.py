@@ -26,7 +26,7 @@ from typing import Any
 
 from blinker import Signal
 
-from . import signals
+from . import _fork, signals
 from .exceptions import ConfigError, UnknownNodeError
 from .model import FailoverStrategy, NodeHealth, ServiceNode
 from .strategies import Picker, build_picker, failover_order
@@ -161,6 +161,7 @@ class NodePool:
         self._latency: dict[str, float] = {}
         self._rebuilds = 0
         self._view = self._build_view()
+        _fork.register(self)
 
     # ----------------------------------------------------------------- reading
 
@@ -438,6 +439,11 @@ class NodePool:
     def _emit(self, transitions: Sequence[_Transition]) -> None:
         for signal, kwargs in transitions:
             signals.send(signal, self, **kwargs)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have held the lock when the process forked.
+        self._lock = threading.RLock()
+        self._rebuild()  # fresh picker (some pickers own a lock too)
 
     def __repr__(self) -> str:
         view = self._view

@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from . import _fork
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .model import DegradationLevel
@@ -128,6 +129,7 @@ class ResilienceMiddleware:
         self.record_outcomes = record_outcomes
         self._on_first_request = on_first_request
         self._first_lock = threading.Lock()
+        _fork.register(self)
         self.reroutes: dict[str, tuple[str, DegradationLevel]] = {}
         for src, target in (reroutes or {}).items():
             if not (
@@ -188,6 +190,9 @@ class ResilienceMiddleware:
                 )
 
         return _RecordingBody(body, done)
+
+    def _after_fork_in_child(self) -> None:
+        self._first_lock = threading.Lock()
 
     def _first_request(self) -> None:
         with self._first_lock:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from resilience_mw import ServiceNode
@@ -49,3 +51,31 @@ def node_factory():  # type: ignore[no-untyped-def]
     yield make
     for node in started:
         node.stop()
+
+
+def run_in_forked_child(fn: Any, timeout: float = 10.0) -> bool:
+    """Run ``fn()`` in a real ``os.fork()`` child; its truthy result, or False if it
+    raised or did not answer within ``timeout`` (a deadlocked child is killed)."""
+    import os
+    import select
+    import signal
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            ok = bool(fn())
+        except BaseException:
+            ok = False
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            return False
+        return os.read(r, 1) == b"1"
+    finally:
+        os.waitpid(pid, 0)
+        os.close(r)

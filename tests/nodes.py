@@ -75,6 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
         node = self.server.node
         body = self._read_body()
         node._count(self.command, self.path, self.headers.get("X-Request-Id"), body)
+        node.authorization.append(self.headers.get("Authorization"))
         mode = node.mode if not self.path.startswith("/health") else node.health_mode or node.mode
         if mode == "hang":
             node._release.wait(60)
@@ -141,6 +142,7 @@ class NodeServer:
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
         self.request_ids: collections.Counter[str] = collections.Counter()
         self.bodies: list[bytes] = []
+        self.authorization: list[str | None] = []
 
     @property
     def url(self) -> str:

@@ -299,3 +299,19 @@ def test_config_errors() -> None:
         FailoverAdapter(nodes, deadline=0)
     with pytest.raises(ConfigError):
         FailoverAdapter(FailoverManager(nodes), failure_threshold=2)
+
+
+def test_node_credentials_sent_as_basic_auth_never_in_errors(node_factory: Any) -> None:
+    import base64
+
+    a = node_factory("a")
+    s, _ = session_for(a.url.replace("http://", "http://svc-user:s3cr%40t@"))
+    assert s.get(f"{BASE}/x", timeout=2).status_code == 200
+    assert a.authorization[-1] == "Basic " + base64.b64encode(b"svc-user:s3cr@t").decode()
+    s.get(f"{BASE}/x", headers={"Authorization": "Bearer mine"}, timeout=2)
+    assert a.authorization[-1] == "Bearer mine"  # the caller's own header wins
+    s2, _ = session_for(f"http://svc-user:s3cret@127.0.0.1:{free_port()}")
+    with pytest.raises(FailoverConnectionError) as info:
+        s2.get(f"{BASE}/x", timeout=1)
+    text = str(info.value) + repr(info.value.attempts) + str(info.value.__cause__)
+    assert "s3cret" not in text and "svc-user" not in text

@@ -293,25 +293,20 @@ def test_window_counts_exactly_under_8_threads() -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_sampler_runs_in_forked_child() -> None:
-    import os
-
     sampler = FakeSampler(cpu=75)
     m = AutoDegradationManager(DegradationConfig(cooldown_seconds=0), sampler=sampler)
     m.start(0.02)
     try:
         assert wait_for(lambda: m.current_level() == L.Level1)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
+        from tests.conftest import run_in_forked_child
+
+        def in_child() -> bool:
             sampler.cpu = 90  # only the child's sampler can see this
             ok = wait_for(lambda: m.running and m.current_level() == L.Level2, 5)
             m.record_request(True)  # locks are usable in the child
-            os.write(w, b"1" if ok else b"0")
-            os._exit(0)
-        os.close(w)
-        assert os.read(r, 1) == b"1"
-        os.waitpid(pid, 0)
-        os.close(r)
+            return ok
+
+        assert run_in_forked_child(in_child)
         assert m.current_level() == L.Level1
     finally:
         m.stop()

@@ -193,17 +193,14 @@ def test_eager_workers_survive_fork() -> None:
     state = a.extensions["resilience"]
     try:
         assert state.degradation.running
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
+        from tests.conftest import run_in_forked_child
+
+        def in_child() -> bool:
             ok = wait_for(lambda: state.degradation.running, 3)
             body = a.test_client().get("/whoami").json
-            os.write(w, b"1" if ok and body["sampler"] and body["pid"] == os.getpid() else b"0")
-            os._exit(0)
-        os.close(w)
-        assert os.read(r, 1) == b"1"
-        os.waitpid(pid, 0)
-        os.close(r)
+            return bool(ok and body["sampler"] and body["pid"] == os.getpid())
+
+        assert run_in_forked_child(in_child)
     finally:
         state.stop()
 

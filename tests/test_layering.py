@@ -12,12 +12,24 @@ PKG = Path(resilience_mw.__file__).parent
 
 #: module -> layer; a module may import only modules of a lower or equal layer
 LAYERS = {
-    "exceptions": 0, "model": 0, "signals": 0, "_fork": 0,
-    "config": 1, "strategies": 1,
-    "pool": 2, "features": 2, "sampling": 2, "worker": 2,
-    "failover": 3, "degradation": 3,
-    "health": 4, "graceful": 4, "alerts": 4,
-    "wsgi": 5, "adapter": 5, "flask_ext": 5,
+    "exceptions": 0,
+    "model": 0,
+    "signals": 0,
+    "_fork": 0,
+    "config": 1,
+    "strategies": 1,
+    "pool": 2,
+    "features": 2,
+    "sampling": 2,
+    "worker": 2,
+    "failover": 3,
+    "degradation": 3,
+    "health": 4,
+    "graceful": 4,
+    "alerts": 4,
+    "wsgi": 5,
+    "adapter": 5,
+    "flask_ext": 5,
     "decorators": 6,
     "__init__": 7,
 }
@@ -47,7 +59,9 @@ def test_imports_follow_the_layers() -> None:
         mod = path.stem
         for imp in imports(path):
             if imp in LAYERS and mod != "__init__":
-                assert LAYERS[imp] <= LAYERS[mod], f"{mod} (layer {LAYERS[mod]}) imports {imp} (layer {LAYERS[imp]})"
+                assert LAYERS[imp] <= LAYERS[mod], (
+                    f"{mod} (layer {LAYERS[mod]}) imports {imp} (layer {LAYERS[imp]})"
+                )
             top = imp.split(".")[0]
             if top in ("flask", "werkzeug"):
                 assert mod in FLASK_ALLOWED, f"{mod} imports {imp}"

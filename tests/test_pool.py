@@ -201,3 +201,34 @@ def test_raising_receiver_does_not_break_marking(seed_nodes: list[ServiceNode], 
         assert not m.is_healthy("primary")
     finally:
         signals.node_marked_unhealthy.disconnect(bad)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_pool_usable_in_child_forked_while_lock_held(seed_nodes: list[ServiceNode]) -> None:
+    """Another thread holds the pool's lock at fork time: the child must not deadlock."""
+    import threading
+
+    from tests.conftest import run_in_forked_child
+
+    m = FailoverManager(seed_nodes)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with m._lock:
+            holding.set()
+            release.wait(5)
+
+    def in_child() -> bool:
+        for _ in range(3):
+            m.mark_failure("primary")  # would block forever on the inherited lock
+        node = m.get_available_node()
+        return node is not None and node.id == "secondary"
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(5)
+    try:
+        assert run_in_forked_child(in_child, timeout=5), "child deadlocked or failed"
+    finally:
+        release.set()
+        t.join()

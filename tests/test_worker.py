@@ -71,18 +71,15 @@ def test_worker_runs_again_in_forked_child() -> None:
     w = BackgroundWorker("t-fork", lambda: ticks_in.append(os.getpid()), 0.01)
     w.start()
     assert wait_for(lambda: len(ticks_in) > 0)
-    r, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
+    from tests.conftest import run_in_forked_child
+
+    def in_child() -> bool:
         ok = wait_for(lambda: w.alive and os.getpid() in ticks_in, 5)
         w.stop(2)
-        os.write(wfd, b"1" if ok and not w.alive else b"0")
-        os._exit(0)
-    os.close(wfd)
+        return ok and not w.alive
+
     try:
-        assert os.read(r, 1) == b"1"
+        assert run_in_forked_child(in_child)
     finally:
-        os.waitpid(pid, 0)
-        os.close(r)
         w.stop()
     assert w.alive is False
