@@ -15,36 +15,18 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._harness import emit
+from demo_app.cluster import free_port, wait_listening
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server on {port} did not start")
 
 
 def run_one(factory: str, duration: float) -> tuple[float, float]:
@@ -56,7 +38,8 @@ def run_one(factory: str, duration: float) -> tuple[float, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(port)
+        if not wait_listening(port, 15):
+            raise RuntimeError(f"gunicorn did not start on port {port}")
         url = f"http://127.0.0.1:{port}/"
         subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, timeout=30)  # warm-up
         out = subprocess.run(
