@@ -204,7 +204,7 @@ class Demo:
             self._event("control", f"{action} {node_id}")
         elif action == "errors":
             threading.Thread(target=self._push_errors, name="demo-errors", daemon=True).start()
-            self._event("control", "pushing 40 failing requests")
+            self._event("control", "pushing 20 failing requests")
         elif action == "cpu":
             _burn_cpu(seconds=12)
             self._event("control", "burning CPU on every core for 12 s")
@@ -219,7 +219,7 @@ class Demo:
 
     def _push_errors(self) -> None:
         with requests.Session() as s:
-            for _ in range(40):  # bounded
+            for _ in range(20):  # bounded
                 with contextlib.suppress(requests.RequestException):
                     s.get(self.base_url + "/api/flaky", timeout=2)
 

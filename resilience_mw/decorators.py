@@ -144,12 +144,13 @@ def with_fallback(
 
     # Below both levels only the primary runs: that common case is handled inline.
     lowest = min(skip_primary_at, fallback_on_error_at)
+    fixed_recorder = manager.recorder if manager is not None else None
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             m = manager if manager is not None else _app_manager()
-            level = m.current_level()
+            level = m.level
             if level < lowest:
                 try:
                     result = fn(*args, **kwargs)
@@ -158,7 +159,8 @@ def with_fallback(
                         _record_for_request(m)(False)
                     raise
                 if record and not has_request_context():
-                    m.recorder(True)  # in Flask the middleware records the response
+                    # in Flask the middleware records the response instead
+                    (fixed_recorder or m.recorder)(True)
                 return result
             slow: R = run_with_fallback(
                 level,

@@ -142,8 +142,8 @@ class AutoDegradationManager:
         self._clock = clock
         self._window = ErrorWindow(self.config.error_window_seconds, self.config.error_window_buckets, clock)
         self._lock = threading.RLock()
-        # Read without a lock on every request: only ever replaced whole.
-        self._level = DegradationLevel.Normal
+        #: the level in force; read it freely (no lock), never assign it (use force_level)
+        self.level = DegradationLevel.Normal
         self._computed = DegradationLevel.Normal
         self._forced: DegradationLevel | None = None
         self._lower_since: float | None = None
@@ -166,15 +166,11 @@ class AutoDegradationManager:
 
     def current_level(self) -> DegradationLevel:
         """The level in force (forced or computed). No lock."""
-        return self._level
-
-    @property
-    def level(self) -> DegradationLevel:
-        return self._level
+        return self.level
 
     def is_feature_available(self, feature: Hashable) -> bool:
         """Whether ``feature`` is on at the current level (a precomputed-table lookup)."""
-        return self.features.is_available(feature, self._level)
+        return self.features.is_available(feature, self.level)
 
     def register_feature(self, feature: Hashable, off_at: DegradationLevel | None) -> None:
         """Add a feature of your own, off from level ``off_at`` (``None``: never)."""
@@ -220,8 +216,8 @@ class AutoDegradationManager:
         try:
             sample = self._sampler()
         except Exception:
-            log.exception("degradation sampler failed; keeping level %s", self._level.name)
-            return self._level
+            log.exception("degradation sampler failed; keeping level %s", self.level.name)
+            return self.level
         requests, failures = self._window.counts()
         rate = failures / requests if requests else 0.0
         target = self.config.decide(sample.cpu, sample.memory, rate, requests)
@@ -283,8 +279,8 @@ class AutoDegradationManager:
         with self._lock:
             return {
                 **self._last,
-                "level": self._level.name,
-                "level_value": int(self._level),
+                "level": self.level.name,
+                "level_value": int(self.level),
                 "computed_level": self._computed.name,
                 "forced": self._forced.name if self._forced is not None else None,
             }
@@ -296,9 +292,9 @@ class AutoDegradationManager:
     # ------------------------------------------------------------ internals
 
     def _publish(self) -> tuple[DegradationLevel, DegradationLevel]:
-        old = self._level
-        self._level = self._forced if self._forced is not None else self._computed
-        return old, self._level
+        old = self.level
+        self.level = self._forced if self._forced is not None else self._computed
+        return old, self.level
 
     def _announce(self, old: DegradationLevel, new: DegradationLevel, *, forced: bool) -> None:
         if old == new:
@@ -330,7 +326,7 @@ class AutoDegradationManager:
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"AutoDegradationManager(level={self._level.name}, running={self.running})"
+        return f"AutoDegradationManager(level={self.level.name}, running={self.running})"
 
 
 def _fmt(x: float | None) -> str:

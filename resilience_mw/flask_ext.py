@@ -39,6 +39,7 @@ Endpoints (each path configurable; an empty value turns it off):
 from __future__ import annotations
 
 import atexit
+import copy
 import dataclasses
 import hmac
 import logging
@@ -216,7 +217,7 @@ class Resilience:
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("app", app.name, "already has a Resilience extension")
         for key, default in ConfigVars.DEFAULTS.items():
-            app.config.setdefault(key, default)
+            app.config.setdefault(key, copy.copy(default))  # no dict shared between apps
         cfg = {key: self._options.get(key, app.config[key]) for key in ConfigVars.DEFAULTS}
         state = _build_state(app, cfg)
         app.extensions[EXTENSION_KEY] = state

@@ -64,8 +64,13 @@ class _RecordingBody:
         self._failed = False
 
     def __iter__(self) -> Iterator[bytes]:
+        # A plain loop, not `yield from`: closing this generator early must not close the
+        # inner body a second time (close() below does that once).
         try:
-            yield from self._body
+            for chunk in self._body:
+                yield chunk
+        except GeneratorExit:
+            raise
         except BaseException:
             self._failed = True
             raise
@@ -144,7 +149,6 @@ class ResilienceMiddleware:
         # The level below which nothing is shed or rerouted: one int compare on the hot path.
         levels = [lv for _, lv in self.reroutes.values()] + ([shed_level] if shed_level is not None else [])
         self._act_from = min(levels) if levels else DegradationLevel.Emergency + 1
-        self._current_level = degradation.current_level
         self._record = degradation.recorder
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -153,7 +157,7 @@ class ResilienceMiddleware:
         path = environ.get("PATH_INFO", "")
         if path in self.exempt_paths:
             return self.app(environ, start_response)
-        level = self._current_level()
+        level = self.degradation.level
         environ[LEVEL_KEY] = level
         if level >= self._act_from:
             shed = self._degrade(environ, path, level, start_response)
@@ -179,14 +183,14 @@ class ResilienceMiddleware:
         if type(body) is list:  # fully built: nothing can fail later, record now
             if not environ.get(RECORDED_KEY):
                 is_failure = self._is_failure
-                self._record(not (status[:1] == "5" if is_failure is None else is_failure(status)))
+                self._record(not ("5" <= status < "6" if is_failure is None else is_failure(status)))
             return body
 
         def done(failed: bool) -> None:
             if not environ.get(RECORDED_KEY):
                 is_failure = self._is_failure
                 self._record(
-                    not failed and not (status[:1] == "5" if is_failure is None else is_failure(status))
+                    not failed and not ("5" <= status < "6" if is_failure is None else is_failure(status))
                 )
 
         return _RecordingBody(body, done)

@@ -151,6 +151,13 @@ def test_nodes_configured_with_redacted_readiness(node_factory: Any) -> None:
     assert r.json["status"] == "warn" and "down" in r.json["output"]
 
 
+def test_config_defaults_not_shared_between_apps() -> None:
+    a1 = create_app(RESILIENCE_START="off")
+    a2 = create_app(RESILIENCE_START="off")
+    a1.config["RESILIENCE_REROUTES"]["/x"] = ("/y", "Level1")
+    assert a2.config["RESILIENCE_REROUTES"] == {}
+
+
 def test_two_apps_have_separate_state() -> None:
     a1 = create_app(RESILIENCE_START="off")
     a2 = create_app(RESILIENCE_START="off")

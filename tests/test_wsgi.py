@@ -192,3 +192,39 @@ def test_real_server_many_threads(deg: AutoDegradationManager) -> None:
         server.shutdown()
     assert not errors
     assert counts(deg) == (200, 40)
+
+
+class SelfIterating:
+    """Like werkzeug's ClosingIterator: __iter__ returns self and close() has effects."""
+
+    def __init__(self) -> None:
+        self.chunks = iter([b"a", b"b", b"c"])
+        self.closed = 0
+
+    def __iter__(self) -> SelfIterating:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self.chunks)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_early_close_closes_inner_body_once_and_is_not_a_failure(deg: AutoDegradationManager) -> None:
+    import gc
+
+    inner = SelfIterating()
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return inner
+
+    body = ResilienceMiddleware(app_, deg)({"PATH_INFO": "/s", "REQUEST_METHOD": "GET"}, lambda *a: None)
+    it = iter(body)
+    next(it)  # the client goes away after the first chunk
+    body.close()  # type: ignore[attr-defined]
+    del it  # the half-run generator is collected
+    gc.collect()
+    assert inner.closed == 1
+    assert counts(deg) == (1, 0)
