@@ -67,7 +67,7 @@ class _RecordingBody:
         # A plain loop, not `yield from`: closing this generator early must not close the
         # inner body a second time (close() below does that once).
         try:
-            for chunk in self._body:
+            for chunk in self._body:  # noqa: UP028 - deliberate, see above
                 yield chunk
         except GeneratorExit:
             raise
