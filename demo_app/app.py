@@ -58,6 +58,7 @@ class Demo:
         self.history_worker = BackgroundWorker("demo-history", self._sample, 1.0)
         self.traffic_worker = BackgroundWorker("demo-traffic", self._traffic_tick, 0.2)
         self._receivers: list[Callable[..., None]] = []
+        self._burners: list[subprocess.Popen[bytes]] = []
         self._subscribe()
 
     # ------------------------------------------------------------- signals
@@ -140,6 +141,10 @@ class Demo:
             self.traffic_worker.start()
 
     def stop(self) -> None:
+        for proc in self._burners:  # they end by themselves, but not later than the demo
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
         self.traffic_worker.stop(2)
         self.history_worker.stop(2)
         self.state.stop()
@@ -206,7 +211,7 @@ class Demo:
             threading.Thread(target=self._push_errors, name="demo-errors", daemon=True).start()
             self._event("control", "pushing 20 failing requests")
         elif action == "cpu":
-            _burn_cpu(seconds=12)
+            self._burners = [p for p in self._burners if p.poll() is None] + _burn_cpu(seconds=12)
             self._event("control", "burning CPU on every core for 12 s")
         elif action == "force":
             self.state.degradation.force_level(str(body.get("level")))
@@ -224,13 +229,12 @@ class Demo:
                     s.get(self.base_url + "/api/flaky", timeout=2)
 
 
-def _burn_cpu(seconds: float) -> None:
+def _burn_cpu(seconds: float) -> list[subprocess.Popen[bytes]]:
     """Load every core for ``seconds`` with child processes that exit by themselves."""
     import os
 
     code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
-    for _ in range(os.cpu_count() or 1):
-        subprocess.Popen([sys.executable, "-c", code])
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(os.cpu_count() or 1)]
 
 
 def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | None = None) -> Flask:

@@ -75,6 +75,8 @@ class ConfigVars:
         "RESILIENCE_DEGRADATION": None,
         #: seconds between samples of CPU, memory and error rate
         "RESILIENCE_CHECK_INTERVAL": 1.0,
+        #: callable returning a Sample(cpu, memory); None: psutil with cgroup-aware memory
+        "RESILIENCE_SAMPLER": None,
         #: "lazy" (first request), "eager" (init_app) or "off"
         "RESILIENCE_START": "lazy",
         #: level name from which non-core requests are shed with 503 (None: never)
@@ -283,7 +285,10 @@ def _build_state(app: Flask, cfg: dict[str, Any]) -> ResilienceState:
             deg_cfg = DegradationConfig(**deg_cfg)
         except TypeError as exc:
             raise ConfigError("RESILIENCE_DEGRADATION", dict(deg_cfg), str(exc)) from None
-    degradation = AutoDegradationManager(deg_cfg)
+    sampler = cfg["RESILIENCE_SAMPLER"]
+    if sampler is not None and not callable(sampler):
+        raise ConfigError("RESILIENCE_SAMPLER", sampler, "must be a callable returning a Sample")
+    degradation = AutoDegradationManager(deg_cfg, sampler=sampler)
 
     failover = checker = None
     nodes = _nodes(cfg["RESILIENCE_NODES"])

@@ -178,7 +178,12 @@ def test_lazy_start_on_first_request_then_stop() -> None:
 
 
 def test_real_server_sampler_computes_level_from_errors() -> None:
-    a = create_app(RESILIENCE_DEGRADATION={"cooldown_seconds": 0, "min_requests": 5})
+    from resilience_mw import Sample
+
+    a = create_app(
+        RESILIENCE_DEGRADATION={"cooldown_seconds": 0, "min_requests": 5},
+        RESILIENCE_SAMPLER=lambda: Sample(cpu=5.0, memory=5.0),  # errors alone drive the level
+    )
     server = make_server("127.0.0.1", 0, a, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
