@@ -30,6 +30,7 @@ from .graceful import GracefulDegradation
 from .health import HealthChecker
 from .model import DegradationLevel, FailoverStrategy, Feature, NodeHealth, ServiceNode
 from .pool import NodePool
+from .readiness import readiness_document
 from .sampling import Sample, SystemSampler
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ __all__ = [
     "UnknownNodeError",
     "__version__",
     "feature",
+    "readiness_document",
     "signals",
     "with_fallback",
 ]

@@ -27,7 +27,7 @@ from . import _fork, signals
 from .config import DegradationConfig
 from .exceptions import ConfigError
 from .features import FeatureTable
-from .model import DegradationLevel
+from .model import DegradationLevel, parse_level
 from .sampling import Sample, SystemSampler
 from .worker import BackgroundWorker
 
@@ -252,12 +252,7 @@ class AutoDegradationManager:
 
     def force_level(self, level: DegradationLevel | int | str) -> None:
         """Pin the level (operators, tests, drills) until :meth:`clear_override`."""
-        try:
-            forced = DegradationLevel[level] if isinstance(level, str) else DegradationLevel(level)
-        except (KeyError, ValueError):
-            raise ConfigError(
-                "level", level, f"must be one of {[lv.name for lv in DegradationLevel]}"
-            ) from None
+        forced = parse_level(level)
         with self._lock:
             self._forced = forced
             old, new = self._publish()

@@ -45,7 +45,6 @@ import hmac
 import logging
 import weakref
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -56,7 +55,8 @@ from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .failover import FailoverManager
 from .health import HealthChecker
-from .model import DegradationLevel, ServiceNode
+from .model import DegradationLevel, ServiceNode, parse_level
+from .readiness import readiness_document
 from .wsgi import DEFAULT_EXEMPT_PATHS, ResilienceMiddleware
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]
@@ -135,63 +135,7 @@ class ResilienceState:
 
     def readiness(self) -> tuple[dict[str, Any], int]:
         """The readiness document (IETF health+json draft) and its HTTP status."""
-        level = self.degradation.current_level()
-        figures = self.degradation.figures()
-        shed_level = self.middleware.shed_level
-        nodes = self.failover.snapshot() if self.failover is not None else []
-        if shed_level is not None and level >= shed_level:
-            status = "fail"
-        elif level > DegradationLevel.Normal or any(not n["healthy"] for n in nodes):
-            status = "warn"
-        else:
-            status = "pass"
-        now = datetime.now(timezone.utc).isoformat()
-
-        def measure(value: Any, unit: str, component_type: str = "system") -> list[dict[str, Any]]:
-            return [
-                {
-                    "componentType": component_type,
-                    "observedValue": value,
-                    "observedUnit": unit,
-                    "status": status,
-                    "time": now,
-                }
-            ]
-
-        checks: dict[str, Any] = {
-            "degradation:level": [
-                {"componentType": "system", "observedValue": level.name, "status": status, "time": now}
-            ],
-            "cpu:utilization": measure(figures["cpu"], "percent"),
-            "memory:utilization": measure(figures["memory"], "percent"),
-            "requests:errorRate": measure(figures["error_rate"], "ratio"),
-        }
-        if nodes:
-            checks["upstream:responseTime"] = [
-                {
-                    "componentId": n["id"],
-                    "componentType": "component",
-                    "observedValue": None if n["latency"] is None else round(n["latency"] * 1000, 3),
-                    "observedUnit": "ms",
-                    "status": "pass" if n["healthy"] else "fail",
-                    "links": {"self": n["endpoint"]},
-                    "priority": n["priority"],
-                    "time": now,
-                }
-                for n in nodes
-            ]
-        doc: dict[str, Any] = {
-            "status": status,
-            "level": level.name,
-            "figures": figures,
-            "checks": checks,
-        }
-        if status != "pass":
-            down = [n["id"] for n in nodes if not n["healthy"]]
-            doc["output"] = f"degradation level {level.name}" + (
-                f"; nodes down: {', '.join(down)}" if down else ""
-            )
-        return doc, 503 if status == "fail" else 200
+        return readiness_document(self.degradation, self.failover, self.middleware.shed_level)
 
 
 _states: weakref.WeakSet[ResilienceState] = weakref.WeakSet()
@@ -246,14 +190,7 @@ def _option_names() -> list[str]:
 
 
 def _level(name: str, value: Any, allow_none: bool = False) -> DegradationLevel | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, DegradationLevel):
-        return value
-    try:
-        return DegradationLevel[value] if isinstance(value, str) else DegradationLevel(value)
-    except (KeyError, ValueError):
-        raise ConfigError(name, value, f"must be one of {[lv.name for lv in DegradationLevel]}") from None
+    return None if value is None and allow_none else parse_level(value, name)
 
 
 def _nodes(value: Iterable[Any]) -> list[ServiceNode]:

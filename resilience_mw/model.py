@@ -19,6 +19,7 @@ __all__ = [
     "Feature",
     "NodeHealth",
     "ServiceNode",
+    "parse_level",
     "redact_url",
 ]
 
@@ -149,3 +150,20 @@ class Feature(enum.Enum):
     Caching = "caching"
     #: on only at Normal
     NonEssential = "non_essential"
+
+
+def parse_level(value: object, field: str = "level") -> DegradationLevel:
+    """A :class:`DegradationLevel` from a member, its name (``"Level3"``) or its value (``3``).
+
+    :raises ConfigError: naming ``field`` and the value otherwise.
+    """
+    if isinstance(value, DegradationLevel):
+        return value
+    try:
+        if isinstance(value, str):
+            return DegradationLevel[value]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return DegradationLevel(value)
+    except (KeyError, ValueError):
+        pass
+    raise ConfigError(field, value, f"must be one of {[lv.name for lv in DegradationLevel]}")

@@ -25,6 +25,7 @@ LAYERS = {
     "failover": 3,
     "degradation": 3,
     "health": 4,
+    "readiness": 4,
     "graceful": 4,
     "alerts": 4,
     "wsgi": 5,

@@ -1,0 +1,86 @@
+"""The readiness document: the IETF health-check draft (``application/health+json``).
+
+Pure: built from the degradation manager's figures and the node pool's snapshot, so a
+plain WSGI app can serve it as well as the Flask extension does. Node endpoints appear
+with credentials redacted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .degradation import AutoDegradationManager
+from .failover import FailoverManager
+from .model import DegradationLevel
+
+__all__ = ["readiness_document"]
+
+
+def readiness_document(
+    degradation: AutoDegradationManager,
+    failover: FailoverManager | None,
+    shed_level: DegradationLevel | None,
+) -> tuple[dict[str, Any], int]:
+    """The readiness document and its HTTP status (200 for pass/warn, 503 for fail).
+
+    ``pass`` at Normal with every node healthy; ``warn`` when degraded or a node is down
+    (still ready: taking the instance out would not help its dependencies); ``fail`` at
+    ``shed_level`` and above, so a load balancer routes away.
+    """
+    level = degradation.current_level()
+    figures = degradation.figures()
+    nodes = failover.snapshot() if failover is not None else []
+    if shed_level is not None and level >= shed_level:
+        status = "fail"
+    elif level > DegradationLevel.Normal or any(not n["healthy"] for n in nodes):
+        status = "warn"
+    else:
+        status = "pass"
+    now = datetime.now(timezone.utc).isoformat()
+
+    def measure(value: Any, unit: str, component_type: str = "system") -> list[dict[str, Any]]:
+        return [
+            {
+                "componentType": component_type,
+                "observedValue": value,
+                "observedUnit": unit,
+                "status": status,
+                "time": now,
+            }
+        ]
+
+    checks: dict[str, Any] = {
+        "degradation:level": [
+            {"componentType": "system", "observedValue": level.name, "status": status, "time": now}
+        ],
+        "cpu:utilization": measure(figures["cpu"], "percent"),
+        "memory:utilization": measure(figures["memory"], "percent"),
+        "requests:errorRate": measure(figures["error_rate"], "ratio"),
+    }
+    if nodes:
+        checks["upstream:responseTime"] = [
+            {
+                "componentId": n["id"],
+                "componentType": "component",
+                "observedValue": None if n["latency"] is None else round(n["latency"] * 1000, 3),
+                "observedUnit": "ms",
+                "status": "pass" if n["healthy"] else "fail",
+                "links": {"self": n["endpoint"]},
+                "priority": n["priority"],
+                "time": now,
+            }
+            for n in nodes
+        ]
+    doc: dict[str, Any] = {
+        "status": status,
+        "level": level.name,
+        "figures": figures,
+        "checks": checks,
+    }
+    if status != "pass":
+        down = [n["id"] for n in nodes if not n["healthy"]]
+        doc["output"] = f"degradation level {level.name}" + (
+            f"; nodes down: {', '.join(down)}" if down else ""
+        )
+    return doc, 503 if status == "fail" else 200
