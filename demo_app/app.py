@@ -93,6 +93,7 @@ class Demo:
         def on_alert(sender: Any, kind: str, message: str, **kw: Any) -> None:
             self._event("alert", message)
 
+        # blinker holds receivers weakly: keep these closures alive as long as the demo
         self._receivers = [on_failover, on_down, on_up, on_level, on_alert]
         signals.failover.connect(on_failover, sender=failover)
         signals.node_marked_unhealthy.connect(on_down, sender=failover)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import requests
 
@@ -76,14 +75,6 @@ class NodeProcess:
         requests.post(f"{self.url}/_control", json={"mode": mode}, timeout=2).raise_for_status()
         self.mode = mode
 
-    def stats(self) -> dict[str, Any] | None:
-        if not self.alive:
-            return None
-        try:
-            data: dict[str, Any] = requests.get(f"{self.url}/_stats", timeout=0.5).json()
-        except requests.RequestException:
-            return None
-        return data
 
 
 class Cluster:
