@@ -76,7 +76,6 @@ class NodeProcess:
         self.mode = mode
 
 
-
 class Cluster:
     """The seed's three nodes: primary, secondary, tertiary at priorities 100/80/60."""
 

@@ -28,6 +28,7 @@ from .failover import FailoverManager, ServiceBackup
 from .features import FeatureTable
 from .graceful import GracefulDegradation
 from .health import HealthChecker
+from .logfilter import DetailedLogsFilter
 from .model import DegradationLevel, FailoverStrategy, Feature, NodeHealth, ServiceNode
 from .pool import NodePool
 from .readiness import readiness_document
@@ -71,6 +72,7 @@ __all__ = [
     "ConfigError",
     "DegradationConfig",
     "DegradationLevel",
+    "DetailedLogsFilter",
     "FailoverAdapter",
     "FailoverConnectionError",
     "FailoverManager",

@@ -120,3 +120,27 @@ def test_degradation_alert_from_level2(manager: AutoDegradationManager, clock: F
     finally:
         rules.close()
         signals.alert.disconnect(receiver)
+
+
+def test_detailed_logs_filter_on_a_handler(manager: AutoDegradationManager) -> None:
+    import io
+    import logging
+
+    from resilience_mw import DetailedLogsFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(DetailedLogsFilter(manager))
+    log = logging.getLogger("app.child.module")  # a child logger: handler filters still apply
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        log.debug("detail 1")
+        manager.force_level(L.Level2)
+        log.debug("detail 2")
+        log.warning("still shown")
+        manager.clear_override()
+        log.debug("detail 3")
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue().split() == ["detail", "1", "still", "shown", "detail", "3"]

@@ -26,6 +26,7 @@ LAYERS = {
     "degradation": 3,
     "health": 4,
     "readiness": 4,
+    "logfilter": 4,
     "graceful": 4,
     "alerts": 4,
     "wsgi": 5,
