@@ -39,6 +39,8 @@ _Transition = tuple[Signal, dict[str, Any]]
 
 #: why a node is down
 PASSIVE, ACTIVE, MANUAL = "passive", "active", "manual"
+#: the node asked for time (Retry-After): only its timer or a real success ends it
+HOLD = "retry-after"
 
 
 @dataclass(slots=True)
@@ -282,7 +284,7 @@ class NodePool:
             st = self._state(node_id)
             seconds = min(max(0.0, seconds), self.max_ejection_time)
             if st.healthy and seconds > 0 and self._passively_ejected() < self._max_ejectable:
-                transitions.append(self._take_down(st, self._clock(), PASSIVE, seconds))
+                transitions.append(self._take_down(st, self._clock(), HOLD, seconds))
         self._emit(transitions)
 
     def record_check(
@@ -310,7 +312,11 @@ class NodePool:
                 st.check_failures = 0
                 if latency is not None:
                     self._add_latency(node_id, latency)
-                if not st.healthy and (st.down_reason == PASSIVE or st.check_passes >= healthy_threshold):
+                if (
+                    not st.healthy
+                    and st.down_reason != HOLD  # the node asked for time: checks do not end that
+                    and (st.down_reason == PASSIVE or st.check_passes >= healthy_threshold)
+                ):
                     transitions.append(self._restore(st, "health-check"))
             else:
                 st.check_failures += 1
@@ -357,7 +363,7 @@ class NodePool:
         self._latency[node_id] = sample if old is None else old + self.latency_alpha * (sample - old)
 
     def _passively_ejected(self) -> int:
-        return sum(1 for s in self._states.values() if not s.healthy and s.down_reason == PASSIVE)
+        return sum(1 for s in self._states.values() if not s.healthy and s.down_reason in (PASSIVE, HOLD))
 
     def _eject(self, st: _NodeState, now: float) -> _Transition:
         if st.healthy_since is not None and now - st.healthy_since >= self.max_ejection_time:

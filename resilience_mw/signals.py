@@ -44,7 +44,8 @@ _signals = Namespace()
 
 #: A node stopped being offered. Sent once per transition, with ``node``
 #: (:class:`~resilience_mw.ServiceNode`), ``reason`` (``"passive"`` for failures of
-#: real traffic, ``"active"`` for failed health checks, ``"manual"`` for
+#: real traffic, ``"active"`` for failed health checks, ``"retry-after"`` when the node
+#: asked for time with ``Retry-After``, ``"manual"`` for
 #: :meth:`~resilience_mw.FailoverManager.update_health`), ``consecutive_failures``
 #: (int) and ``ejected_for`` (seconds until it is offered again, or ``None`` when only
 #: a success or a passing check brings it back).

@@ -232,3 +232,20 @@ def test_pool_usable_in_child_forked_while_lock_held(seed_nodes: list[ServiceNod
     finally:
         release.set()
         t.join()
+
+
+def test_retry_after_hold_is_not_cut_short_by_health_checks(
+    seed_nodes: list[ServiceNode], clock: FakeClock
+) -> None:
+    m = make(seed_nodes, clock)
+    m.hold_off("primary", 20)
+    m.record_check("primary", True, 0.01, healthy_threshold=1)  # /health may pass while the API is busy
+    assert not m.is_healthy("primary")
+    clock.advance(20.1)
+    assert m.get_available_node().id == "primary"  # type: ignore[union-attr]
+
+
+def test_hold_off_is_capped(seed_nodes: list[ServiceNode], clock: FakeClock, recorder: Any) -> None:
+    m = make(seed_nodes, clock, max_ejection_time=60)
+    m.hold_off("primary", 86_400)
+    assert recorder.events[-1][2]["ejected_for"] == 60 and recorder.events[-1][2]["reason"] == "retry-after"
