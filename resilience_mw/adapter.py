@@ -145,8 +145,9 @@ def _replayable(request: PreparedRequest) -> bool:
     body: object = request.body  # typed bytes | str | None, but generators and files happen
     if body is None or isinstance(body, (bytes, str)):
         return True
-    # A file-like body can be sent again only if requests recorded where it started.
-    return getattr(request, "_body_position", None) is not None and hasattr(body, "seek")
+    # A file-like body can be sent again only if requests recorded where it started
+    # (it stores a sentinel object, not an int, when tell() failed).
+    return isinstance(getattr(request, "_body_position", None), int) and hasattr(body, "seek")
 
 
 class FailoverAdapter(HTTPAdapter):
@@ -306,7 +307,7 @@ class FailoverAdapter(HTTPAdapter):
         attempt.url = _rewrite(request.url or "", endpoint)
         if auth is not None and "Authorization" not in attempt.headers:
             auth(attempt)
-        if not first and getattr(request, "_body_position", None) is not None:
+        if not first and isinstance(getattr(request, "_body_position", None), int):
             rewind_body(attempt)
         return attempt
 
@@ -373,8 +374,8 @@ def _clamp(
     timeout: float | tuple[float, float] | tuple[float, None] | None, ends: float | None
 ) -> float | tuple[float, float] | tuple[float, None] | None:
     """The per-attempt timeout, shortened so the attempt ends by the deadline."""
-    if ends is None:
-        return timeout
+    if ends is None or not (timeout is None or isinstance(timeout, (int, float, tuple))):
+        return timeout  # e.g. a urllib3 Timeout object: passed through as requests would
     left = max(0.001, ends - time.monotonic())
     if timeout is None:
         return left

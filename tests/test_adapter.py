@@ -315,3 +315,32 @@ def test_node_credentials_sent_as_basic_auth_never_in_errors(node_factory: Any) 
         s2.get(f"{BASE}/x", timeout=1)
     text = str(info.value) + repr(info.value.attempts) + str(info.value.__cause__)
     assert "s3cret" not in text and "svc-user" not in text
+
+
+def test_unrewindable_file_body_not_sent_twice(node_factory: Any) -> None:
+    class NoTell(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = io.BytesIO(b"payload")
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            return self.data.read(n)
+
+        def tell(self) -> int:
+            raise OSError("not seekable")
+
+    busy, b = node_factory("busy", "unavailable"), node_factory("b")
+    busy.retry_after = 0
+    s, _ = session_for(busy, b, failure_threshold=100)
+    r = s.put(f"{BASE}/x", data=NoTell(), timeout=2)
+    assert r.status_code == 503 and b.hits() == 0  # the 503 comes back; nothing sent twice
+
+
+def test_urllib3_timeout_object_with_deadline(node_factory: Any) -> None:
+    from urllib3.util import Timeout
+
+    a = node_factory("a")
+    s, _ = session_for(a, deadline=5)
+    assert s.get(f"{BASE}/x", timeout=Timeout(connect=1, read=1)).status_code == 200
