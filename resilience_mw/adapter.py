@@ -40,17 +40,26 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from requests.models import PreparedRequest, Response
 from requests.utils import get_auth_from_url, rewind_body
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from . import signals
 from .exceptions import AllNodesFailedError, Attempt, ConfigError, NoAvailableNodeError, ResilienceError
@@ -247,6 +256,10 @@ class FailoverAdapter(HTTPAdapter):
                 break
             attempt = self._prepare(request, node, first=i == 0)
             start = time.perf_counter()
+            # The whole attempt, body included, gets the timeout's budget (connect + read):
+            # a body trickled in just under the read timeout cannot hold it forever.
+            budget = _budget(attempt_timeout)
+            attempt_ends = ends if budget is None else min(ends or math.inf, time.monotonic() + budget)
             try:
                 resp = super().send(
                     attempt,
@@ -257,7 +270,7 @@ class FailoverAdapter(HTTPAdapter):
                     proxies=proxies,
                 )
                 if not stream:
-                    self._read_body(resp, ends)
+                    self._read_body(resp, attempt_ends)
             except (requests.RequestException, ResilienceError) as exc:
                 elapsed = time.perf_counter() - start
                 self.manager.mark_failure(node.id)
@@ -317,12 +330,14 @@ class FailoverAdapter(HTTPAdapter):
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in resp.iter_content(64 * 1024):
+            # read1 returns as soon as any bytes are there (iter_content waits to fill a
+            # whole chunk), so the deadline is checked even against a trickled body.
+            while chunk := _read1(resp):
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise ResponseTooLarge(f"response body exceeds max_body_bytes={limit}", response=resp)
                 if ends is not None and time.monotonic() > ends:
-                    raise _DeadlineExceeded("deadline passed while reading the response body", response=resp)
+                    raise _DeadlineExceeded("time ran out while reading the response body", response=resp)
                 chunks.append(chunk)
         except BaseException:
             resp.close()
@@ -368,6 +383,31 @@ def _rewrite(url: str, endpoint: str) -> str:
 
 def _path(request: PreparedRequest) -> str:
     return redact_url(urlsplit(request.url or "").path or "/")
+
+
+def _read1(resp: Response) -> bytes:
+    """One ``read1`` of the body, with urllib3's errors turned into requests' own, as
+    ``Response.iter_content`` does."""
+    try:
+        data: bytes = resp.raw.read1(64 * 1024, decode_content=True)
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc, response=resp) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc, response=resp) from exc
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc, response=resp) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc, response=resp) from exc
+    return data
+
+
+def _budget(timeout: float | tuple[float, float] | tuple[float, None] | None) -> float | None:
+    """Seconds one attempt may take in all: connect + read, or ``None`` for no bound."""
+    if isinstance(timeout, (int, float)):
+        return 2 * float(timeout)  # requests applies a plain number to connect and to read
+    if isinstance(timeout, tuple) and all(isinstance(t, (int, float)) for t in timeout):
+        return float(sum(timeout))  # type: ignore[arg-type]
+    return None
 
 
 def _clamp(

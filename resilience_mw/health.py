@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 
 import requests
+import urllib3
 
 from . import _fork
 from .exceptions import ConfigError
@@ -123,13 +124,15 @@ class HealthChecker:
             ) as resp:
                 passed = 200 <= resp.status_code < 300
                 read = 0
-                for chunk in resp.iter_content(8192):
+                # read1 returns whatever has arrived, so a trickled body meets the deadline
+                while (chunk := resp.raw.read1(8192)) and read < self.max_body_bytes:
                     read += len(chunk)
-                    if read >= self.max_body_bytes or time.monotonic() > deadline:
+                    if time.monotonic() > deadline:
+                        passed = False  # the answer did not arrive within the timeout
                         break
                 if not passed:
                     log.debug("health check of %s: status %d", node.id, resp.status_code)
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             log.debug("health check of %s failed: %s", node.id, type(exc).__name__)
         except Exception:
             log.exception("health check of %s raised unexpectedly", node.id)

@@ -92,6 +92,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "slow":
             time.sleep(node.delay)
+        if mode == "trickle":  # headers, then one byte every 0.1 s: each read is "on time"
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(300):
+                    if node._release.wait(0.1):
+                        break
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         if mode == "endless":
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")

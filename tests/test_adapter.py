@@ -344,3 +344,69 @@ def test_urllib3_timeout_object_with_deadline(node_factory: Any) -> None:
     a = node_factory("a")
     s, _ = session_for(a, deadline=5)
     assert s.get(f"{BASE}/x", timeout=Timeout(connect=1, read=1)).status_code == 200
+
+
+def test_trickled_body_costs_at_most_the_timeout_budget(node_factory: Any) -> None:
+    slow, b = node_factory("slow", "trickle"), node_factory("b")
+    s, _ = session_for(slow, b, failure_threshold=100)
+    t0 = time.monotonic()
+    r = s.get(f"{BASE}/x", timeout=(0.2, 0.3))  # every read is on time; the whole is not
+    assert r.json()["node"] == "b"
+    assert time.monotonic() - t0 < 0.5 + 0.3
+
+
+def test_chunked_and_gzip_bodies_read_whole() -> None:
+    import gzip
+
+    from werkzeug.serving import make_server
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/gz":
+            body = gzip.compress(b"hello gzip " * 1000)
+            start_response("200 OK", [("Content-Encoding", "gzip"), ("Content-Length", str(len(body)))])
+            return [body]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (f"part{i};".encode() for i in range(500))  # no length: sent chunked
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s, _ = session_for(f"http://127.0.0.1:{server.server_port}")
+        r = s.get(f"{BASE}/chunked", timeout=2)
+        assert r.headers["Transfer-Encoding"] == "chunked"
+        assert r.content == b"".join(f"part{i};".encode() for i in range(500))
+        assert s.get(f"{BASE}/gz", timeout=2).content == b"hello gzip " * 1000
+    finally:
+        server.shutdown()
+
+
+def test_reset_mid_body_is_a_requests_error_and_fails_over(node_factory: Any) -> None:
+    """A body cut short surfaces as a requests exception (never a raw urllib3 one)."""
+    import socket as _socket
+
+    srv = _socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _addr = srv.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nonly ten b")
+            conn.close()  # 40 bytes short
+
+    threading.Thread(target=serve, daemon=True).start()
+    b = node_factory("b")
+    try:
+        s, _ = session_for(f"http://127.0.0.1:{port}", b, failure_threshold=100)
+        assert s.get(f"{BASE}/x", timeout=2).json()["node"] == "b"  # GET fails over
+        headers = rid()
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            s.post(f"{BASE}/x", data=b"1", headers=headers, timeout=2)  # POST: surfaced, not retried
+        assert b.request_ids[headers["X-Request-Id"]] == 0
+    finally:
+        srv.close()

@@ -148,3 +148,11 @@ def test_config_errors(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         HealthChecker(**kwargs)
     assert info.value.field == field
+
+
+def test_trickled_body_is_bounded_by_timeout(node_factory: Any) -> None:
+    server = node_factory("trickle", "trickle")
+    t0 = time.monotonic()
+    h = HealthChecker(timeout=0.4).check_node(node_for(server))
+    assert not h.is_healthy  # 200, but it did not finish within the timeout
+    assert time.monotonic() - t0 < 0.4 + 0.2
