@@ -180,10 +180,11 @@ class Demo:
                 }
             )
         features = {f.name: deg.features.is_available(f, level) for f in Feature}
+        figures = deg.figures()  # its own lock; not taken while holding ours
         with self.lock:
             return {
                 "level": level.name,
-                "figures": deg.figures(),
+                "figures": figures,
                 "nodes": nodes,
                 "features": features,
                 "history": list(self.history),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,9 +58,6 @@ class Handler(BaseHTTPRequestHandler):
         """Apply the current mode; True when the request has been answered already."""
         mode = self.server.state.mode
         if mode == "reset":  # read the request, then drop the connection with a RST
-            import socket
-            import struct
-
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             return True

@@ -110,18 +110,18 @@ def _is_failure(exc: Exception) -> bool:
     return not (isinstance(exc, HTTPException) and (exc.code or 500) < 500)
 
 
-def _record_for_request(manager: AutoDegradationManager) -> Callable[[bool], None]:
-    def on_outcome(success: bool) -> None:
-        if has_request_context():
-            # The middleware records the final response; only a primary failure is ours
-            # to record, and then the middleware must not count the fallback as a success.
-            if not success:
-                manager.record_request(False)
-                request.environ[RECORDED_KEY] = True
-        else:
-            manager.record_request(success)
+def _record_outcome(manager: AutoDegradationManager, success: bool) -> None:
+    """Record the primary's outcome once per request.
 
-    return on_outcome
+    Inside a Flask request the middleware records the final response, so only a
+    primary failure is ours to record, and then the middleware must not count the
+    fallback's response as a success. Outside Flask both outcomes are ours.
+    """
+    if not has_request_context():
+        manager.record_request(success)
+    elif not success:
+        manager.record_request(False)
+        request.environ[RECORDED_KEY] = True
 
 
 def with_fallback(
@@ -156,7 +156,7 @@ def with_fallback(
                     result = fn(*args, **kwargs)
                 except Exception as exc:
                     if record and _is_failure(exc):
-                        _record_for_request(m)(False)
+                        _record_outcome(m, False)
                     raise
                 if record and not has_request_context():
                     # in Flask the middleware records the response instead
@@ -170,7 +170,7 @@ def with_fallback(
                 kwargs,
                 skip_primary_at=skip_primary_at,
                 fallback_on_error_at=fallback_on_error_at,
-                on_outcome=_record_for_request(m) if record else None,
+                on_outcome=functools.partial(_record_outcome, m) if record else None,
                 is_failure=_is_failure,
             )
             return slow

@@ -240,11 +240,6 @@ def _build_state(app: Flask, cfg: dict[str, Any]) -> ResilienceState:
                 cfg["RESILIENCE_HEALTH_CHECK_PATH"],
             )
 
-    holder: list[ResilienceState] = []
-
-    def state_start() -> None:
-        holder[0].start()
-
     endpoints = [
         cfg[k] for k in ("RESILIENCE_LIVENESS_PATH", "RESILIENCE_READINESS_PATH", "RESILIENCE_ADMIN_PATH")
     ]
@@ -260,7 +255,8 @@ def _build_state(app: Flask, cfg: dict[str, Any]) -> ResilienceState:
         exempt_paths={*DEFAULT_EXEMPT_PATHS, *cfg["RESILIENCE_EXEMPT_PATHS"], *(p for p in endpoints if p)},
         reroutes=reroutes,  # type: ignore[arg-type]
         retry_after=cfg["RESILIENCE_RETRY_AFTER"],
-        on_first_request=state_start if start == "lazy" else None,
+        # `state` is bound below; the hook only runs on the first request, long after.
+        on_first_request=(lambda: state.start()) if start == "lazy" else None,  # noqa: PLW0108 - late binding
     )
     alerts = (
         AlertRules(failover_sender=failover, level_sender=degradation, failovers=failover is not None)
@@ -275,7 +271,6 @@ def _build_state(app: Flask, cfg: dict[str, Any]) -> ResilienceState:
         alerts=alerts,
         middleware=middleware,
     )
-    holder.append(state)
     return state
 
 

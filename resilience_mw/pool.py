@@ -177,18 +177,13 @@ class NodePool:
 
         With ``panic=True`` and no healthy node, picks among all nodes instead.
         """
-        view = self._view
-        if view.recheck_at is not None and self._clock() >= view.recheck_at:
-            view = self._readmit_expired()
-        pick = view.pick
+        pick = self._current_view().pick
         return pick() if pick is not None else None
 
     def failover_order(self) -> tuple[ServiceNode, ...]:
         """Nodes one call should try, each once: the picked node first, then the rest
         of the candidates in the strategy's order. Empty when nothing is available."""
-        view = self._view
-        if view.recheck_at is not None and self._clock() >= view.recheck_at:
-            view = self._readmit_expired()
+        view = self._current_view()
         if view.pick is None:
             return ()
         return failover_order(
@@ -393,17 +388,24 @@ class NodePool:
             "ejected_for": duration,
         }
 
-    def _restore(self, st: _NodeState, reason: str) -> _Transition:
+    def _restore(self, st: _NodeState, reason: str, *, probation: bool = False) -> _Transition:
         st.healthy = True
         st.down_reason = None
         st.ejected_until = None
         st.check_failures = 0
         st.healthy_since = self._clock()
-        if reason != "ejection-expired":
-            st.consecutive_failures = 0
+        # On probation one more failure ejects the node again (for longer).
+        st.consecutive_failures = self.failure_threshold - 1 if probation else 0
         self._rebuild()
         log.info("node %s recovered (%s)", st.node.id, reason)
         return signals.node_recovered, {"node": st.node, "reason": reason}
+
+    def _current_view(self) -> _View:
+        """The view to select from, after offering again nodes whose ejection expired."""
+        view = self._view
+        if view.recheck_at is not None and self._clock() >= view.recheck_at:
+            view = self._readmit_expired()
+        return view
 
     def _readmit_expired(self) -> _View:
         transitions: list[_Transition] = []
@@ -411,9 +413,7 @@ class NodePool:
             now = self._clock()
             for st in self._states.values():
                 if st.ejected_until is not None and now >= st.ejected_until:
-                    transitions.append(self._restore(st, "ejection-expired"))
-                    # Probation: one more failure ejects the node again.
-                    st.consecutive_failures = self.failure_threshold - 1
+                    transitions.append(self._restore(st, "ejection-expired", probation=True))
             view = self._view
         self._emit(transitions)
         return view

@@ -180,6 +180,8 @@ class ResilienceMiddleware:
             if self.count_exceptions and not environ.get(RECORDED_KEY):
                 self._record(False)
             raise
+        # The outcome rule is written out here and in done() on purpose: a shared helper
+        # would add a call to the list-body path, which is the per-request hot path.
         if type(body) is list:  # fully built: nothing can fail later, record now
             if not environ.get(RECORDED_KEY):
                 is_failure = self._is_failure

@@ -52,7 +52,7 @@ def test_rewrites_url_keeps_path_query_and_reuses_pools(node_factory: Any) -> No
     assert r.url == f"{BASE}/api/x?q=1" and r.resilience_node == "a"  # type: ignore[attr-defined]
     for _ in range(5):
         s.get(f"{BASE}/api/x", timeout=2)
-    assert adapter.poolmanager.pools.keys().__len__() == 1  # one kept-alive pool for node a
+    assert len(adapter.poolmanager.pools) == 1  # one kept-alive pool for node a
     assert adapter.max_retries.total == 0
 
 
@@ -179,11 +179,8 @@ def test_unhealthy_node_not_tried_and_passive_health_fed(node_factory: Any) -> N
     assert time.perf_counter() - t0 < 0.05
 
 
-def test_restart_mid_test_traffic_returns(node_factory: Any) -> None:
+def test_restart_mid_test_traffic_returns(node_factory: Any, clock: Any) -> None:
     a, b = node_factory("a"), node_factory("b")
-    from tests.conftest import FakeClock
-
-    clock = FakeClock()
     s, _adapter = session_for(a, b, failure_threshold=1, clock=clock, base_ejection_time=10)
     assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "a"
     a.stop()

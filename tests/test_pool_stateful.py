@@ -46,8 +46,6 @@ class PoolMachine(RuleBasedStateMachine):
         self.fails[node] += 1
         if self.healthy[node] and self.fails[node] >= THRESHOLD:
             self.healthy[node] = False
-            self.until[node] = self.clock.now + 1  # placeholder; exact time checked below
-
             st_ = next(s for s in self.m.snapshot() if s["id"] == node)
             self.until[node] = self.clock.now + st_["ejected_for"]
 
