@@ -54,3 +54,26 @@ def passthrough() -> Flask:
     app = _app("passthrough")
     app.wsgi_app = Passthrough(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _tmp_plain_idle_thread() -> Flask:
+    import threading
+
+    app = _app("idle")
+    ev = threading.Event()
+    threading.Thread(target=ev.wait, daemon=True).start()
+    return app
+
+
+def _tmp_plain_timed_thread() -> Flask:
+    import threading
+
+    app = _app("timed")
+    ev = threading.Event()
+
+    def run() -> None:
+        while not ev.wait(1.0):
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
+    return app

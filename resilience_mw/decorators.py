@@ -144,7 +144,6 @@ def with_fallback(
 
     # Below both levels only the primary runs: that common case is handled inline.
     lowest = min(skip_primary_at, fallback_on_error_at)
-    fixed_recorder = manager.recorder if manager is not None else None
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
@@ -160,7 +159,7 @@ def with_fallback(
                     raise
                 if record and not has_request_context():
                     # in Flask the middleware records the response instead
-                    (fixed_recorder or m.recorder)(True)
+                    m.window.ok()
                 return result
             slow: R = run_with_fallback(
                 level,

@@ -2,8 +2,8 @@
 
 A background worker samples CPU and memory (psutil) and the error rate of recent
 requests, decides a :class:`DegradationLevel` by :meth:`DegradationConfig.decide`,
-and publishes it. Request threads only call :meth:`record_request` (one short lock)
-and :meth:`current_level` (an attribute read, no lock)::
+and publishes it. Request threads only call :meth:`record_request` (lock-free) and
+:meth:`current_level` (an attribute read, no lock)::
 
     degradation = AutoDegradationManager(DegradationConfig(cooldown_seconds=10))
     degradation.start(check_interval=1.0)
@@ -63,39 +63,80 @@ class _Bucket:
 class ErrorWindow:
     """Request and failure counts over a sliding time window, in fixed buckets.
 
-    Recording is lock-free; the lock is taken only to start a new bucket (once per
+    Count a request with :meth:`ok` or :meth:`fail` (or :meth:`record`). Recording is
+    lock-free; the lock is taken only to start a new bucket (once per
     ``seconds / buckets``) and to read. Memory is ``buckets`` small objects whatever the
     request rate. A request recorded into a bucket just as it is being replaced still
     lands in a bucket of the window, so nothing is lost.
+
+    By default every count reads the clock, so each lands in the bucket of its own
+    time. A caller that reads :meth:`counts` at least once per bucket width (the
+    degradation manager's sampling thread) may call ``keep_current(True)``: :meth:`ok`
+    then skips the clock and becomes a single C-level counter increment, and a success
+    lands in the bucket that was current at the last read, at most one read interval
+    late.
     """
 
     def __init__(self, seconds: float, buckets: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._width = seconds / buckets
+        self.width = seconds / buckets
         self._n = buckets
         self._clock = clock
         self._lock = threading.Lock()
-        self._ring: collections.deque[_Bucket] = collections.deque([_Bucket(-1, self._width)], maxlen=buckets)
+        self._ring: collections.deque[_Bucket] = collections.deque([_Bucket(-1, self.width)], maxlen=buckets)
         self._current = self._ring[-1]
+        self._kept_current = False
+        #: count one success; an attribute, not a method, so that it can be the current
+        #: bucket's C-level counter while the window is kept current
+        self.ok: Callable[[], object] = self._ok_clocked
 
-    def record(self, success: bool) -> None:
+    def _ok_clocked(self) -> None:
         bucket = self._current
         if self._clock() >= bucket.ends_at:  # one compare: no division on the hot path
             bucket = self._rotate()
         next(bucket.total)
-        if not success:
-            next(bucket.fails)
+
+    def fail(self) -> None:
+        """Count one failure."""
+        bucket = self._current
+        if self._clock() >= bucket.ends_at:
+            bucket = self._rotate()
+        next(bucket.total)
+        next(bucket.fails)
+
+    def record(self, success: bool) -> None:
+        """Count one request: :meth:`ok` or :meth:`fail`."""
+        if success:
+            self.ok()
+        else:
+            self.fail()
+
+    def keep_current(self, on: bool) -> None:
+        """Promise (``True``) or stop promising that :meth:`counts` is read at least once
+        per bucket width; while promised, :meth:`ok` does not read the clock."""
+        with self._lock:
+            self._kept_current = on
+            self.ok = self._current.total.__next__ if on else self._ok_clocked
+        if on:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        if self._clock() >= self._current.ends_at:
+            self._rotate()
 
     def _rotate(self) -> _Bucket:
-        epoch = int(self._clock() / self._width)
+        epoch = int(self._clock() / self.width)
         with self._lock:
             if self._current.epoch != epoch:
-                self._current = _Bucket(epoch, self._width)
+                self._current = _Bucket(epoch, self.width)
                 self._ring.append(self._current)
+                if self._kept_current:
+                    self.ok = self._current.total.__next__
             return self._current
 
     def counts(self) -> tuple[int, int]:
         """``(requests, failures)`` within the window ending now."""
-        oldest = int(self._clock() / self._width) - self._n + 1
+        self._refresh()
+        oldest = int(self._clock() / self.width) - self._n + 1
         total = fails = 0
         with self._lock:
             for bucket in self._ring:
@@ -107,9 +148,13 @@ class ErrorWindow:
 
     def reset(self) -> None:
         with self._lock:
-            self._current = _Bucket(-1, self._width)
+            self._current = _Bucket(-1, self.width)
             self._ring.clear()
             self._ring.append(self._current)
+            if self._kept_current:
+                self.ok = self._current.total.__next__
+        if self._kept_current:
+            self._refresh()
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -140,7 +185,9 @@ class AutoDegradationManager:
         self.features = features if features is not None else FeatureTable()
         self._sampler: Callable[[], Sample] = sampler if sampler is not None else SystemSampler()
         self._clock = clock
-        self._window = ErrorWindow(self.config.error_window_seconds, self.config.error_window_buckets, clock)
+        #: the error window; per-request hot paths call ``window.ok()`` / ``window.fail()``
+        #: directly, a call layer less than :meth:`record_request`. Never reassign it.
+        self.window = ErrorWindow(self.config.error_window_seconds, self.config.error_window_buckets, clock)
         self._lock = threading.RLock()
         #: the level in force; read it freely (no lock), never assign it (use force_level)
         self.level = DegradationLevel.Normal
@@ -151,18 +198,14 @@ class AutoDegradationManager:
         self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0}
         self._worker: BackgroundWorker | None = None
         _fork.register(self)
-        _fork.register(self._window)
+        _fork.register(self.window)
 
     # ------------------------------------------------------------ hot path
 
     def record_request(self, success: bool) -> None:
-        """Count one request's outcome in the error window. Cheap: one short lock."""
-        self._window.record(success)
+        """Count one request's outcome in the error window. Lock-free."""
+        self.window.record(success)
 
-    @property
-    def recorder(self) -> Callable[[bool], None]:
-        """:meth:`record_request` without the extra call layer, for per-request hot paths."""
-        return self._window.record
 
     def current_level(self) -> DegradationLevel:
         """The level in force (forced or computed). No lock."""
@@ -197,10 +240,14 @@ class AutoDegradationManager:
             self._worker.interval = check_interval
             worker = self._worker
         worker.start()
+        # Each tick reads the window (evaluate), which keeps its buckets current when
+        # ticks come at least once per bucket; then successes need not read the clock.
+        self.window.keep_current(check_interval <= self.window.width)
 
     def stop(self, timeout: float | None = 5.0) -> bool:
         """Stop sampling; ``True`` once the thread is gone. The level stays as it is."""
         worker = self._worker
+        self.window.keep_current(False)
         return True if worker is None else worker.stop(timeout)
 
     @property
@@ -213,12 +260,13 @@ class AutoDegradationManager:
 
         A sampler failure is logged and keeps the last level.
         """
+        # Read the window first: it stays current even while the sampler fails.
+        requests, failures = self.window.counts()
         try:
             sample = self._sampler()
         except Exception:
             log.exception("degradation sampler failed; keeping level %s", self.level.name)
             return self.level
-        requests, failures = self._window.counts()
         rate = failures / requests if requests else 0.0
         target = self.config.decide(sample.cpu, sample.memory, rate, requests)
         now = self._clock()
@@ -282,7 +330,7 @@ class AutoDegradationManager:
 
     def reset_errors(self) -> None:
         """Forget the error window (e.g. after a deploy)."""
-        self._window.reset()
+        self.window.reset()
 
     # ------------------------------------------------------------ internals
 

@@ -12,7 +12,9 @@ Wraps any WSGI app and, per request:
 * records the outcome (a 5xx status or an exception is a failure; 4xx is not) into the
   degradation manager, once the response has been fully sent or closed, so streamed
   bodies that fail half-way count as failures. ``close()`` of the app's iterable is
-  always called.
+  always called. A ``wsgi.file_wrapper`` body is passed through unwrapped, so the
+  server can still send it with ``sendfile``; its outcome is recorded when the app
+  returns.
 
 Exempt paths (health, metrics, status) are neither counted nor shed, so probes cannot
 feed back into the level they report. Usage with Flask::
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from . import _fork
@@ -47,41 +49,42 @@ LEVEL_KEY = "resilience.level"
 #: environ key holding the path before a reroute
 ORIGINAL_PATH_KEY = "resilience.original_path"
 #: set (to True) by code that already recorded this request's outcome, e.g.
-#: :func:`resilience_mw.decorators.with_fallback`; the middleware then records nothing
+#: :func:`resilience_mw.decorators.with_fallback`; while it is present, the middleware
+#: records nothing for the request
 RECORDED_KEY = "resilience.recorded"
 
 DEFAULT_EXEMPT_PATHS = ("/livez", "/readyz", "/healthz", "/health", "/metrics")
 
 
-class _RecordingBody:
-    """Wraps a lazy response body: records the outcome once, when it is closed."""
+def _recording(
+    body: Iterable[bytes], environ: WSGIEnvironment, middleware: ResilienceMiddleware, status: Callable[[], str]
+) -> Generator[bytes, None, None]:
+    """A lazy response body that records the outcome once, when it ends or is closed.
 
-    __slots__ = ("_body", "_done", "_failed")
-
-    def __init__(self, body: Iterable[bytes], done: Callable[[bool], None]) -> None:
-        self._body = body
-        self._done = done
-        self._failed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        # A plain loop, not `yield from`: closing this generator early must not close the
-        # inner body a second time (close() below does that once).
+    The caller runs it to the first (empty) yield before returning it: a generator
+    closed before it started would skip its ``finally``, and then neither close the
+    inner body nor record. ``status`` returns the final status line (an app may call
+    ``start_response`` again, with ``exc_info``, while its body is being iterated).
+    A plain loop, not ``yield from``: closing this generator must not close the inner
+    body a second time (the ``finally`` does that, once).
+    """
+    failed = False
+    try:
+        yield b""
+        for chunk in body:  # noqa: UP028 - deliberate, see above
+            yield chunk
+    except GeneratorExit:
+        raise
+    except BaseException:
+        failed = True
+        raise
+    finally:
         try:
-            for chunk in self._body:  # noqa: UP028 - deliberate, see above
-                yield chunk
-        except GeneratorExit:
-            raise
-        except BaseException:
-            self._failed = True
-            raise
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
+            close = getattr(body, "close", None)
             if close is not None:
                 close()
         finally:
-            self._done(self._failed)
+            middleware._record_outcome(environ, status(), failed)
 
 
 class ResilienceMiddleware:
@@ -142,14 +145,14 @@ class ResilienceMiddleware:
             ):
                 raise ConfigError(f"reroutes[{src!r}]", target, "must be (path, DegradationLevel)")
             self.reroutes[src] = target
-        # None: the default rule (5xx), checked inline on the hot path
+        # None: the default rule (5xx), which the list-body hot path checks inline
         self._is_failure: Callable[[str], bool] | None = (
             None if is_failure is None else (lambda status: is_failure(int(status[:3])))
         )
         # The level below which nothing is shed or rerouted: one int compare on the hot path.
         levels = [lv for _, lv in self.reroutes.values()] + ([shed_level] if shed_level is not None else [])
         self._act_from = min(levels) if levels else DegradationLevel.Emergency + 1
-        self._record = degradation.recorder
+        self._window = degradation.window
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._on_first_request is not None:
@@ -177,25 +180,41 @@ class ResilienceMiddleware:
         try:
             body = self.app(environ, capture)
         except BaseException:
-            if self.count_exceptions and not environ.get(RECORDED_KEY):
-                self._record(False)
+            if self.count_exceptions and RECORDED_KEY not in environ:
+                self._window.fail()
             raise
-        # The outcome rule is written out here and in done() on purpose: a shared helper
-        # would add a call to the list-body path, which is the per-request hot path.
         if type(body) is list:  # fully built: nothing can fail later, record now
-            if not environ.get(RECORDED_KEY):
-                is_failure = self._is_failure
-                self._record(not ("5" <= status < "6" if is_failure is None else is_failure(status)))
+            if RECORDED_KEY not in environ:
+                # _record_outcome, inline: this is the per-request hot path
+                if self._is_failure is None:
+                    if "5" <= status < "6":
+                        self._window.fail()
+                    else:
+                        self._window.ok()
+                elif self._is_failure(status):
+                    self._window.fail()
+                else:
+                    self._window.ok()
             return body
+        if type(body) is environ.get("wsgi.file_wrapper"):
+            # Returned unwrapped, or the server could not send it with sendfile; so it
+            # is recorded now, and a failure while sending the file is not counted.
+            self._record_outcome(environ, status, failed=False)
+            return body
+        # Only `status` is shared with the body wrapper: a closure over `self` or
+        # `environ` would turn them into cell variables and slow every request.
+        recording = _recording(body, environ, self, lambda: status)
+        next(recording)  # to the first, empty yield; see _recording
+        return recording
 
-        def done(failed: bool) -> None:
-            if not environ.get(RECORDED_KEY):
-                is_failure = self._is_failure
-                self._record(
-                    not failed and not ("5" <= status < "6" if is_failure is None else is_failure(status))
-                )
-
-        return _RecordingBody(body, done)
+    def _record_outcome(self, environ: WSGIEnvironment, status: str, failed: bool) -> None:
+        """Count the request, unless someone already did (``RECORDED_KEY``)."""
+        if RECORDED_KEY not in environ:
+            is_failure = self._is_failure
+            if failed or ("5" <= status < "6" if is_failure is None else is_failure(status)):
+                self._window.fail()
+            else:
+                self._window.ok()
 
     def _after_fork_in_child(self) -> None:
         self._first_lock = threading.Lock()

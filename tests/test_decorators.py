@@ -94,7 +94,7 @@ def test_with_fallback_records_one_outcome_per_request(app: Flask) -> None:
     c.get("/search/crash")  # primary failed, fallback served 200: one failure, no success
     c.get("/search/books")  # one success
     c.get("/search/missing")  # 404: one success
-    assert deg._window.counts() == (3, 1)
+    assert deg.window.counts() == (3, 1)
 
 
 def test_with_fallback_plain_function(deg: AutoDegradationManager) -> None:
@@ -113,7 +113,7 @@ def test_with_fallback_plain_function(deg: AutoDegradationManager) -> None:
         compute(-1)
     deg.force_level(L.Level1)
     assert compute(-2) == "fallback -2"
-    assert deg._window.counts() == (3, 2)
+    assert deg.window.counts() == (3, 2)
     assert compute.__doc__ == "Compute." and compute.__resilience_fallback__ is fallback
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from resilience_mw import ConfigError, DegradationLevel, Feature, signals
 from resilience_mw.config import DegradationConfig
-from resilience_mw.degradation import AutoDegradationManager
+from resilience_mw.degradation import AutoDegradationManager, ErrorWindow
 from resilience_mw.sampling import Sample, SystemSampler, cgroup_memory_percent
 from tests.conftest import FakeClock
 from tests.test_worker import wait_for
@@ -113,7 +114,7 @@ def test_window_memory_is_bounded(clock: FakeClock) -> None:
         m.record_request(i % 2 == 0)
         if i % 1000 == 0:
             clock.advance(1)
-    assert len(m._window._ring) == 6
+    assert len(m.window._ring) == 6
 
 
 def test_cooldown_holds_before_going_down(clock: FakeClock) -> None:
@@ -290,8 +291,8 @@ def test_window_counts_exactly_under_8_threads() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert m._window.counts() == (160_000, 40_000)
-    assert m._window.counts() == (160_000, 40_000)  # reading does not change counts
+    assert m.window.counts() == (160_000, 40_000)
+    assert m.window.counts() == (160_000, 40_000)  # reading does not change counts
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -313,3 +314,76 @@ def test_sampler_runs_in_forked_child() -> None:
         assert m.current_level() == L.Level1
     finally:
         m.stop()
+
+
+class CountingClock(FakeClock):
+    def __init__(self, start: float = 0.0) -> None:
+        super().__init__(start)
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_kept_current_window_counts_successes_without_the_clock() -> None:
+    clock = CountingClock()
+    w = ErrorWindow(60, 12, clock)  # 5 s buckets
+    w.keep_current(True)
+    reads = clock.reads
+    for _ in range(10):
+        w.ok()
+    assert clock.reads == reads  # no clock read per success
+    w.fail()
+    assert clock.reads > reads  # failures still read it
+    clock.advance(30)
+    assert w.counts() == (11, 1)  # a read moves the window on
+    for _ in range(5):
+        w.ok()
+    clock.advance(35)  # the first 11 left the window, the 5 recorded after the read did not
+    assert w.counts() == (5, 0)
+    w.keep_current(False)
+    reads = clock.reads
+    w.ok()
+    assert clock.reads == reads + 1
+    assert w.counts() == (6, 0)
+
+
+def test_kept_current_rotation_loses_nothing_under_threads() -> None:
+    clock = FakeClock(0.0)
+    w = ErrorWindow(1000, 10, clock)
+    w.keep_current(True)
+    barrier = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        for k in range(20_000):
+            w.record(k % 4 != 0)
+            if i == 0 and k % 5000 == 0:
+                clock.advance(50)
+                w.counts()  # the reader rotates while others record
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert w.counts() == (160_000, 40_000)
+
+
+@pytest.mark.parametrize(("interval", "kept"), [(0.5, True), (10.0, False)])
+def test_sampling_keeps_the_window_current_only_when_it_reads_often_enough(interval: float, kept: bool) -> None:
+    clock = CountingClock(time.monotonic())
+    m = AutoDegradationManager(DegradationConfig(), sampler=FakeSampler(), clock=clock)  # 5 s buckets
+    m.start(check_interval=interval)
+    try:
+        reads = clock.reads
+        for _ in range(1000):
+            m.record_request(True)
+        extra = clock.reads - reads  # the sampling thread may read it once or twice meanwhile
+        assert (extra < 10) if kept else (extra >= 1000)
+    finally:
+        assert m.stop(2)
+    reads = clock.reads
+    m.record_request(True)
+    assert clock.reads == reads + 1  # stopped: nobody keeps the window current

@@ -96,7 +96,7 @@ def test_health_endpoints_not_counted(app: Flask) -> None:
         c.get("/readyz")
         c.get("/livez")
     c.get("/")
-    assert app.extensions["resilience"].degradation._window.counts() == (1, 0)
+    assert app.extensions["resilience"].degradation.window.counts() == (1, 0)
 
 
 def test_endpoints_configurable_or_off() -> None:

@@ -33,7 +33,7 @@ def test_below_level2_error_propagates_and_is_recorded(manager: AutoDegradationM
     manager.force_level(L.Level1)
     with pytest.raises(RuntimeError):
         g.execute(boom, lambda: "fallback")
-    assert manager._window.counts() == (1, 1)
+    assert manager.window.counts() == (1, 1)
 
 
 def test_level2_primary_failure_uses_fallback(manager: AutoDegradationManager) -> None:
@@ -41,7 +41,7 @@ def test_level2_primary_failure_uses_fallback(manager: AutoDegradationManager) -
     manager.force_level(L.Level2)
     assert g.execute(boom, lambda: "Fallback result") == "Fallback result"
     assert g.execute(lambda: "primary", lambda: "fallback") == "primary"
-    assert manager._window.counts() == (2, 1)
+    assert manager.window.counts() == (2, 1)
 
 
 def test_level3_skips_primary(manager: AutoDegradationManager) -> None:

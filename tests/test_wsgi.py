@@ -73,7 +73,7 @@ def client(inner: Any, deg: AutoDegradationManager, **kw: Any) -> Client:
 
 
 def counts(deg: AutoDegradationManager) -> tuple[int, int]:
-    return deg._window.counts()
+    return deg.window.counts()
 
 
 def test_outcomes_5xx_and_exceptions_fail_4xx_does_not(deg: AutoDegradationManager) -> None:
@@ -227,4 +227,73 @@ def test_early_close_closes_inner_body_once_and_is_not_a_failure(deg: AutoDegrad
     del it  # the half-run generator is collected
     gc.collect()
     assert inner.closed == 1
+    assert counts(deg) == (1, 0)
+
+
+def test_close_before_iterating_still_closes_and_records(deg: AutoDegradationManager) -> None:
+    """A server that gives up before the first chunk (client gone) still calls close()."""
+    inner = SelfIterating()
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("503 SERVICE UNAVAILABLE", [])
+        return inner
+
+    body = ResilienceMiddleware(app_, deg)({"PATH_INFO": "/s", "REQUEST_METHOD": "GET"}, lambda *a: None)
+    body.close()  # type: ignore[attr-defined]
+    body.close()  # type: ignore[attr-defined]  # a second close is harmless
+    assert inner.closed == 1
+    assert counts(deg) == (1, 1)
+
+
+def test_error_status_sent_while_streaming_counts_as_failure(deg: AutoDegradationManager) -> None:
+    """An app may catch its own error mid-body and call start_response again with exc_info."""
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("template failed")
+        except ValueError:
+            import sys
+
+            start_response("500 INTERNAL SERVER ERROR", [("Content-Type", "text/plain")], sys.exc_info())
+        yield b"sorry"
+
+    statuses: list[str] = []  # a server that has sent nothing yet takes the new status
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    body = ResilienceMiddleware(app_, deg)({"PATH_INFO": "/page", "REQUEST_METHOD": "GET"}, start_response)
+    assert b"".join(body) == b"sorry"
+    body.close()  # type: ignore[attr-defined]
+    assert statuses == ["200 OK", "500 INTERNAL SERVER ERROR"]
+    assert counts(deg) == (1, 1)
+
+
+class FileWrapper:
+    """A server's wsgi.file_wrapper (gunicorn sends these with sendfile)."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike, self.blksize = filelike, blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.filelike.read(self.blksize), b"")
+
+    def close(self) -> None:
+        self.filelike.close()
+
+
+def test_file_wrapper_body_is_passed_through_for_sendfile(deg: AutoDegradationManager, tmp_path: Any) -> None:
+    path = tmp_path / "report.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/csv")])
+        return environ["wsgi.file_wrapper"](path.open("rb"))
+
+    environ = {"PATH_INFO": "/report", "REQUEST_METHOD": "GET", "wsgi.file_wrapper": FileWrapper}
+    body = ResilienceMiddleware(app_, deg)(environ, lambda *a: None)
+    assert isinstance(body, FileWrapper)  # the server can still use sendfile
+    assert b"".join(body) == b"a,b\n1,2\n"
+    body.close()
     assert counts(deg) == (1, 0)

@@ -276,7 +276,7 @@ def test_soak_middleware_memory_is_bounded(capsys: Any) -> None:
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    requests_, failures = deg._window.counts()
+    requests_, failures = deg.window.counts()
     data = {
         "requests": total,
         "seconds": round(elapsed, 2),
