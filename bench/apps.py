@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from resilience_mw.flask_ext import Resilience
 
@@ -56,24 +60,30 @@ def passthrough() -> Flask:
     return app
 
 
-def _tmp_plain_idle_thread() -> Flask:
-    import threading
 
-    app = _app("idle")
-    ev = threading.Event()
-    threading.Thread(target=ev.wait, daemon=True).start()
-    return app
+def side_by_side() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    """Every variant in one process, each under its own path prefix (``/plain/``,
+    ``/resilient/``, ...): a comparison then does not depend on how fast one process
+    happened to be laid out in memory."""
+    apps = {
+        name: factory()
+        for name, factory in (
+            ("plain", plain),
+            ("resilient", resilient),
+            ("gate_only", resilient_gate_only),
+            ("passthrough", passthrough),
+            ("no_watch", _no_watch),
+        )
+    }
+    return DispatcherMiddleware(_not_found, {f"/{name}": app for name, app in apps.items()})
 
 
-def _tmp_plain_timed_thread() -> Flask:
-    import threading
+def _not_found(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("404 Not Found", [("Content-Length", "0")])
+    return []
 
-    app = _app("timed")
-    ev = threading.Event()
 
-    def run() -> None:
-        while not ev.wait(1.0):
-            pass
-
-    threading.Thread(target=run, daemon=True).start()
+def _no_watch() -> Flask:
+    app = resilient()
+    app.extensions["resilience"].middleware.count_exceptions = False
     return app

@@ -31,7 +31,7 @@ from .degradation import AutoDegradationManager
 from .exceptions import FeatureUnavailable, ResilienceError
 from .graceful import check_levels, run_with_fallback
 from .model import DegradationLevel
-from .wsgi import RECORDED_KEY
+from .wsgi import record_failure
 
 __all__ = ["FeatureUnavailableHTTP", "feature", "with_fallback"]
 
@@ -120,8 +120,7 @@ def _record_outcome(manager: AutoDegradationManager, success: bool) -> None:
     if not has_request_context():
         manager.record_request(success)
     elif not success:
-        manager.record_request(False)
-        request.environ[RECORDED_KEY] = True
+        record_failure(request.environ, manager)
 
 
 def with_fallback(

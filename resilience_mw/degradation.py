@@ -103,6 +103,14 @@ class ErrorWindow:
         next(bucket.total)
         next(bucket.fails)
 
+    def fail_after_ok(self) -> None:
+        """Turn one request already counted by :meth:`ok` into a failure (a streamed body
+        that broke after its status was counted)."""
+        bucket = self._current
+        if self._clock() >= bucket.ends_at:
+            bucket = self._rotate()
+        next(bucket.fails)
+
     def record(self, success: bool) -> None:
         """Count one request: :meth:`ok` or :meth:`fail`."""
         if success:
@@ -267,7 +275,8 @@ class AutoDegradationManager:
         except Exception:
             log.exception("degradation sampler failed; keeping level %s", self.level.name)
             return self.level
-        rate = failures / requests if requests else 0.0
+        # a failure turned from a success may land a bucket later than its request
+        rate = min(1.0, failures / requests) if requests else 0.0
         target = self.config.decide(sample.cpu, sample.memory, rate, requests)
         now = self._clock()
         with self._lock:

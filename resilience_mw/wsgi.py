@@ -9,12 +9,14 @@ Wraps any WSGI app and, per request:
 * reroutes: ``reroutes={"/search": ("/search/lite", DegradationLevel.Level2)}`` serves
   ``/search`` from ``/search/lite`` at Level2 and above (the original path is kept in
   ``environ["resilience.original_path"]``);
-* records the outcome (a 5xx status or an exception is a failure; 4xx is not) into the
-  degradation manager, once the response has been fully sent or closed, so streamed
-  bodies that fail half-way count as failures. ``close()`` of the app's iterable is
-  always called. A ``wsgi.file_wrapper`` body is passed through unwrapped, so the
-  server can still send it with ``sendfile``; its outcome is recorded when the app
-  returns.
+* counts each request once in the degradation manager's error window, when the app
+  returns: a 5xx status or an exception is a failure, 4xx is not. A lazy body that
+  raises while it is being sent turns the request into a failure (the app's
+  iterable is always closed, once). The status counted is the one the app gave when
+  it returned; an app that replaces it mid-body (``start_response`` with
+  ``exc_info``) without raising is counted by the first. A ``wsgi.file_wrapper`` body
+  is passed through unwrapped, so the server can still send it with ``sendfile``.
+  Views can count a failure themselves with :func:`record_failure`.
 
 Exempt paths (health, metrics, status) are neither counted nor shed, so probes cannot
 feed back into the level they report. Usage with Flask::
@@ -42,49 +44,60 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["LEVEL_KEY", "ORIGINAL_PATH_KEY", "RECORDED_KEY", "ResilienceMiddleware"]
+__all__ = ["LEVEL_KEY", "ORIGINAL_PATH_KEY", "RECORDED_KEY", "ResilienceMiddleware", "record_failure"]
 
 #: environ key holding the request's :class:`DegradationLevel`
 LEVEL_KEY = "resilience.level"
 #: environ key holding the path before a reroute
 ORIGINAL_PATH_KEY = "resilience.original_path"
-#: set (to True) by code that already recorded this request's outcome, e.g.
-#: :func:`resilience_mw.decorators.with_fallback`; while it is present, the middleware
-#: records nothing for the request
+#: how this request has been counted in the error window, ``"ok"`` or ``"fail"`` (absent:
+#: not yet). Set by the middleware when it counts a response whose body is still to be
+#: sent, and by :func:`record_failure`; while it is present the middleware counts
+#: nothing more for the request, and a later failure turns an ``"ok"`` into a failure.
 RECORDED_KEY = "resilience.recorded"
 
 DEFAULT_EXEMPT_PATHS = ("/livez", "/readyz", "/healthz", "/health", "/metrics")
 
 
-def _recording(
-    body: Iterable[bytes], environ: WSGIEnvironment, middleware: ResilienceMiddleware, status: Callable[[], str]
+def record_failure(environ: WSGIEnvironment, degradation: AutoDegradationManager) -> None:
+    """Count the request of ``environ`` as a failure, exactly once.
+
+    Turns a success the middleware already counted into a failure, does nothing if a
+    failure was already counted, and otherwise counts one (the middleware then counts
+    nothing more for this request). For code that knows better than the status line,
+    e.g. a view that serves a fallback with 200 after its primary path failed.
+    """
+    counted = environ.get(RECORDED_KEY)
+    if counted is None:
+        degradation.window.fail()
+    elif counted == "ok":
+        degradation.window.fail_after_ok()
+    environ[RECORDED_KEY] = "fail"
+
+
+def _watching(
+    body: Iterable[bytes], environ: WSGIEnvironment, degradation: AutoDegradationManager
 ) -> Generator[bytes, None, None]:
-    """A lazy response body that records the outcome once, when it ends or is closed.
+    """A lazy response body that counts a failure if iterating it raises; always closes it.
 
     The caller runs it to the first (empty) yield before returning it: a generator
-    closed before it started would skip its ``finally``, and then neither close the
-    inner body nor record. ``status`` returns the final status line (an app may call
-    ``start_response`` again, with ``exc_info``, while its body is being iterated).
+    closed before it started would skip its ``finally`` and not close the inner body.
     A plain loop, not ``yield from``: closing this generator must not close the inner
     body a second time (the ``finally`` does that, once).
     """
-    failed = False
     try:
         yield b""
         for chunk in body:  # noqa: UP028 - deliberate, see above
             yield chunk
-    except GeneratorExit:
+    except GeneratorExit:  # closed early: the client went away, not a failure
         raise
     except BaseException:
-        failed = True
+        record_failure(environ, degradation)
         raise
     finally:
-        try:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            middleware._record_outcome(environ, status(), failed)
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 class ResilienceMiddleware:
@@ -183,9 +196,9 @@ class ResilienceMiddleware:
             if self.count_exceptions and RECORDED_KEY not in environ:
                 self._window.fail()
             raise
-        if type(body) is list:  # fully built: nothing can fail later, record now
+        if type(body) is list:  # fully built: nothing can fail later
             if RECORDED_KEY not in environ:
-                # _record_outcome, inline: this is the per-request hot path
+                # _count, inline: this is the per-request hot path
                 if self._is_failure is None:
                     if "5" <= status < "6":
                         self._window.fail()
@@ -196,25 +209,24 @@ class ResilienceMiddleware:
                 else:
                     self._window.ok()
             return body
-        if type(body) is environ.get("wsgi.file_wrapper"):
-            # Returned unwrapped, or the server could not send it with sendfile; so it
-            # is recorded now, and a failure while sending the file is not counted.
-            self._record_outcome(environ, status, failed=False)
-            return body
-        # Only `status` is shared with the body wrapper: a closure over `self` or
-        # `environ` would turn them into cell variables and slow every request.
-        recording = _recording(body, environ, self, lambda: status)
-        next(recording)  # to the first, empty yield; see _recording
-        return recording
-
-    def _record_outcome(self, environ: WSGIEnvironment, status: str, failed: bool) -> None:
-        """Count the request, unless someone already did (``RECORDED_KEY``)."""
         if RECORDED_KEY not in environ:
-            is_failure = self._is_failure
-            if failed or ("5" <= status < "6" if is_failure is None else is_failure(status)):
-                self._window.fail()
-            else:
-                self._window.ok()
+            # counted now, by its status; a body that breaks later turns it into a failure
+            environ[RECORDED_KEY] = self._count(status)
+        if not self.count_exceptions or type(body) is environ.get("wsgi.file_wrapper"):
+            # A file_wrapper goes back unwrapped, or the server could not send it with
+            # sendfile; a failure while sending the file is then not counted.
+            return body
+        watching = _watching(body, environ, self.degradation)
+        next(watching)  # to the first, empty yield; see _watching
+        return watching
+
+    def _count(self, status: str) -> str:
+        """Count a response by its status line; returns ``"ok"`` or ``"fail"``."""
+        if "5" <= status < "6" if self._is_failure is None else self._is_failure(status):
+            self._window.fail()
+            return "fail"
+        self._window.ok()
+        return "ok"
 
     def _after_fork_in_child(self) -> None:
         self._first_lock = threading.Lock()

@@ -16,7 +16,7 @@ from werkzeug.test import Client
 from resilience_mw import ConfigError, DegradationConfig, DegradationLevel
 from resilience_mw.degradation import AutoDegradationManager
 from resilience_mw.sampling import Sample
-from resilience_mw.wsgi import LEVEL_KEY, ORIGINAL_PATH_KEY, ResilienceMiddleware
+from resilience_mw.wsgi import LEVEL_KEY, ORIGINAL_PATH_KEY, ResilienceMiddleware, record_failure
 
 L = DegradationLevel
 
@@ -86,7 +86,7 @@ def test_outcomes_5xx_and_exceptions_fail_4xx_does_not(deg: AutoDegradationManag
     assert counts(deg) == (4, 2)
 
 
-def test_streaming_outcome_counted_once_at_end_and_closed(deg: AutoDegradationManager) -> None:
+def test_streaming_body_that_breaks_turns_into_a_failure_and_is_closed(deg: AutoDegradationManager) -> None:
     Stream.closed = 0
     c = client(streaming_app, deg)
     r = c.get("/stream")
@@ -245,29 +245,34 @@ def test_close_before_iterating_still_closes_and_records(deg: AutoDegradationMan
     assert counts(deg) == (1, 1)
 
 
-def test_error_status_sent_while_streaming_counts_as_failure(deg: AutoDegradationManager) -> None:
-    """An app may catch its own error mid-body and call start_response again with exc_info."""
+def test_record_failure_counts_each_request_once(deg: AutoDegradationManager) -> None:
+    """A view that serves 200 after its primary failed is one failure, counted once."""
 
     def app_(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        if environ["PATH_INFO"] == "/fallback":  # decided before the response: counted once
+            record_failure(environ, deg)
+            record_failure(environ, deg)
         start_response("200 OK", [("Content-Type", "text/plain")])
-        try:
-            raise ValueError("template failed")
-        except ValueError:
-            import sys
+        yield b"served"
+        if environ["PATH_INFO"] == "/late":  # decided while streaming: the success turns
+            record_failure(environ, deg)
 
-            start_response("500 INTERNAL SERVER ERROR", [("Content-Type", "text/plain")], sys.exc_info())
-        yield b"sorry"
-
-    statuses: list[str] = []  # a server that has sent nothing yet takes the new status
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        statuses.append(status)
-
-    body = ResilienceMiddleware(app_, deg)({"PATH_INFO": "/page", "REQUEST_METHOD": "GET"}, start_response)
-    assert b"".join(body) == b"sorry"
-    body.close()  # type: ignore[attr-defined]
-    assert statuses == ["200 OK", "500 INTERNAL SERVER ERROR"]
+    c = client(app_, deg)
+    assert c.get("/fallback").status_code == 200
     assert counts(deg) == (1, 1)
+    assert c.get("/late").status_code == 200
+    assert counts(deg) == (2, 2)
+    assert c.get("/fine").status_code == 200
+    assert counts(deg) == (3, 2)
+
+
+def test_exceptions_not_counted_when_so_configured(deg: AutoDegradationManager) -> None:
+    c = client(streaming_app, deg, count_exceptions=False)
+    with pytest.raises(OSError):
+        c.get("/stream-fail")
+    with pytest.raises(RuntimeError):
+        client(app, deg, count_exceptions=False).get("/boom")
+    assert counts(deg) == (1, 0)  # the stream's 200 only
 
 
 class FileWrapper:
