@@ -72,7 +72,6 @@ def side_by_side() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
             ("resilient", resilient),
             ("gate_only", resilient_gate_only),
             ("passthrough", passthrough),
-            ("no_watch", _no_watch),
         )
     }
     return DispatcherMiddleware(_not_found, {f"/{name}": app for name, app in apps.items()})
@@ -82,8 +81,3 @@ def _not_found(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
 
-
-def _no_watch() -> Flask:
-    app = resilient()
-    app.extensions["resilience"].middleware.count_exceptions = False
-    return app

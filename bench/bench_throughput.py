@@ -1,6 +1,7 @@
-"""Requests per second of a trivial Flask app under gunicorn, with and without Resilience.
+"""Requests per second of a trivial Flask app under gunicorn (or waitress), with and without Resilience.
 
-All variants are served by one gunicorn (1 sync worker) on 127.0.0.1, each under its
+All variants are served by one gunicorn (1 sync worker; ``--server waitress``: waitress
+with 1 thread) on 127.0.0.1, each under its
 own path (``bench.apps.side_by_side``): how fast a process is moves by a few percent
 with its memory layout, more than the effect measured, so comparing two processes
 needs many of them (``--separate`` does that: one gunicorn per variant). wrk (Debian
@@ -11,7 +12,7 @@ anew for each of ``--sessions`` sessions, each alternating ``--rounds`` times. W
 
 Bounded: every run stops by itself, and only the servers this script started are
 stopped. Prints one JSON line.
-Usage: python bench/bench_throughput.py [--duration 2 --rounds 4 --sessions 3 --separate]
+Usage: python bench/bench_throughput.py [--server waitress] [--duration 2 --rounds 4 --sessions 3 --separate]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench._harness import emit
 from demo_app.cluster import free_port, wait_listening
 
-GUNICORN = Path(sys.executable).parent / "gunicorn"
+BIN = Path(sys.executable).parent
 PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
@@ -63,19 +64,20 @@ def worker_pid(master: int, timeout: float = 15.0) -> int:
 
 
 @contextlib.contextmanager
-def server(factory: str) -> Iterator[tuple[str, int]]:
-    """A gunicorn serving ``bench.apps:<factory>()``; yields its URL and worker pid."""
+def server(kind: str, factory: str) -> Iterator[tuple[str, int]]:
+    """A ``kind`` server (gunicorn or waitress) serving ``bench.apps:<factory>()``;
+    yields its URL and the pid of the process that runs the app."""
     port = free_port()
-    proc = subprocess.Popen(
-        _pinned(1, [str(GUNICORN), "-w", "1", "-b", f"127.0.0.1:{port}", f"bench.apps:{factory}()"]),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    if kind == "gunicorn":
+        argv = [str(BIN / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", f"bench.apps:{factory}()"]
+    else:
+        argv = [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{port}", "--threads=1", "--call"]
+        argv.append(f"bench.apps:{factory}")
+    proc = subprocess.Popen(_pinned(1, argv), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not wait_listening(port, 15):
-            raise RuntimeError(f"gunicorn did not start on port {port}")
-        yield f"http://127.0.0.1:{port}/", worker_pid(proc.pid)
+            raise RuntimeError(f"{kind} did not start on port {port}")
+        yield f"http://127.0.0.1:{port}/", worker_pid(proc.pid) if kind == "gunicorn" else proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -112,12 +114,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--variants", default="plain,resilient,passthrough", help="baseline first")
+    ap.add_argument("--server", choices=("gunicorn", "waitress"), default="gunicorn")
     ap.add_argument(
         "--separate", action="store_true", help="one gunicorn per variant instead of one for all"
     )
     args = ap.parse_args()
-    if shutil.which("wrk") is None or not GUNICORN.exists():
-        emit("throughput", {"skipped": "needs wrk (apt-get install wrk) and gunicorn in the venv"})
+    exe = "gunicorn" if args.server == "gunicorn" else "waitress-serve"
+    if shutil.which("wrk") is None or not (BIN / exe).exists():
+        emit("throughput", {"skipped": f"needs wrk (apt-get install wrk) and {exe} in the venv"})
         return
     names = args.variants.split(",")
     baseline = names[0]
@@ -127,9 +131,9 @@ def main() -> None:
     for _ in range(args.sessions):
         with contextlib.ExitStack() as stack:
             if args.separate:
-                servers = {name: stack.enter_context(server(name)) for name in names}
+                servers = {name: stack.enter_context(server(args.server, name)) for name in names}
             else:
-                url, pid = stack.enter_context(server("side_by_side"))
+                url, pid = stack.enter_context(server(args.server, "side_by_side"))
                 servers = {name: (f"{url}{name}/", pid) for name in names}
             for url, _ in servers.values():
                 load(url, 1)  # warm-up
@@ -145,9 +149,10 @@ def main() -> None:
     emit(
         "throughput",
         {
-            "server": "gunicorn 1 sync worker, wrk -t1 -c8"
-            + (" (pinned to separate CPUs)" if PIN else "")
-            + ("; one gunicorn per variant" if args.separate else "; all variants in one gunicorn"),
+            "server": ("gunicorn, 1 sync worker" if args.server == "gunicorn" else "waitress, 1 thread")
+            + "; wrk -t1 -c8"
+            + ("; pinned to separate CPUs" if PIN else "")
+            + ("; one server per variant" if args.separate else "; all variants in one server"),
             "duration_s": args.duration,
             "sessions": args.sessions,
             "rounds": args.rounds,

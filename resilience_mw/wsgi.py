@@ -158,7 +158,7 @@ class ResilienceMiddleware:
             ):
                 raise ConfigError(f"reroutes[{src!r}]", target, "must be (path, DegradationLevel)")
             self.reroutes[src] = target
-        # None: the default rule (5xx), which the list-body hot path checks inline
+        # None: the default rule (5xx), which the hot path checks inline
         self._is_failure: Callable[[str], bool] | None = (
             None if is_failure is None else (lambda status: is_failure(int(status[:3])))
         )
@@ -196,22 +196,20 @@ class ResilienceMiddleware:
             if self.count_exceptions and RECORDED_KEY not in environ:
                 self._window.fail()
             raise
-        if type(body) is list:  # fully built: nothing can fail later
-            if RECORDED_KEY not in environ:
-                # _count, inline: this is the per-request hot path
-                if self._is_failure is None:
-                    if "5" <= status < "6":
-                        self._window.fail()
-                    else:
-                        self._window.ok()
-                elif self._is_failure(status):
-                    self._window.fail()
-                else:
-                    self._window.ok()
-            return body
+        # Counted now, by the status the app gave. The rule is written out here rather
+        # than in a helper: this is the per-request hot path, and a call costs.
         if RECORDED_KEY not in environ:
-            # counted now, by its status; a body that breaks later turns it into a failure
-            environ[RECORDED_KEY] = self._count(status)
+            if "5" <= status < "6" if self._is_failure is None else self._is_failure(status):
+                self._window.fail()
+                counted = "fail"
+            else:
+                self._window.ok()
+                counted = "ok"
+            if type(body) is list:  # fully built: nothing can fail later
+                return body
+            environ[RECORDED_KEY] = counted  # so that a body breaking later turns it
+        elif type(body) is list:
+            return body
         if not self.count_exceptions or type(body) is environ.get("wsgi.file_wrapper"):
             # A file_wrapper goes back unwrapped, or the server could not send it with
             # sendfile; a failure while sending the file is then not counted.
@@ -219,14 +217,6 @@ class ResilienceMiddleware:
         watching = _watching(body, environ, self.degradation)
         next(watching)  # to the first, empty yield; see _watching
         return watching
-
-    def _count(self, status: str) -> str:
-        """Count a response by its status line; returns ``"ok"`` or ``"fail"``."""
-        if "5" <= status < "6" if self._is_failure is None else self._is_failure(status):
-            self._window.fail()
-            return "fail"
-        self._window.ok()
-        return "ok"
 
     def _after_fork_in_child(self) -> None:
         self._first_lock = threading.Lock()
