@@ -1,4 +1,8 @@
-"""WSGI apps for bench_throughput: a trivial Flask app, bare or with Resilience."""
+"""WSGI apps for bench_throughput: a trivial Flask app, bare or with Resilience.
+
+Each function is a factory gunicorn calls (``bench.apps:plain()``); ``side_by_side``
+serves the variants from one process, each under ``/<name>/``.
+"""
 
 from __future__ import annotations
 
@@ -38,19 +42,21 @@ def resilient_no_workers() -> Flask:
     return app
 
 
-def resilient_gate_only() -> Flask:
-    """Diagnostic variant: the extension's middleware without outcome accounting."""
+def gate_only() -> Flask:
+    """The extension's middleware without outcome accounting: the gate's cost."""
     app = resilient()
     app.extensions["resilience"].middleware.record_outcomes = False
     return app
 
 
 class Passthrough:
-    def __init__(self, app: object) -> None:
+    """A WSGI layer that does nothing: the cost of one layer."""
+
+    def __init__(self, app: Callable[[dict[str, Any], Any], Iterable[bytes]]) -> None:
         self.app = app
 
-    def __call__(self, environ: object, start_response: object) -> object:
-        return self.app(environ, start_response)  # type: ignore[operator]
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        return self.app(environ, start_response)
 
 
 def passthrough() -> Flask:
@@ -58,7 +64,6 @@ def passthrough() -> Flask:
     app = _app("passthrough")
     app.wsgi_app = Passthrough(app.wsgi_app)  # type: ignore[method-assign]
     return app
-
 
 
 def side_by_side() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
@@ -70,7 +75,7 @@ def side_by_side() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
         for name, factory in (
             ("plain", plain),
             ("resilient", resilient),
-            ("gate_only", resilient_gate_only),
+            ("gate_only", gate_only),
             ("passthrough", passthrough),
         )
     }
@@ -80,4 +85,3 @@ def side_by_side() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
 def _not_found(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
-

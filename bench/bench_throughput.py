@@ -2,9 +2,9 @@
 
 All variants are served by one gunicorn (1 sync worker; ``--server waitress``: waitress
 with 1 thread) on 127.0.0.1, each under its
-own path (``bench.apps.side_by_side``): how fast a process is moves by a few percent
-with its memory layout, more than the effect measured, so comparing two processes
-needs many of them (``--separate`` does that: one gunicorn per variant). wrk (Debian
+own path (``bench.apps.side_by_side``): two starts of the same app differ in speed by
+a few percent here, more than the effect measured, so comparing separate processes
+needs many of them (``--separate`` does that: one server per variant). wrk (Debian
 package ``wrk``) loads one variant at a time for ``--duration`` seconds, in shuffled
 order, and each ratio compares runs measured back to back. The server is started
 anew for each of ``--sessions`` sessions, each alternating ``--rounds`` times. Where
@@ -113,15 +113,14 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=2)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--sessions", type=int, default=3)
-    ap.add_argument("--variants", default="plain,resilient,passthrough", help="baseline first")
+    ap.add_argument("--variants", default="plain,resilient,gate_only,passthrough", help="baseline first")
     ap.add_argument("--server", choices=("gunicorn", "waitress"), default="gunicorn")
-    ap.add_argument(
-        "--separate", action="store_true", help="one gunicorn per variant instead of one for all"
-    )
+    ap.add_argument("--separate", action="store_true", help="one server per variant instead of one for all")
     args = ap.parse_args()
+    bench_name = "throughput" if args.server == "gunicorn" else f"throughput_{args.server}"
     exe = "gunicorn" if args.server == "gunicorn" else "waitress-serve"
     if shutil.which("wrk") is None or not (BIN / exe).exists():
-        emit("throughput", {"skipped": f"needs wrk (apt-get install wrk) and {exe} in the venv"})
+        emit(bench_name, {"skipped": f"needs wrk (apt-get install wrk) and {exe} in the venv"})
         return
     names = args.variants.split(",")
     baseline = names[0]
@@ -147,7 +146,7 @@ def main() -> None:
                     ratios[name].append(got[name][0] / got[baseline][0])
                     cpu_ratios[name].append(got[name][2] / got[baseline][2])
     emit(
-        "throughput",
+        bench_name,
         {
             "server": ("gunicorn, 1 sync worker" if args.server == "gunicorn" else "waitress, 1 thread")
             + "; wrk -t1 -c8"
@@ -163,8 +162,8 @@ def main() -> None:
             },
             "ratios": {k: [round(r, 4) for r in v] for k, v in ratios.items()},
             **{f"ratio_{k}_over_{baseline}": round(statistics.median(v), 4) for k, v in ratios.items()},
-            # the worker's CPU time per request, relative: less sensitive to scheduling
-            # noise than requests per second, and the cost the layer really adds
+            # the app process's CPU time per request, relative: the same cost seen from
+            # the server side, without the time spent waiting
             **{
                 f"cpu_per_request_{k}_over_{baseline}": round(statistics.median(v), 4)
                 for k, v in cpu_ratios.items()

@@ -93,6 +93,14 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
         r.append(
             (
+                "middleware with outcome accounting (lazy body)",
+                f"+{x['lazy+middleware_delta_ns']:.0f} ns",
+                f"pass-through layer +{x['lazy+passthrough_delta_ns']:.0f} ns",
+                "",
+            )
+        )
+        r.append(
+            (
                 "middleware on a Flask app",
                 f"+{x['flask+resilience_delta_ns']:.0f} ns",
                 f"{x['flask+resilience_ratio']:.3f}x Flask (pass-through {x['flask+passthrough_ratio']:.3f}x)",
@@ -151,16 +159,23 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "<= 1.10x",
             )
         )
-    t = b.get("throughput")
-    if t and "skipped" not in t:
-        r.append(
-            (
-                "gunicorn sync, wrk -c8: Resilience vs plain Flask",
-                f"{t['ratio_resilient_over_plain']:.3f}x",
-                f"rps plain {t['rps']['plain']}, resilient {t['rps']['resilient']}",
-                ">= 0.98x",
+    for key in ("throughput", "throughput_waitress"):
+        t = b.get(key)
+        if t and "skipped" not in t:
+            server = t["server"].split(";")[0]
+            cpu = t["worker_cpu_us_per_request"]
+            r.append(
+                (
+                    f"{server}, wrk -c8: Resilience vs plain Flask",
+                    f"{t['ratio_resilient_over_plain']:.3f}x",
+                    f"rps {t['rps_median']['plain']:.0f} / {t['rps_median']['resilient']:.0f}; "
+                    f"CPU per request {t['cpu_per_request_resilient_over_plain']:.3f}x "
+                    f"({cpu['plain']:.0f} / {cpu['resilient']:.0f} us); "
+                    f"gate only {t['ratio_gate_only_over_plain']:.3f}x, "
+                    f"pass-through {t['ratio_passthrough_over_plain']:.3f}x",
+                    ">= 0.98x",
+                )
             )
-        )
     return r
 
 

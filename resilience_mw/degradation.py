@@ -214,7 +214,6 @@ class AutoDegradationManager:
         """Count one request's outcome in the error window. Lock-free."""
         self.window.record(success)
 
-
     def current_level(self) -> DegradationLevel:
         """The level in force (forced or computed). No lock."""
         return self.level

@@ -372,7 +372,9 @@ def test_kept_current_rotation_loses_nothing_under_threads() -> None:
 
 
 @pytest.mark.parametrize(("interval", "kept"), [(0.5, True), (10.0, False)])
-def test_sampling_keeps_the_window_current_only_when_it_reads_often_enough(interval: float, kept: bool) -> None:
+def test_sampling_keeps_the_window_current_only_when_it_reads_often_enough(
+    interval: float, kept: bool
+) -> None:
     clock = CountingClock(time.monotonic())
     m = AutoDegradationManager(DegradationConfig(), sampler=FakeSampler(), clock=clock)  # 5 s buckets
     m.start(check_interval=interval)
