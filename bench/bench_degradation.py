@@ -1,6 +1,7 @@
 """Hot-path cost of the degradation manager, psutil sample cost, and health detection time.
 
-* ns per ``record_request()``, per ``current_level()`` and per both, 1 and 8 threads,
+* ns per ``record_request()`` (also with the sampler running, which keeps the error
+  window current), per ``current_level()`` and per both, 1 and 8 threads,
   beside a bare function call in the same run;
 * one ``SystemSampler`` sample (psutil CPU + memory) in microseconds;
 * seconds from a node's port closing until the HealthChecker marks it unhealthy, and
@@ -30,6 +31,10 @@ def bare(success: bool = True) -> None:
 def hot_path_figures(repeats: int, target_s: float) -> dict[str, float]:
     m = AutoDegradationManager()
     record, level = m.record_request, m.current_level
+    # with its sampler running, as deployed: the window is kept current, successes skip the clock
+    sampling = AutoDegradationManager()
+    sampling.start()
+    record_sampling = sampling.record_request
 
     def both() -> object:
         record(True)
@@ -39,12 +44,16 @@ def hot_path_figures(repeats: int, target_s: float) -> dict[str, float]:
     for t in (1, 8):
         variants[f"bare/t{t}"] = (bare, t)
         variants[f"record_request/t{t}"] = ((lambda: record(True)), t)
+        variants[f"record_request_sampling/t{t}"] = ((lambda: record_sampling(True)), t)
         variants[f"current_level/t{t}"] = (level, t)
         variants[f"record_plus_level/t{t}"] = (both, t)
-    res = interleaved(variants, repeats, target_s)
+    try:
+        res = interleaved(variants, repeats, target_s)
+    finally:
+        sampling.stop()
     out = {f"{k}_ns": round(median(v), 1) for k, v in res.items()}
     for t in (1, 8):
-        for name in ("record_request", "current_level", "record_plus_level"):
+        for name in ("record_request", "record_request_sampling", "current_level", "record_plus_level"):
             out[f"{name}/t{t}_minus_bare_ns"] = round(delta(res, f"{name}/t{t}", f"bare/t{t}"), 1)
     out["record_plus_level_t8_over_t1"] = round(
         median(res["record_plus_level/t8"]) / median(res["record_plus_level/t1"]), 3

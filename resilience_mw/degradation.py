@@ -212,7 +212,10 @@ class AutoDegradationManager:
 
     def record_request(self, success: bool) -> None:
         """Count one request's outcome in the error window. Lock-free."""
-        self.window.record(success)
+        if success:
+            self.window.ok()
+        else:
+            self.window.fail()
 
     def current_level(self) -> DegradationLevel:
         """The level in force (forced or computed). No lock."""

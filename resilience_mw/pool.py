@@ -177,7 +177,11 @@ class NodePool:
 
         With ``panic=True`` and no healthy node, picks among all nodes instead.
         """
-        pick = self._current_view().pick
+        # _current_view(), inline: this is the per-request pick, and a call costs a third of it
+        view = self._view
+        if view.recheck_at is not None and self._clock() >= view.recheck_at:
+            view = self._readmit_expired()
+        pick = view.pick
         return pick() if pick is not None else None
 
     def failover_order(self) -> tuple[ServiceNode, ...]:
