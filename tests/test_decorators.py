@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, stream_with_context
 
 from resilience_mw import DegradationConfig, DegradationLevel, Feature, FeatureUnavailable, ResilienceError
 from resilience_mw.decorators import FeatureUnavailableHTTP, feature, with_fallback
@@ -95,6 +95,26 @@ def test_with_fallback_records_one_outcome_per_request(app: Flask) -> None:
     c.get("/search/books")  # one success
     c.get("/search/missing")  # 404: one success
     assert deg.window.counts() == (3, 1)
+
+
+def test_with_fallback_inside_a_streamed_body_turns_the_request_into_one_failure(app: Flask) -> None:
+    """The middleware counted the 200 when the view returned; a primary that fails while
+    the body streams turns that success into a failure: one request, one failure."""
+    deg = app.extensions["resilience"].degradation
+
+    @with_fallback(lambda part: f"{part}:cached", fallback_on_error_at=L.Level2)
+    def render(part: str) -> str:
+        if part == "b":
+            raise ConnectionError("recommendations service down")
+        return f"{part}:live"
+
+    @app.route("/report")
+    def report() -> Response:
+        return Response(stream_with_context(render(p) + "," for p in "abc"))
+
+    deg.force_level(L.Level2)
+    assert app.test_client().get("/report").get_data() == b"a:live,b:cached,c:live,"
+    assert deg.window.counts() == (1, 1)
 
 
 def test_with_fallback_plain_function(deg: AutoDegradationManager) -> None:
