@@ -364,8 +364,8 @@ def test_sampling_keeps_the_window_current_only_when_it_reads_often_enough(
         reads = clock.reads
         for _ in range(1000):
             m.record_request(True)
-        extra = clock.reads - reads  # the sampling thread may read it once or twice meanwhile
-        assert (extra < 10) if kept else (extra >= 1000)
+        extra = clock.reads - reads  # the sampling thread reads it a few times per tick
+        assert (extra < 100) if kept else (extra >= 1000)
     finally:
         assert m.stop(2)
     reads = clock.reads
