@@ -111,7 +111,8 @@ class ResilienceMiddleware:
     :param reroutes: ``{path: (lighter_path, from_level)}``.
     :param retry_after: seconds for the ``Retry-After`` header of shed responses.
     :param is_failure: ``f(status_code) -> bool``; default: ``status_code >= 500``.
-    :param count_exceptions: whether an exception from the app counts as a failure.
+    :param count_exceptions: whether an exception from the app, or from iterating its
+        body, counts as a failure (``False`` also leaves lazy bodies unwrapped).
     :param record_outcomes: ``False`` leaves outcome recording to someone else; the
         middleware then only gates, sheds and reroutes.
     :param on_first_request: called once, before the first request this process serves
