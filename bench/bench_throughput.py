@@ -87,10 +87,10 @@ def server(kind: str, factory: str) -> Iterator[tuple[str, int]]:
             proc.wait(5)
 
 
-def load(url: str, duration: float, pid: int | None = None) -> tuple[float, float, float]:
-    """``(requests per second, p50 latency in ms, worker CPU µs per request)`` of one
-    wrk run (the CPU figure is NaN without ``pid``)."""
-    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
+def load(url: str, duration: float, pid: int) -> tuple[float, float, float]:
+    """``(requests per second, p50 latency in ms, CPU µs per request of process pid)``
+    of one wrk run."""
+    cpu0 = cpu_seconds(pid)
     out = subprocess.run(
         _pinned(0, ["wrk", "-t1", "-c8", f"-d{duration:g}s", "--latency", url]),
         capture_output=True,
@@ -99,7 +99,7 @@ def load(url: str, duration: float, pid: int | None = None) -> tuple[float, floa
     ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"errors during the run:\n{out}")
-    cpu = cpu_seconds(pid) - cpu0 if pid is not None else float("nan")
+    cpu = cpu_seconds(pid) - cpu0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
@@ -134,8 +134,8 @@ def main() -> None:
             else:
                 url, pid = stack.enter_context(server(args.server, "side_by_side"))
                 servers = {name: (f"{url}{name}/", pid) for name in names}
-            for url, _ in servers.values():
-                load(url, 1)  # warm-up
+            for url, pid in servers.values():
+                load(url, 1, pid)  # warm-up
             for _ in range(args.rounds):
                 order = list(names)
                 random.shuffle(order)

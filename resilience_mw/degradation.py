@@ -63,7 +63,7 @@ class _Bucket:
 class ErrorWindow:
     """Request and failure counts over a sliding time window, in fixed buckets.
 
-    Count a request with :meth:`ok` or :meth:`fail` (or :meth:`record`). Recording is
+    Count a request with :meth:`ok` or :meth:`fail`. Recording is
     lock-free; the lock is taken only to start a new bucket (once per
     ``seconds / buckets``) and to read. Memory is ``buckets`` small objects whatever the
     request rate. A request recorded into a bucket just as it is being replaced still
@@ -90,6 +90,7 @@ class ErrorWindow:
         self.ok: Callable[[], object] = self._ok_clocked
 
     def _ok_clocked(self) -> None:
+        # _fresh(), inline: this is the per-request path when nobody keeps the window current
         bucket = self._current
         if self._clock() >= bucket.ends_at:  # one compare: no division on the hot path
             bucket = self._rotate()
@@ -97,26 +98,14 @@ class ErrorWindow:
 
     def fail(self) -> None:
         """Count one failure."""
-        bucket = self._current
-        if self._clock() >= bucket.ends_at:
-            bucket = self._rotate()
+        bucket = self._fresh()
         next(bucket.total)
         next(bucket.fails)
 
     def fail_after_ok(self) -> None:
         """Turn one request already counted by :meth:`ok` into a failure (a streamed body
         that broke after its status was counted)."""
-        bucket = self._current
-        if self._clock() >= bucket.ends_at:
-            bucket = self._rotate()
-        next(bucket.fails)
-
-    def record(self, success: bool) -> None:
-        """Count one request: :meth:`ok` or :meth:`fail`."""
-        if success:
-            self.ok()
-        else:
-            self.fail()
+        next(self._fresh().fails)
 
     def keep_current(self, on: bool) -> None:
         """Promise (``True``) or stop promising that :meth:`counts` is read at least once
@@ -125,25 +114,32 @@ class ErrorWindow:
             self._kept_current = on
             self.ok = self._current.total.__next__ if on else self._ok_clocked
         if on:
-            self._refresh()
+            self._fresh()
 
-    def _refresh(self) -> None:
-        if self._clock() >= self._current.ends_at:
-            self._rotate()
+    def _fresh(self) -> _Bucket:
+        """The current bucket, after starting a new one if its time is over."""
+        bucket = self._current
+        if self._clock() >= bucket.ends_at:
+            bucket = self._rotate()
+        return bucket
 
     def _rotate(self) -> _Bucket:
         epoch = int(self._clock() / self.width)
         with self._lock:
             if self._current.epoch != epoch:
-                self._current = _Bucket(epoch, self.width)
-                self._ring.append(self._current)
-                if self._kept_current:
-                    self.ok = self._current.total.__next__
+                self._start_bucket(epoch)
             return self._current
+
+    def _start_bucket(self, epoch: int) -> None:
+        """Make a new bucket current; the caller holds the lock."""
+        self._current = _Bucket(epoch, self.width)
+        self._ring.append(self._current)
+        if self._kept_current:
+            self.ok = self._current.total.__next__
 
     def counts(self) -> tuple[int, int]:
         """``(requests, failures)`` within the window ending now."""
-        self._refresh()
+        self._fresh()
         oldest = int(self._clock() / self.width) - self._n + 1
         total = fails = 0
         with self._lock:
@@ -155,14 +151,10 @@ class ErrorWindow:
         return total, fails
 
     def reset(self) -> None:
+        epoch = int(self._clock() / self.width)
         with self._lock:
-            self._current = _Bucket(-1, self.width)
             self._ring.clear()
-            self._ring.append(self._current)
-            if self._kept_current:
-                self.ok = self._current.total.__next__
-        if self._kept_current:
-            self._refresh()
+            self._start_bucket(epoch)
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()

@@ -211,21 +211,22 @@ class SelfIterating:
         self.closed += 1
 
 
-def test_early_close_closes_inner_body_once_and_is_not_a_failure(deg: AutoDegradationManager) -> None:
-    import gc
-
-    inner = SelfIterating()
+def serve_directly(deg: AutoDegradationManager, status: str, inner: Any) -> Any:
+    """The middleware's body for an app that answers ``status`` with ``inner``, called as
+    a server would, so a test can iterate and close it by hand."""
 
     def app_(environ: dict[str, Any], start_response: Any) -> Any:
-        start_response("200 OK", [])
+        start_response(status, [])
         return inner
 
-    body = ResilienceMiddleware(app_, deg)({"PATH_INFO": "/s", "REQUEST_METHOD": "GET"}, lambda *a: None)
-    it = iter(body)
-    next(it)  # the client goes away after the first chunk
-    body.close()  # type: ignore[attr-defined]
-    del it  # the half-run generator is collected
-    gc.collect()
+    return ResilienceMiddleware(app_, deg)({"PATH_INFO": "/s", "REQUEST_METHOD": "GET"}, lambda *a: None)
+
+
+def test_early_close_closes_inner_body_once_and_is_not_a_failure(deg: AutoDegradationManager) -> None:
+    inner = SelfIterating()
+    body = serve_directly(deg, "200 OK", inner)
+    next(iter(body))  # the client goes away after the first chunk
+    body.close()
     assert inner.closed == 1
     assert counts(deg) == (1, 0)
 
@@ -233,14 +234,9 @@ def test_early_close_closes_inner_body_once_and_is_not_a_failure(deg: AutoDegrad
 def test_close_before_iterating_still_closes_and_records(deg: AutoDegradationManager) -> None:
     """A server that gives up before the first chunk (client gone) still calls close()."""
     inner = SelfIterating()
-
-    def app_(environ: dict[str, Any], start_response: Any) -> Any:
-        start_response("503 SERVICE UNAVAILABLE", [])
-        return inner
-
-    body = ResilienceMiddleware(app_, deg)({"PATH_INFO": "/s", "REQUEST_METHOD": "GET"}, lambda *a: None)
-    body.close()  # type: ignore[attr-defined]
-    body.close()  # type: ignore[attr-defined]  # a second close is harmless
+    body = serve_directly(deg, "503 SERVICE UNAVAILABLE", inner)
+    body.close()
+    body.close()  # a second close is harmless
     assert inner.closed == 1
     assert counts(deg) == (1, 1)
 
