@@ -258,9 +258,9 @@ def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | No
         RESILIENCE_ADMIN_TOKEN=token,
         RESILIENCE_FAILOVER_OPTIONS={"base_ejection_time": 5.0, "max_ejection_time": 30.0},
         RESILIENCE_START="eager",
+        RESILIENCE_HEALTH_CHECK_UNHEALTHY_THRESHOLD=2,
     )
     state = Resilience().init_app(app)
-    state.health_checker.unhealthy_threshold = 2  # type: ignore[union-attr]
     demo = Demo(state, cluster, token)
     app.extensions["demo"] = demo
 

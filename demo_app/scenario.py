@@ -141,7 +141,7 @@ def step_health(cluster: Cluster, c: Checks) -> None:
     print(
         f"  health checker started (every {interval}s, timeout {timeout}s, threshold {threshold})", flush=True
     )
-    bound = interval * (1 + checker.jitter) * threshold + timeout
+    bound = interval * (1 + checker.config.jitter) * threshold + timeout
     try:
         time.sleep(interval * 2)
         healthy = [n.id for n in manager.healthy_nodes()]

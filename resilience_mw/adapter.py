@@ -38,11 +38,12 @@ adapter) and ``response.resilience_node`` names the node that answered.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -62,9 +63,11 @@ from urllib3.exceptions import (
 )
 
 from . import signals
+from ._redact import redact_url
+from .config import AdapterConfig, PoolConfig
 from .exceptions import AllNodesFailedError, Attempt, ConfigError, NoAvailableNodeError, ResilienceError
 from .failover import FailoverManager
-from .model import FailoverStrategy, ServiceNode, redact_url
+from .model import FailoverStrategy, ServiceNode
 
 __all__ = [
     "FailoverAdapter",
@@ -76,14 +79,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: methods a retry cannot make worse (urllib3's ``Retry.DEFAULT_ALLOWED_METHODS``)
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-#: statuses on which an idempotent request moves to the next node
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-#: (connect, read) seconds used when the caller passes ``timeout=None``
-DEFAULT_TIMEOUT = (5.0, 30.0)
-#: most bytes of a non-streamed response body held in memory
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
+#: what requests accepts as ``timeout``: seconds, (connect, read) with None for no bound, or None
+_Timeout = float | tuple[float | None, float | None] | None
+
 #: a request header that marks a request safe to send twice
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -164,65 +162,63 @@ class FailoverAdapter(HTTPAdapter):
 
     :param nodes_or_manager: a list of :class:`ServiceNode`, or a :class:`FailoverManager`
         to share node health with a health checker or other adapters.
-    :param strategy: the :class:`FailoverStrategy` (ignored when a manager is given).
-    :param retry_statuses: statuses that move an idempotent request to the next node.
-    :param idempotent_methods: methods safe to send to a second node after the first
-        may have received them.
-    :param retry_non_idempotent: treat every method as idempotent (OTLP export and
-        other callers that tolerate duplicates).
-    :param default_timeout: per-attempt timeout used when the caller passes ``None``.
-    :param deadline: seconds for the whole call, across attempts (``None``: no bound
-        beyond the per-attempt timeouts).
-    :param max_body_bytes: most bytes read of a non-streamed body (``None``: no limit).
-    :param manager_options: keyword arguments for the :class:`FailoverManager` built
-        from a node list (``failure_threshold``, ``panic``, ...).
+    :param strategy: the :class:`FailoverStrategy` (only with a node list).
+    :param config: an :class:`~resilience_mw.config.AdapterConfig`; or pass its fields
+        as keyword arguments: ``retry_statuses``, ``idempotent_methods``,
+        ``retry_non_idempotent``, ``default_timeout``, ``deadline``,
+        ``max_body_bytes``, ``pool_connections``, ``pool_maxsize``, ``pool_block``.
+    :param pool_config: a :class:`~resilience_mw.config.PoolConfig` for the manager
+        built from a node list; or pass its fields (``failure_threshold``, ``panic``,
+        ...) as keyword arguments.
+    :param clock: monotonic clock of the manager built from a node list.
     """
 
     def __init__(
         self,
         nodes_or_manager: FailoverManager | Iterable[ServiceNode],
-        strategy: FailoverStrategy | str = FailoverStrategy.Priority,
+        strategy: FailoverStrategy | str | None = None,
         *,
-        retry_statuses: Iterable[int] = RETRY_STATUSES,
-        idempotent_methods: Iterable[str] = IDEMPOTENT_METHODS,
-        retry_non_idempotent: bool = False,
-        default_timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
-        deadline: float | None = None,
-        max_body_bytes: int | None = DEFAULT_MAX_BODY,
-        pool_connections: int | None = None,
-        pool_maxsize: int = 10,
-        pool_block: bool = False,
-        **manager_options: Any,
+        config: AdapterConfig | None = None,
+        pool_config: PoolConfig | None = None,
+        clock: Callable[[], float] | None = None,
+        **options: Any,
     ) -> None:
+        adapter_fields = {f.name for f in dataclasses.fields(AdapterConfig)}
+        pool_options = {k: options.pop(k) for k in list(options) if k not in adapter_fields}
+        if strategy is not None:
+            pool_options["strategy"] = strategy
         if isinstance(nodes_or_manager, FailoverManager):
-            if manager_options:
-                raise ConfigError("manager_options", sorted(manager_options), "not allowed with a manager")
+            if pool_options or pool_config is not None or clock is not None:
+                raise ConfigError(
+                    "pool options", sorted(pool_options) or pool_config or clock,
+                    "not allowed with a FailoverManager: they are the manager's own",
+                )
             manager = nodes_or_manager
         else:
-            manager = FailoverManager(list(nodes_or_manager), strategy, **manager_options)
-        if deadline is not None and not deadline > 0:
-            raise ConfigError("deadline", deadline, "must be > 0 or None")
-        if max_body_bytes is not None and not (isinstance(max_body_bytes, int) and max_body_bytes > 0):
-            raise ConfigError("max_body_bytes", max_body_bytes, "must be a positive integer or None")
+            manager = FailoverManager(
+                nodes_or_manager, config=pool_config, clock=clock or time.monotonic, **pool_options
+            )
+        #: the settings in force
+        self.config = cfg = AdapterConfig.from_options(config, options)
         n = len(manager.nodes)
-        if pool_connections is not None and pool_connections < n:
-            raise ConfigError("pool_connections", pool_connections, f"must be >= the node count ({n})")
+        if cfg.pool_connections is not None and cfg.pool_connections < n:
+            raise ConfigError("pool_connections", cfg.pool_connections, f"must be >= the node count ({n})")
         self.manager = manager
         # Credentials in a node's endpoint go in an Authorization header (urllib3 ignores
         # them in the URL) and never into the URL requested, so errors cannot show them.
         self._targets = {node.id: _split_credentials(node.endpoint) for node in manager.nodes}
-        self.retry_statuses = frozenset(retry_statuses)
-        self.idempotent_methods = frozenset(m.upper() for m in idempotent_methods)
-        self.retry_non_idempotent = retry_non_idempotent
-        self.default_timeout = default_timeout
-        self.deadline = deadline
-        self.max_body_bytes = max_body_bytes
+        self.retry_statuses = cfg.retry_statuses
+        self.idempotent_methods = cfg.idempotent_methods
+        self.retry_non_idempotent = cfg.retry_non_idempotent
+        self.default_timeout = cfg.default_timeout
+        self.deadline = cfg.deadline
+        self.max_body_bytes = cfg.max_body_bytes
         # One pool per node and then some: fewer pools than nodes would churn connections.
         super().__init__(
-            pool_connections=pool_connections if pool_connections is not None else max(n, 10),
-            pool_maxsize=pool_maxsize,
+            pool_connections=cfg.pool_connections if cfg.pool_connections is not None else max(n, 10),
+            pool_maxsize=cfg.pool_maxsize,
             max_retries=0,
-            pool_block=pool_block,
+            pool_block=cfg.pool_block,
         )
 
     # The signature is requests' own: Session.send calls it by keyword.
@@ -230,7 +226,7 @@ class FailoverAdapter(HTTPAdapter):
         self,
         request: PreparedRequest,
         stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        timeout: _Timeout = None,
         verify: bool | str = True,
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
@@ -264,7 +260,7 @@ class FailoverAdapter(HTTPAdapter):
                 resp = super().send(
                     attempt,
                     stream=True,
-                    timeout=_clamp(attempt_timeout, ends),
+                    timeout=_clamp(attempt_timeout, ends),  # type: ignore[arg-type]  # (None, x) is valid
                     verify=verify,
                     cert=cert,
                     proxies=proxies,
@@ -401,7 +397,7 @@ def _read1(resp: Response) -> bytes:
     return data
 
 
-def _budget(timeout: float | tuple[float, float] | tuple[float, None] | None) -> float | None:
+def _budget(timeout: _Timeout) -> float | None:
     """Seconds one attempt may take in all: connect + read, or ``None`` for no bound."""
     if isinstance(timeout, (int, float)):
         return 2 * float(timeout)  # requests applies a plain number to connect and to read
@@ -410,9 +406,7 @@ def _budget(timeout: float | tuple[float, float] | tuple[float, None] | None) ->
     return None
 
 
-def _clamp(
-    timeout: float | tuple[float, float] | tuple[float, None] | None, ends: float | None
-) -> float | tuple[float, float] | tuple[float, None] | None:
+def _clamp(timeout: _Timeout, ends: float | None) -> _Timeout:
     """The per-attempt timeout, shortened so the attempt ends by the deadline."""
     if ends is None or not (timeout is None or isinstance(timeout, (int, float, tuple))):
         return timeout  # e.g. a urllib3 Timeout object: passed through as requests would
@@ -421,5 +415,5 @@ def _clamp(
         return left
     if isinstance(timeout, tuple):
         connect, read = timeout
-        return (min(connect, left), min(read, left) if read is not None else left)
+        return (left if connect is None else min(connect, left), left if read is None else min(read, left))
     return min(float(timeout), left)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _fork, signals
-from .exceptions import ConfigError
+from .config import AlertConfig
 from .model import DegradationLevel
 
 __all__ = ["AlertRules"]
@@ -30,47 +30,39 @@ log = logging.getLogger(__name__)
 class AlertRules:
     """Subscribes to ``failover`` and ``level_changed`` and raises alerts.
 
+    :param config: an :class:`~resilience_mw.config.AlertConfig`; or pass its fields
+        (``failover_threshold``, ``failover_window``, ``level_threshold``,
+        ``min_interval``, ``failovers``) as keyword arguments.
     :param failover_sender: only count failovers sent by this object (default: any).
     :param level_sender: only watch levels sent by this object (default: any).
-    :param failovers: watch failovers at all (``False`` for apps without upstream nodes).
     :param clock: monotonic clock; tests pass a fake.
 
     Subscriptions are weak: keep a reference to the rules for as long as they should
-    fire (the Flask extension keeps its own in ``app.extensions``). :meth:`close`
-    unsubscribes at once.
+    fire (``alerts = AlertRules()``; the Flask extension keeps its own in
+    ``app.extensions``). Rules nobody references stop firing once collected;
+    :meth:`close` unsubscribes at once.
     """
 
     def __init__(
         self,
         *,
-        failover_threshold: int = 5,
-        failover_window: float = 60.0,
-        level_threshold: DegradationLevel = DegradationLevel.Level2,
-        min_interval: float = 300.0,
+        config: AlertConfig | None = None,
         failover_sender: Any = None,
         level_sender: Any = None,
-        failovers: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        **options: Any,
     ) -> None:
-        if not isinstance(failover_threshold, int) or failover_threshold < 1:
-            raise ConfigError("failover_threshold", failover_threshold, "must be an integer >= 1")
-        if not failover_window > 0:
-            raise ConfigError("failover_window", failover_window, "must be > 0")
-        if not min_interval >= 0:
-            raise ConfigError("min_interval", min_interval, "must be >= 0")
-        self.failover_threshold = failover_threshold
-        self.failover_window = failover_window
-        self.level_threshold = DegradationLevel(level_threshold)
-        self.min_interval = min_interval
+        #: the settings in force
+        self.config = AlertConfig.from_options(config, options)
         self._clock = clock
         self._lock = threading.Lock()
         # Bounded: only the newest threshold+1 timestamps matter.
-        self._failovers: collections.deque[float] = collections.deque(maxlen=failover_threshold + 1)
+        self._failovers: collections.deque[float] = collections.deque(maxlen=self.config.failover_threshold + 1)
         self._last_sent: dict[str, float] = {}
         self._alerted_level = DegradationLevel.Normal
         self.fired: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         _fork.register(self)
-        if failovers:
+        if self.config.failovers:
             signals.failover.connect(self._on_failover, **_only(failover_sender))
         signals.level_changed.connect(self._on_level, **_only(level_sender))
 
@@ -86,17 +78,17 @@ class AlertRules:
         now = self._clock()
         with self._lock:
             self._failovers.append(now)
-            while self._failovers and now - self._failovers[0] > self.failover_window:
+            while self._failovers and now - self._failovers[0] > self.config.failover_window:
                 self._failovers.popleft()
             count = len(self._failovers)
-            due = count > self.failover_threshold and self._due("failover-rate", now)
+            due = count > self.config.failover_threshold and self._due("failover-rate", now)
         if due:
             self._fire(
                 "failover-rate",
-                f"high failover rate: more than {self.failover_threshold} failovers in {self.failover_window:g}s",
+                f"high failover rate: more than {self.config.failover_threshold} failovers in {self.config.failover_window:g}s",
                 {
                     "count": count,
-                    "window": self.failover_window,
+                    "window": self.config.failover_window,
                     "last_from": getattr(kw.get("from_node"), "id", None),
                 },
             )
@@ -104,10 +96,10 @@ class AlertRules:
     def _on_level(self, sender: Any, *, new: DegradationLevel, old: DegradationLevel, **kw: Any) -> None:
         now = self._clock()
         with self._lock:
-            if new < self.level_threshold:
+            if new < self.config.level_threshold:
                 return
             last = self._last_sent.get("degradation")
-            recent = last is not None and now - last < self.min_interval
+            recent = last is not None and now - last < self.config.min_interval
             if recent and new <= self._alerted_level:
                 return  # already alerted at this level or worse within min_interval
             self._last_sent["degradation"] = now
@@ -120,7 +112,7 @@ class AlertRules:
 
     def _due(self, kind: str, now: float) -> bool:
         last = self._last_sent.get(kind)
-        if last is None or now - last >= self.min_interval:
+        if last is None or now - last >= self.config.min_interval:
             self._last_sent[kind] = now
             return True
         return False

@@ -1,85 +1,180 @@
-"""Frozen, validated configuration values.
+"""Frozen, validated configuration: one dataclass per component.
 
-Invalid values raise :class:`~resilience_mw.ConfigError` at construction, naming the
-field and the value. Change a config with :func:`dataclasses.replace`.
+Each field is declared once with :func:`option`: its default, its meaning and its
+rule. Construction validates every field and raises
+:class:`~resilience_mw.ConfigError` naming the field and the value; settings that
+together make a rule unreachable are refused with the reason. Change a config with
+:func:`dataclasses.replace`. Components take either their config object or the same
+fields as keyword arguments.
+
+============================  ===================================================
+:class:`DegradationConfig`    levels from CPU, memory and the error rate
+:class:`PoolConfig`           node selection, passive ejection
+:class:`HealthCheckConfig`    active health checks
+:class:`AdapterConfig`        the ``requests`` failover adapter
+:class:`MiddlewareConfig`     shedding and rerouting in the WSGI middleware
+:class:`AlertConfig`          alert rules
+============================  ===================================================
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
+from . import _validate as v
 from .exceptions import ConfigError
-from .model import DegradationLevel
+from .model import DegradationLevel, FailoverStrategy, ServiceNode, parse_level
 
-__all__ = ["DegradationConfig"]
+__all__ = [
+    "AdapterConfig",
+    "AlertConfig",
+    "DegradationConfig",
+    "HealthCheckConfig",
+    "MiddlewareConfig",
+    "PoolConfig",
+    "level_check",
+    "nodes_check",
+    "option",
+    "options_of",
+]
+
+C = TypeVar("C", bound="_Validated")
 
 
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigError(name, value, "must be a number")
-    return float(value)
+def option(default: Any, doc: str, check: v.Check) -> Any:
+    """A config field: its default, what it means, and the rule its value must meet."""
+    meta = {"doc": doc, "check": check}
+    if type(default).__hash__ is None:  # a mapping: each config gets its own
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def options_of(cls: type[Any]) -> list[tuple[str, Any, str, str]]:
+    """``(name, default, rule, meaning)`` of every field of a config class, in order
+    (the option reference in the docs is generated from this)."""
+    return [
+        (
+            f.name,
+            f.default if f.default_factory is dataclasses.MISSING else f.default_factory(),
+            f.metadata["check"].rule,
+            f.metadata["doc"],
+        )
+        for f in fields(cls)
+    ]
+
+
+def level_check() -> v.Check:
+    """A :class:`DegradationLevel` given as a member, its name or its value."""
+    return v.Check(
+        "a level: Normal, Level1, Level2, Level3 or Emergency (name or member)",
+        lambda name, value: parse_level(value, name),
+    )
+
+
+class _Validated:
+    """Base of the config dataclasses: checks and normalises every field at construction."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            clean = f.metadata["check"](f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, clean)
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules between fields; subclasses override."""
+
+    @classmethod
+    def from_options(cls: type[C], config: C | None, options: Mapping[str, Any], *, name: str = "config") -> C:
+        """``config`` if given (then ``options`` must be empty), else a config from ``options``.
+
+        The shape every component constructor uses to accept either form.
+        """
+        if config is not None:
+            if not isinstance(config, cls):
+                raise ConfigError(name, config, f"must be a {cls.__name__}")
+            if options:
+                raise ConfigError(
+                    name, sorted(options), f"give a {cls.__name__} or keyword options, not both",
+                    hint=f"dataclasses.replace({name}, ...) changes a config",
+                )
+            return config
+        v.reject_unknown_keys("", options, [f.name for f in fields(cls)])  # type: ignore[arg-type]
+        return cls(**options)
+
+
+_PERCENT = v.number(ge=0, le=100)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DegradationConfig:
+class DegradationConfig(_Validated):
     """Thresholds of :class:`~resilience_mw.AutoDegradationManager`.
 
-    CPU and memory thresholds are percentages (0-100), strictly increasing per
-    resource from Level1 to Emergency. The error rate (0 < r <= 1) is measured over
-    the last ``error_window_seconds`` and counts only once ``min_requests`` requests
-    fell in that window. Level1/2/3/Emergency are reached at 1x/1.5x/2x/
-    ``error_emergency_multiplier`` x the threshold. Going up is immediate; going down
-    needs the lower level to hold for ``cooldown_seconds`` (``0``: at once).
+    CPU and memory thresholds are percentages, strictly increasing per resource from
+    Level1 to Emergency. The error rate is measured over the last
+    ``error_window_seconds`` and counts once ``min_requests`` requests fell in that
+    window; Level1/2/3/Emergency are reached at 1x/1.5x/2x/``error_emergency_multiplier``
+    x ``error_rate_threshold``. Going up is immediate; going down needs the lower level
+    to hold for ``cooldown_seconds``.
     """
 
-    cpu_threshold_l1: float = 70.0
-    cpu_threshold_l2: float = 85.0
-    cpu_threshold_l3: float = 95.0
-    cpu_threshold_emergency: float = 98.0
-    memory_threshold_l1: float = 70.0
-    memory_threshold_l2: float = 85.0
-    memory_threshold_l3: float = 95.0
-    memory_threshold_emergency: float = 98.0
-    error_rate_threshold: float = 0.1
-    #: the seed's example (20 requests, every third failing: 35 %) stays at Level3
-    error_emergency_multiplier: float = 4.0
-    error_window_seconds: float = 60.0
-    error_window_buckets: int = 12
-    min_requests: int = 10
-    cooldown_seconds: float = 30.0
+    cpu_threshold_l1: float = option(70.0, "CPU percent from which Level1 applies", _PERCENT)
+    cpu_threshold_l2: float = option(85.0, "CPU percent from which Level2 applies", _PERCENT)
+    cpu_threshold_l3: float = option(95.0, "CPU percent from which Level3 applies", _PERCENT)
+    cpu_threshold_emergency: float = option(98.0, "CPU percent from which Emergency applies", _PERCENT)
+    memory_threshold_l1: float = option(70.0, "memory percent from which Level1 applies", _PERCENT)
+    memory_threshold_l2: float = option(85.0, "memory percent from which Level2 applies", _PERCENT)
+    memory_threshold_l3: float = option(95.0, "memory percent from which Level3 applies", _PERCENT)
+    memory_threshold_emergency: float = option(98.0, "memory percent from which Emergency applies", _PERCENT)
+    error_rate_threshold: float = option(
+        0.1, "error rate (share of failed requests) from which Level1 applies", v.number(gt=0, le=1)
+    )
+    error_emergency_multiplier: float = option(
+        4.0, "Emergency applies at this multiple of error_rate_threshold (Level3 is 2x)", v.number(gt=2)
+    )
+    error_window_seconds: float = option(
+        60.0, "seconds of requests the error rate covers", v.seconds(minimum=0.1)
+    )
+    error_window_buckets: int = option(
+        12, "time slices of the error window (more: smoother, more memory)", v.integer(ge=1, le=3600)
+    )
+    min_requests: int = option(
+        10, "requests the window must hold before the error rate counts", v.integer(ge=1)
+    )
+    cooldown_seconds: float = option(
+        30.0, "how long a lower level must hold before the level goes down (0: at once)", v.seconds(zero=True)
+    )
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _number(f.name, getattr(self, f.name))
+    def _check_together(self) -> None:
         for res in ("cpu", "memory"):
             names = [f"{res}_threshold_{s}" for s in ("l1", "l2", "l3", "emergency")]
-            values = [getattr(self, n) for n in names]
-            for n, v in zip(names, values, strict=True):
-                if not 0 <= v <= 100:
-                    raise ConfigError(n, v, "must be a percentage in [0, 100]")
-            for (n1, v1), (n2, v2) in zip(
-                zip(names, values, strict=True), zip(names[1:], values[1:], strict=True), strict=False
-            ):
-                if not v1 < v2:
-                    raise ConfigError(n2, v2, f"must be greater than {n1}={v1!r}")
-        if not 0 < self.error_rate_threshold <= 1:
-            raise ConfigError("error_rate_threshold", self.error_rate_threshold, "must be in (0, 1]")
-        if not self.error_emergency_multiplier > 2:
+            for lower, higher in itertools.pairwise(names):
+                if not getattr(self, lower) < getattr(self, higher):
+                    raise ConfigError(
+                        higher, getattr(self, higher), f"must be greater than {lower}={getattr(self, lower)!r}"
+                    )
+        top = self.error_rate_threshold * self.error_emergency_multiplier
+        if top > 1:
             raise ConfigError(
-                "error_emergency_multiplier", self.error_emergency_multiplier, "must be > 2 (Level3 is 2x)"
+                "error_rate_threshold",
+                self.error_rate_threshold,
+                f"Emergency would need an error rate of {top:g} "
+                f"(error_emergency_multiplier={self.error_emergency_multiplier:g}), which cannot happen",
+                hint=f"use error_rate_threshold <= {1 / self.error_emergency_multiplier:g} "
+                "or a smaller error_emergency_multiplier",
             )
-        if not self.error_window_seconds > 0:
-            raise ConfigError("error_window_seconds", self.error_window_seconds, "must be > 0")
-        if not (isinstance(self.error_window_buckets, int) and 1 <= self.error_window_buckets <= 3600):
+        if self.error_window_seconds / self.error_window_buckets < 0.01:
             raise ConfigError(
-                "error_window_buckets", self.error_window_buckets, "must be an integer in [1, 3600]"
+                "error_window_buckets",
+                self.error_window_buckets,
+                f"slices of error_window_seconds={self.error_window_seconds:g} must be at least 10 ms",
             )
-        if not (isinstance(self.min_requests, int) and self.min_requests >= 1):
-            raise ConfigError("min_requests", self.min_requests, "must be an integer >= 1")
-        if not self.cooldown_seconds >= 0:
-            raise ConfigError("cooldown_seconds", self.cooldown_seconds, "must be >= 0")
 
     def resource_level(self, cpu: float, memory: float) -> DegradationLevel:
         """The level CPU and memory percentages alone call for."""
@@ -115,3 +210,227 @@ class DegradationConfig:
     def decide(self, cpu: float, memory: float, error_rate: float, requests: int) -> DegradationLevel:
         """The level called for by one sample: the worst of resources and errors."""
         return max(self.resource_level(cpu, memory), self.error_level(error_rate, requests))
+
+
+def _strategy(name: str, value: Any) -> FailoverStrategy:
+    if isinstance(value, FailoverStrategy):
+        return value
+    names = [s.name for s in FailoverStrategy]
+    if isinstance(value, str) and value in names:
+        return FailoverStrategy[value]
+    near = v.closest(value, names) if isinstance(value, str) else None
+    raise ConfigError(
+        name, value, f"must be one of {', '.join(names)}", hint=f"did you mean {near!r}?" if near else None
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolConfig(_Validated):
+    """Node selection and passive ejection of a :class:`~resilience_mw.NodePool` /
+    :class:`~resilience_mw.FailoverManager` (Envoy's outlier detection)."""
+
+    strategy: FailoverStrategy = option(
+        FailoverStrategy.Priority,
+        "how the next node is picked: Priority, RoundRobin, WeightedRoundRobin, Random or FastestResponse",
+        v.Check("a FailoverStrategy member or its name", _strategy),
+    )
+    failure_threshold: int = option(
+        3, "consecutive failures of real traffic that eject a node", v.integer(ge=1, le=1_000_000)
+    )
+    base_ejection_time: float = option(
+        30.0, "seconds of a node's first ejection; the n-th lasts n times as long", v.seconds()
+    )
+    max_ejection_time: float = option(300.0, "cap on one ejection, in seconds", v.seconds())
+    max_ejection_percent: float = option(
+        50.0, "share of nodes that may be ejected passively at once (at least one always may)", v.number(gt=0, le=100)
+    )
+    panic: bool = option(
+        False, "when no node is healthy, offer all of them (best first) instead of none", v.boolean()
+    )
+    latency_alpha: float = option(
+        0.3, "weight of a new latency sample in the decaying average", v.number(gt=0, le=1)
+    )
+    power_of_two: bool = option(
+        False, "FastestResponse picks the faster of two random nodes (no herding)", v.boolean()
+    )
+
+    def _check_together(self) -> None:
+        if self.max_ejection_time < self.base_ejection_time:
+            raise ConfigError(
+                "max_ejection_time",
+                self.max_ejection_time,
+                f"must be >= base_ejection_time={self.base_ejection_time:g}",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheckConfig(_Validated):
+    """Active health checks of a :class:`~resilience_mw.HealthChecker`."""
+
+    check_interval: float = option(5.0, "seconds between rounds of checks", v.seconds(minimum=0.01))
+    timeout: float = option(2.0, "seconds one check may take, connect and read together", v.seconds(maximum=300))
+    path: str = option("/health", "request path appended to each node's endpoint", v.path())
+    unhealthy_threshold: int = option(
+        3, "consecutive failed checks that take a node out", v.integer(ge=1, le=1000)
+    )
+    healthy_threshold: int = option(
+        2, "consecutive passed checks that bring it back (one after a passive ejection)", v.integer(ge=1, le=1000)
+    )
+    jitter: float = option(0.1, "up to this share of the interval is added at random to each wait", v.number(ge=0, le=1))
+    max_workers: int = option(8, "most checks running at the same time", v.integer(ge=1, le=1024))
+    max_body_bytes: int = option(64 * 1024, "most bytes of a health response read", v.integer(ge=1))
+
+
+def _timeout(name: str, value: Any) -> float | tuple[float | None, float | None] | None:
+    if value is None:
+        return None
+    one = v.optional(v.seconds(maximum=86_400))
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ConfigError(name, value, "must be a number of seconds or a (connect, read) pair")
+        return (one(f"{name}[0]", value[0]), one(f"{name}[1]", value[1]))
+    clean: float = v.seconds(maximum=86_400)(name, value)
+    return clean
+
+
+def _status(name: str, value: Any) -> int:
+    clean: int = v.integer(ge=100, le=599)(name, value)
+    return clean
+
+
+def _method(name: str, value: Any) -> str:
+    return str(v.text()(name, value)).upper()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterConfig(_Validated):
+    """The :class:`~resilience_mw.adapter.FailoverAdapter`'s own settings (node
+    selection and ejection are the pool's: :class:`PoolConfig`)."""
+
+    retry_statuses: frozenset[int] = option(
+        frozenset({429, 502, 503, 504}),
+        "statuses that move a request that is safe to resend to the next node",
+        v.Check("a list of HTTP statuses", lambda n, x: frozenset(v.list_of(v.Check("a status", _status), "statuses")(n, x))),
+    )
+    idempotent_methods: frozenset[str] = option(
+        frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}),
+        "methods safe to send to a second node after the first may have received them",
+        v.Check("a list of methods", lambda n, x: frozenset(v.list_of(v.Check("a method", _method), "methods")(n, x))),
+    )
+    retry_non_idempotent: bool = option(
+        False, "treat every method as safe to resend (OTLP export and other duplicate-tolerant callers)", v.boolean()
+    )
+    default_timeout: float | tuple[float | None, float | None] | None = option(
+        (5.0, 30.0),
+        "per-attempt timeout, seconds or (connect, read), used when the caller passes None",
+        v.Check("None, seconds, or a (connect, read) pair of seconds", _timeout),
+    )
+    deadline: float | None = option(
+        None, "seconds for the whole call across attempts (None: only per-attempt timeouts)", v.optional(v.seconds())
+    )
+    max_body_bytes: int | None = option(
+        64 * 1024 * 1024, "most bytes read of a non-streamed body (None: no limit)", v.optional(v.integer(ge=1))
+    )
+    pool_connections: int | None = option(
+        None, "connection pools kept (None: the node count, at least 10)", v.optional(v.integer(ge=1))
+    )
+    pool_maxsize: int = option(10, "connections kept per node", v.integer(ge=1, le=10_000))
+    pool_block: bool = option(False, "wait for a free connection instead of opening another", v.boolean())
+
+
+def _reroutes(name: str, value: Any) -> Mapping[str, tuple[str, DegradationLevel]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            name, value, 'must be a mapping {path: (target_path, level)}',
+            hint='e.g. {"/search": ["/search/lite", "Level2"]}',
+        )
+    out: dict[str, tuple[str, DegradationLevel]] = {}
+    for src, target in value.items():
+        key = f"{name}[{src!r}]"
+        src_path: str = v.path()(key, src)
+        if isinstance(target, str) or not isinstance(target, (tuple, list)) or len(target) != 2:
+            raise ConfigError(
+                key, target, "must be a pair (target_path, level)", hint=f'e.g. ["{src}/lite", "Level2"]'
+            )
+        out[src_path] = (v.path()(f"{key}[0]", target[0]), parse_level(target[1], f"{key}[1]"))
+    return MappingProxyType(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MiddlewareConfig(_Validated):
+    """What :class:`~resilience_mw.ResilienceMiddleware` sheds, reroutes and counts."""
+
+    shed_level: DegradationLevel | None = option(
+        DegradationLevel.Emergency, "from this level, requests outside core_paths get 503 (None: never)",
+        v.optional(level_check()),
+    )
+    core_paths: tuple[str, ...] = option((), "path prefixes always served, whatever the level", v.paths())
+    exempt_paths: tuple[str, ...] = option(
+        ("/livez", "/readyz", "/healthz", "/health", "/metrics"),
+        "exact paths neither counted nor shed (health, metrics, status)",
+        v.paths(),
+    )
+    reroutes: Mapping[str, tuple[str, DegradationLevel]] = option(
+        {},
+        "{path: (lighter_path, level)}: serve path from lighter_path from that level on",
+        v.Check('a mapping {path: (target_path, level)}', _reroutes),
+    )
+    retry_after: int = option(30, "seconds in the Retry-After header of shed responses", v.integer(ge=0, le=86_400))
+    is_failure: Callable[[int], bool] | None = option(
+        None, "f(status_code) -> bool deciding a failure (None: status >= 500)", v.optional(v.function())
+    )
+    count_exceptions: bool = option(
+        True, "an exception from the app, or while sending its body, counts as a failure", v.boolean()
+    )
+    record_outcomes: bool = option(
+        True, "count outcomes in the error window (False: only gate, shed and reroute)", v.boolean()
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertConfig(_Validated):
+    """When :class:`~resilience_mw.AlertRules` raise an alert."""
+
+    failover_threshold: int = option(5, "failovers within failover_window that raise an alert", v.integer(ge=1, le=1_000_000))
+    failover_window: float = option(60.0, "seconds over which failovers are counted", v.seconds())
+    level_threshold: DegradationLevel = option(
+        DegradationLevel.Level2, "a level at or above this raises an alert", level_check()
+    )
+    min_interval: float = option(300.0, "seconds between two alerts of one kind", v.seconds(zero=True))
+    failovers: bool = option(True, "watch failovers at all (False for apps without upstream nodes)", v.boolean())
+
+
+
+def _node(name: str, value: Any) -> ServiceNode:
+    if isinstance(value, ServiceNode):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            name, value, "must be a ServiceNode or a mapping with id and endpoint",
+            hint='e.g. {"id": "a", "endpoint": "http://10.0.0.1:8080"}' if isinstance(value, str) else None,
+        )
+    known = [f.name for f in fields(ServiceNode)]
+    v.reject_unknown_keys(name, value, known)
+    for required in ("id", "endpoint"):
+        if required not in value:
+            raise ConfigError(f"{name}.{required}", value, "is required", hint=f"a node needs {required!r}")
+    try:
+        return ServiceNode(**value)
+    except ConfigError as exc:
+        raise exc.renamed(f"{name}.{exc.field}") from None
+
+
+def nodes_check() -> v.Check:
+    """A non-empty list of :class:`ServiceNode` (or mappings of their fields), unique ids."""
+
+    def check(name: str, value: Any) -> tuple[ServiceNode, ...]:
+        nodes: tuple[ServiceNode, ...] = v.list_of(v.Check("a node", _node), "nodes")(name, value)
+        if not nodes:
+            raise ConfigError(name, value, "must hold at least one node")
+        ids = [n.id for n in nodes]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ConfigError(name, dupes, "node ids must be unique")
+        return nodes
+
+    return v.Check("a list of ServiceNode or {id, endpoint, priority, weight} mappings", check)

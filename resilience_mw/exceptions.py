@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ._redact import redact_value
+
 __all__ = [
     "AllNodesFailedError",
     "Attempt",
@@ -30,14 +32,24 @@ class ResilienceError(Exception):
 class ConfigError(ResilienceError, ValueError):
     """Invalid configuration, raised at construction.
 
-    The message names the field and the offending value; both are also attributes.
+    The message names the setting as the user wrote it (a keyword such as
+    ``failure_threshold``, or a Flask key such as ``RESILIENCE_NODES[1].endpoint``),
+    the value (credentials hidden, secrets masked), the rule, and a hint where a common
+    mistake is likely. ``field``, ``value``, ``reason`` and ``hint`` are attributes.
     """
 
-    def __init__(self, field: str, value: Any, reason: str) -> None:
+    def __init__(self, field: str, value: Any, reason: str, *, hint: str | None = None, secret: bool = False) -> None:
         self.field = field
-        self.value = value
+        self.value = redact_value(value, secret=secret)
         self.reason = reason
-        super().__init__(f"{field}={value!r}: {reason}")
+        self.hint = hint
+        self.secret = secret
+        message = f"{field}={self.value!r}: {reason}"
+        super().__init__(f"{message} (hint: {hint})" if hint else message)
+
+    def renamed(self, field: str) -> ConfigError:
+        """The same error for a setting the user knows by another name."""
+        return ConfigError(field, self.value, self.reason, hint=self.hint, secret=self.secret)
 
 
 class UnknownNodeError(ResilienceError, KeyError):

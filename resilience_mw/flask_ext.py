@@ -44,20 +44,21 @@ import dataclasses
 import hmac
 import logging
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from . import _validate as v
+from .adapter import FailoverAdapter
 from .alerts import AlertRules
-from .config import DegradationConfig
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .failover import FailoverManager
 from .health import HealthChecker
-from .model import DegradationLevel, ServiceNode, parse_level
 from .readiness import readiness_document
-from .wsgi import DEFAULT_EXEMPT_PATHS, ResilienceMiddleware
+from .settings import DEFAULTS, PREFIX, ResilienceSettings, warn_unknown_keys
+from .wsgi import ResilienceMiddleware
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]
 
@@ -68,62 +69,31 @@ EXTENSION_KEY = "resilience"
 
 class ConfigVars:
     """Every ``RESILIENCE_*`` key with its default (keyword options use the lower-case
-    name without the prefix, e.g. ``Resilience(app, shed_level="Level3")``)."""
+    name without the prefix, e.g. ``Resilience(app, shed_level="Level3")``); see
+    :data:`resilience_mw.settings.SETTINGS` for what each does."""
 
-    DEFAULTS: Mapping[str, Any] = {
-        #: a DegradationConfig, or a mapping of its fields
-        "RESILIENCE_DEGRADATION": None,
-        #: seconds between samples of CPU, memory and error rate
-        "RESILIENCE_CHECK_INTERVAL": 1.0,
-        #: callable returning a Sample(cpu, memory); None: psutil with cgroup-aware memory
-        "RESILIENCE_SAMPLER": None,
-        #: "lazy" (first request), "eager" (init_app) or "off"
-        "RESILIENCE_START": "lazy",
-        #: level name from which non-core requests are shed with 503 (None: never)
-        "RESILIENCE_SHED_LEVEL": "Emergency",
-        #: path prefixes always served
-        "RESILIENCE_CORE_PATHS": (),
-        #: exact paths neither counted nor shed (the endpoints below are added)
-        "RESILIENCE_EXEMPT_PATHS": ("/metrics",),
-        #: {path: [lighter_path, level_name]}
-        "RESILIENCE_REROUTES": {},
-        #: Retry-After seconds on shed responses
-        "RESILIENCE_RETRY_AFTER": 30,
-        #: upstream nodes: ServiceNode objects or {"id", "endpoint", "priority", "weight"} dicts
-        "RESILIENCE_NODES": (),
-        #: FailoverStrategy member name
-        "RESILIENCE_STRATEGY": "Priority",
-        #: extra keyword arguments for FailoverManager
-        "RESILIENCE_FAILOVER_OPTIONS": {},
-        #: actively check the nodes
-        "RESILIENCE_HEALTH_CHECK": True,
-        "RESILIENCE_HEALTH_CHECK_INTERVAL": 5.0,
-        "RESILIENCE_HEALTH_CHECK_TIMEOUT": 2.0,
-        "RESILIENCE_HEALTH_CHECK_PATH": "/health",
-        "RESILIENCE_LIVENESS_PATH": "/livez",
-        "RESILIENCE_READINESS_PATH": "/readyz",
-        "RESILIENCE_ADMIN_PATH": "/resilience/level",
-        #: without a token, the state-changing admin endpoint does not exist
-        "RESILIENCE_ADMIN_TOKEN": None,
-        #: subscribe AlertRules (failover rate, level >= Level2) for this app
-        "RESILIENCE_ALERTS": True,
-    }
+    DEFAULTS: Mapping[str, Any] = DEFAULTS
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class ResilienceState:
     """What one app's extension owns; found at ``app.extensions["resilience"]``."""
 
-    config: Mapping[str, Any]
+    #: the app's typed settings (``repr`` masks the admin token)
+    settings: ResilienceSettings
     degradation: AutoDegradationManager
+    #: the node pool, when nodes are configured
     failover: FailoverManager | None
     health_checker: HealthChecker | None
     alerts: AlertRules | None
     middleware: ResilienceMiddleware
+    #: a FailoverAdapter over ``failover`` (``RESILIENCE_ADAPTER`` settings), when nodes
+    #: are configured: ``session.mount("http://upstream/", state.adapter)``
+    adapter: FailoverAdapter | None = None
 
     def start(self) -> None:
         """Start the sampler (and the health checker) in this process; idempotent."""
-        self.degradation.start(self.config["RESILIENCE_CHECK_INTERVAL"])
+        self.degradation.start(self.settings.check_interval)
         if self.health_checker is not None and self.failover is not None:
             self.health_checker.start(self.failover.nodes, self.failover)
 
@@ -136,6 +106,14 @@ class ResilienceState:
     def readiness(self) -> tuple[dict[str, Any], int]:
         """The readiness document (IETF health+json draft) and its HTTP status."""
         return readiness_document(self.degradation, self.failover, self.middleware.shed_level)
+
+    def __repr__(self) -> str:
+        nodes = [n.id for n in self.failover.nodes] if self.failover is not None else []
+        return (
+            f"ResilienceState(level={self.degradation.level.name}, nodes={nodes}, "
+            f"health_checks={self.health_checker is not None}, "
+            f"admin={'on' if self.settings.admin_token else 'off'})"
+        )
 
 
 _states: weakref.WeakSet[ResilienceState] = weakref.WeakSet()
@@ -151,25 +129,29 @@ class Resilience:
     """Flask extension; see the module docstring. Never keeps a reference to the app."""
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
-        unknown = sorted(k for k in options if f"RESILIENCE_{k.upper()}" not in ConfigVars.DEFAULTS)
-        if unknown:
-            raise ConfigError("options", unknown, f"unknown option(s); known: {_option_names()}")
-        self._options = {f"RESILIENCE_{k.upper()}": v for k, v in options.items()}
+        v.reject_unknown_keys("Resilience", options, _option_names())
+        self._options = {f"{PREFIX}{k.upper()}": v for k, v in options.items()}
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> ResilienceState:
-        """Set up ``app``: state, middleware, endpoints, lazy or eager start."""
+        """Set up ``app``: state, middleware, endpoints, lazy or eager start.
+
+        :raises ConfigError: a setting is invalid; the message names its key.
+        """
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("app", app.name, "already has a Resilience extension")
-        for key, default in ConfigVars.DEFAULTS.items():
+        warn_unknown_keys(app.config)
+        for key, default in DEFAULTS.items():
             app.config.setdefault(key, copy.copy(default))  # no dict shared between apps
-        cfg = {key: self._options.get(key, app.config[key]) for key in ConfigVars.DEFAULTS}
-        state = _build_state(app, cfg)
+        values = {key: self._options.get(key, app.config[key]) for key in DEFAULTS}
+        names = {key: key.removeprefix(PREFIX).lower() for key in self._options}
+        settings = ResilienceSettings.from_mapping(values, names)
+        state = _build_state(app, settings)
         app.extensions[EXTENSION_KEY] = state
         app.wsgi_app = state.middleware  # type: ignore[method-assign]
-        app.register_blueprint(_blueprint(cfg))
-        if cfg["RESILIENCE_START"] == "eager":
+        app.register_blueprint(_blueprint(settings))
+        if settings.start == "eager":
             state.start()
         _states.add(state)
         return state
@@ -186,104 +168,51 @@ class Resilience:
 
 
 def _option_names() -> list[str]:
-    return [k.removeprefix("RESILIENCE_").lower() for k in ConfigVars.DEFAULTS]
+    return [k.removeprefix(PREFIX).lower() for k in DEFAULTS]
 
 
-def _level(name: str, value: Any, allow_none: bool = False) -> DegradationLevel | None:
-    return None if value is None and allow_none else parse_level(value, name)
-
-
-def _nodes(value: Iterable[Any]) -> list[ServiceNode]:
-    nodes = []
-    for item in value:
-        if isinstance(item, ServiceNode):
-            nodes.append(item)
-        elif isinstance(item, Mapping):
-            nodes.append(ServiceNode(**item))
-        else:
-            raise ConfigError("RESILIENCE_NODES", item, "items must be ServiceNode or mappings")
-    return nodes
-
-
-def _build_state(app: Flask, cfg: dict[str, Any]) -> ResilienceState:
-    start = cfg["RESILIENCE_START"]
-    if start not in ("lazy", "eager", "off"):
-        raise ConfigError("RESILIENCE_START", start, "must be 'lazy', 'eager' or 'off'")
-    interval = cfg["RESILIENCE_CHECK_INTERVAL"]
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 3600:
-        raise ConfigError(
-            "RESILIENCE_CHECK_INTERVAL", interval, "must be a number of seconds in [0.01, 3600]"
-        )
-    deg_cfg = cfg["RESILIENCE_DEGRADATION"]
-    if deg_cfg is None:
-        deg_cfg = DegradationConfig()
-    elif isinstance(deg_cfg, Mapping):
-        try:
-            deg_cfg = DegradationConfig(**deg_cfg)
-        except TypeError as exc:
-            raise ConfigError("RESILIENCE_DEGRADATION", dict(deg_cfg), str(exc)) from None
-    sampler = cfg["RESILIENCE_SAMPLER"]
-    if sampler is not None and not callable(sampler):
-        raise ConfigError("RESILIENCE_SAMPLER", sampler, "must be a callable returning a Sample")
-    degradation = AutoDegradationManager(deg_cfg, sampler=sampler)
-
-    failover = checker = None
-    nodes = _nodes(cfg["RESILIENCE_NODES"])
-    if nodes:
-        failover = FailoverManager(
-            nodes, cfg["RESILIENCE_STRATEGY"], **dict(cfg["RESILIENCE_FAILOVER_OPTIONS"])
-        )
-        if cfg["RESILIENCE_HEALTH_CHECK"]:
-            checker = HealthChecker(
-                cfg["RESILIENCE_HEALTH_CHECK_INTERVAL"],
-                cfg["RESILIENCE_HEALTH_CHECK_TIMEOUT"],
-                cfg["RESILIENCE_HEALTH_CHECK_PATH"],
-            )
-
-    endpoints = [
-        cfg[k] for k in ("RESILIENCE_LIVENESS_PATH", "RESILIENCE_READINESS_PATH", "RESILIENCE_ADMIN_PATH")
-    ]
-    reroutes = {
-        src: (target[0], _level(f"RESILIENCE_REROUTES[{src!r}]", target[1]))
-        for src, target in dict(cfg["RESILIENCE_REROUTES"]).items()
-    }
+def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
+    degradation = AutoDegradationManager(settings.degradation, sampler=settings.sampler)
+    failover = checker = adapter = None
+    if settings.nodes:
+        failover = FailoverManager(settings.nodes, config=settings.pool)
+        adapter = FailoverAdapter(failover, config=settings.adapter)
+        if settings.health_check is not None:
+            checker = HealthChecker(config=settings.health_check)
     middleware = ResilienceMiddleware(
         app.wsgi_app,
         degradation,
-        shed_level=_level("RESILIENCE_SHED_LEVEL", cfg["RESILIENCE_SHED_LEVEL"], allow_none=True),
-        core_paths=tuple(cfg["RESILIENCE_CORE_PATHS"]),
-        exempt_paths={*DEFAULT_EXEMPT_PATHS, *cfg["RESILIENCE_EXEMPT_PATHS"], *(p for p in endpoints if p)},
-        reroutes=reroutes,  # type: ignore[arg-type]
-        retry_after=cfg["RESILIENCE_RETRY_AFTER"],
+        config=settings.middleware,
         # `state` is bound below; the hook only runs on the first request, long after.
-        on_first_request=(lambda: state.start()) if start == "lazy" else None,  # noqa: PLW0108 - late binding
+        on_first_request=(lambda: state.start()) if settings.start == "lazy" else None,  # noqa: PLW0108 - late binding
     )
-    alerts = (
-        AlertRules(failover_sender=failover, level_sender=degradation, failovers=failover is not None)
-        if cfg["RESILIENCE_ALERTS"]
-        else None
-    )
+    alerts = None
+    if settings.alerts is not None:
+        alerts = AlertRules(
+            config=dataclasses.replace(settings.alerts, failovers=settings.alerts.failovers and failover is not None),
+            failover_sender=failover,
+            level_sender=degradation,
+        )
     state = ResilienceState(
-        config=dict(cfg),
+        settings=settings,
         degradation=degradation,
         failover=failover,
         health_checker=checker,
         alerts=alerts,
         middleware=middleware,
+        adapter=adapter,
     )
     return state
 
 
-def _blueprint(cfg: Mapping[str, Any]) -> Blueprint:
+def _blueprint(settings: ResilienceSettings) -> Blueprint:
     bp = Blueprint("resilience", __name__)
-    if cfg["RESILIENCE_LIVENESS_PATH"]:
-        bp.add_url_rule(cfg["RESILIENCE_LIVENESS_PATH"], "liveness", _liveness)
-    if cfg["RESILIENCE_READINESS_PATH"]:
-        bp.add_url_rule(cfg["RESILIENCE_READINESS_PATH"], "readiness", _readiness)
-    if cfg["RESILIENCE_ADMIN_PATH"] and cfg["RESILIENCE_ADMIN_TOKEN"]:
-        bp.add_url_rule(
-            cfg["RESILIENCE_ADMIN_PATH"], "admin", _admin, methods=["GET", "PUT", "POST", "DELETE"]
-        )
+    if settings.liveness_path:
+        bp.add_url_rule(settings.liveness_path, "liveness", _liveness)
+    if settings.readiness_path:
+        bp.add_url_rule(settings.readiness_path, "readiness", _readiness)
+    if settings.admin_path and settings.admin_token:
+        bp.add_url_rule(settings.admin_path, "admin", _admin, methods=["GET", "PUT", "POST", "DELETE"])
     return bp
 
 
@@ -302,7 +231,7 @@ def _readiness() -> Response:
 
 def _admin() -> Response | tuple[Response, int]:
     state = Resilience.state()
-    token = str(state.config["RESILIENCE_ADMIN_TOKEN"])
+    token = str(state.settings.admin_token)
     given = request.headers.get("Authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         resp = jsonify(error="a valid bearer token is required")

@@ -20,12 +20,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import requests
 import urllib3
 
 from . import _fork
-from .exceptions import ConfigError
+from .config import HealthCheckConfig
 from .failover import FailoverManager
 from .model import NodeHealth, ServiceNode
 from .worker import BackgroundWorker
@@ -41,49 +42,25 @@ class HealthChecker:
     :param check_interval: seconds between rounds.
     :param timeout: seconds one check may take, connect and read together.
     :param path: request path appended to each node's endpoint.
-    :param unhealthy_threshold: consecutive failed checks that take a node out.
-    :param healthy_threshold: consecutive passes that bring it back (a node ejected by
-        passive failures only needs one).
-    :param jitter: up to this share of the interval is added at random to each wait.
-    :param max_workers: most checks run at the same time.
-    :param max_body_bytes: most bytes of a health response read.
+    :param config: a :class:`~resilience_mw.config.HealthCheckConfig`; or pass its
+        fields (``unhealthy_threshold``, ``healthy_threshold``, ``jitter``,
+        ``max_workers``, ``max_body_bytes``) as keyword arguments.
     """
 
     def __init__(
         self,
-        check_interval: float = 5.0,
-        timeout: float = 2.0,
-        path: str = "/health",
+        check_interval: float | None = None,
+        timeout: float | None = None,
+        path: str | None = None,
         *,
-        unhealthy_threshold: int = 3,
-        healthy_threshold: int = 2,
-        jitter: float = 0.1,
-        max_workers: int = 8,
-        max_body_bytes: int = 64 * 1024,
+        config: HealthCheckConfig | None = None,
+        **options: Any,
     ) -> None:
-        for name, value in (("check_interval", check_interval), ("timeout", timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(name, value, "must be a number > 0")
-        for name, ivalue in (
-            ("unhealthy_threshold", unhealthy_threshold),
-            ("healthy_threshold", healthy_threshold),
-            ("max_workers", max_workers),
-            ("max_body_bytes", max_body_bytes),
-        ):
-            if not isinstance(ivalue, int) or ivalue < 1:
-                raise ConfigError(name, ivalue, "must be an integer >= 1")
-        if not 0 <= jitter <= 1:
-            raise ConfigError("jitter", jitter, "must be in [0, 1]")
-        if not path.startswith("/"):
-            raise ConfigError("path", path, "must start with '/'")
-        self.check_interval = float(check_interval)
-        self.timeout = float(timeout)
-        self.path = path
-        self.unhealthy_threshold = unhealthy_threshold
-        self.healthy_threshold = healthy_threshold
-        self.jitter = jitter
-        self.max_workers = max_workers
-        self.max_body_bytes = max_body_bytes
+        for key, value in (("check_interval", check_interval), ("timeout", timeout), ("path", path)):
+            if value is not None:
+                options[key] = value
+        #: the settings in force (replace it with ``dataclasses.replace`` to change them)
+        self.config = HealthCheckConfig.from_options(config, options)
         self._session_pid = -1
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
@@ -103,7 +80,7 @@ class HealthChecker:
                 if self._session is None or self._session_pid != pid:
                     s = requests.Session()
                     s.trust_env = False  # no proxies from the environment for node probes
-                    adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.max_workers)
+                    adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.config.max_workers)
                     s.mount("http://", adapter)
                     s.mount("https://", adapter)
                     self._session, self._session_pid = s, pid
@@ -112,12 +89,12 @@ class HealthChecker:
     def check_node(self, node: ServiceNode) -> NodeHealth:
         """Check one node now and return what was seen (no state is changed)."""
         start = time.monotonic()
-        deadline = start + self.timeout
+        deadline = start + self.config.timeout
         passed = False
         try:
             with self._http().get(
-                node.endpoint + self.path,
-                timeout=(self.timeout, self.timeout),
+                node.endpoint + self.config.path,
+                timeout=(self.config.timeout, self.config.timeout),
                 allow_redirects=False,
                 stream=True,
                 headers={"User-Agent": "resilience_mw-health"},
@@ -125,7 +102,7 @@ class HealthChecker:
                 passed = 200 <= resp.status_code < 300
                 read = 0
                 # read1 returns whatever has arrived, so a trickled body meets the deadline
-                while (chunk := resp.raw.read1(8192)) and read < self.max_body_bytes:
+                while (chunk := resp.raw.read1(8192)) and read < self.config.max_body_bytes:
                     read += len(chunk)
                     if time.monotonic() > deadline:
                         passed = False  # the answer did not arrive within the timeout
@@ -168,13 +145,13 @@ class HealthChecker:
 
         threads = [
             threading.Thread(target=work, name="resilience_mw-health-check", daemon=True)
-            for _ in range(min(self.max_workers, len(nodes)))
+            for _ in range(min(self.config.max_workers, len(nodes)))
         ]
         start = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
-            t.join(max(0.0, start + self.timeout + 0.1 - time.monotonic()))
+            t.join(max(0.0, start + self.config.timeout + 0.1 - time.monotonic()))
         now = time.monotonic()
         return [
             r if r is not None else NodeHealth(n.id, False, now, 1, now - start)
@@ -189,8 +166,8 @@ class HealthChecker:
                 h.node_id,
                 h.is_healthy,
                 h.latency if h.is_healthy else None,
-                unhealthy_threshold=self.unhealthy_threshold,
-                healthy_threshold=self.healthy_threshold,
+                unhealthy_threshold=self.config.unhealthy_threshold,
+                healthy_threshold=self.config.healthy_threshold,
             )
         return results
 
@@ -204,8 +181,8 @@ class HealthChecker:
         self._worker = BackgroundWorker(
             "resilience_mw-health",
             lambda: self.run_once(nodes, failover_manager),
-            self.check_interval,
-            jitter=self.jitter,
+            self.config.check_interval,
+            jitter=self.config.jitter,
         )
         self._worker.start()
 
@@ -226,6 +203,6 @@ class HealthChecker:
 
     def __repr__(self) -> str:
         return (
-            f"HealthChecker(path={self.path!r}, interval={self.check_interval}, timeout={self.timeout}, "
-            f"thresholds={self.unhealthy_threshold}/{self.healthy_threshold}, running={self.running})"
+            f"HealthChecker(path={self.config.path!r}, interval={self.config.check_interval}, timeout={self.config.timeout}, "
+            f"thresholds={self.config.unhealthy_threshold}/{self.config.healthy_threshold}, running={self.running})"
         )

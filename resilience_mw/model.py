@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from . import _validate as v
+from ._redact import redact_url
 from .exceptions import ConfigError
 
 __all__ = [
@@ -24,16 +26,8 @@ __all__ = [
 ]
 
 
-def redact_url(url: str) -> str:
-    """Return ``url`` with any ``user:password@`` part replaced by ``***@``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+#: what to say when an endpoint's password is taken for its path, query or fragment
+_AT_HINT = "percent-encode '/', '?', '#' and '@' in a password (%2F, %3F, %23, %40)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,32 +47,23 @@ class ServiceNode:
     weight: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id.strip():
-            raise ConfigError("ServiceNode.id", self.id, "must be a non-empty string")
-        if not isinstance(self.endpoint, str):
-            raise ConfigError("ServiceNode.endpoint", self.endpoint, "must be a string")
+        v.text()("id", self.id)
+        v.text()("endpoint", self.endpoint)
+        endpoint = self.endpoint
         try:
-            parts = urlsplit(self.endpoint)
+            parts = urlsplit(endpoint)
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
-            raise ConfigError(
-                "ServiceNode.endpoint", redact_url(self.endpoint), f"unparseable URL ({exc})"
-            ) from None
+            raise ConfigError("endpoint", endpoint, f"unparseable URL ({exc})", hint=_AT_HINT if "@" in endpoint else None) from None
+        if ("@" in endpoint and "@" not in parts.netloc) or "@" in parts.path:
+            raise ConfigError("endpoint", endpoint, "has an '@' after the host", hint=_AT_HINT)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                "ServiceNode.endpoint",
-                redact_url(self.endpoint),
-                "must be an http:// or https:// URL with a host",
-            )
+            raise ConfigError("endpoint", endpoint, "must be an http:// or https:// URL with a host")
         if parts.query or parts.fragment:
-            raise ConfigError(
-                "ServiceNode.endpoint", redact_url(self.endpoint), "must not carry a query or fragment"
-            )
-        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or self.priority < 0:
-            raise ConfigError("ServiceNode.priority", self.priority, "must be an integer >= 0")
-        if isinstance(self.weight, bool) or not isinstance(self.weight, int) or self.weight < 1:
-            raise ConfigError("ServiceNode.weight", self.weight, "must be an integer >= 1")
+            raise ConfigError("endpoint", endpoint, "must not carry a query or fragment", hint=_AT_HINT if "@" in endpoint else None)
+        object.__setattr__(self, "endpoint", endpoint.rstrip("/"))
+        v.integer(ge=0)("priority", self.priority)
+        v.integer(ge=1, le=1_000_000)("weight", self.weight)
 
     @property
     def safe_endpoint(self) -> str:
@@ -135,6 +120,12 @@ class DegradationLevel(enum.IntEnum):
     Level3 = 3
     #: core only; requests outside core paths are shed
     Emergency = 4
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        return format(self.name, spec)
 
 
 class Feature(enum.Enum):

@@ -27,6 +27,7 @@ from typing import Any
 from blinker import Signal
 
 from . import _fork, signals
+from .config import PoolConfig, nodes_check
 from .exceptions import ConfigError, UnknownNodeError
 from .model import FailoverStrategy, NodeHealth, ServiceNode
 from .strategies import Picker, build_picker, failover_order
@@ -70,25 +71,16 @@ class _View:
     panic: bool
 
 
-def _require(cond: bool, field: str, value: Any, reason: str) -> None:
-    if not cond:
-        raise ConfigError(field, value, reason)
-
-
 class NodePool:
     """Nodes with health state and strategy-based selection.
 
-    :param nodes: the :class:`ServiceNode` list (non-empty, unique ids).
+    :param nodes: the :class:`ServiceNode` list (non-empty, unique ids; mappings of
+        their fields are accepted too).
     :param strategy: a :class:`FailoverStrategy` (or its member name).
     :param failure_threshold: consecutive failures of real traffic that eject a node.
-    :param base_ejection_time: seconds of the first ejection; the n-th lasts n times as long.
-    :param max_ejection_time: cap on one ejection, in seconds.
-    :param max_ejection_percent: share of nodes that may be ejected passively at once
-        (at least one always may). ``100`` disables the cap.
-    :param panic: when no node is healthy, offer all of them (best first) instead of none.
-    :param latency_alpha: weight of a new latency sample in the decaying average (0 < a <= 1).
-    :param power_of_two: FastestResponse picks the faster of two random healthy nodes
-        instead of always the fastest, so many clients do not herd onto one node.
+    :param config: a :class:`~resilience_mw.config.PoolConfig`; or pass its fields
+        (``base_ejection_time``, ``max_ejection_time``, ``max_ejection_percent``,
+        ``panic``, ``latency_alpha``, ``power_of_two``) as keyword arguments.
     :param clock: monotonic clock in seconds; tests pass a fake.
     :param rng: random source for Random, FastestResponse with power_of_two, and orders.
     """
@@ -96,62 +88,32 @@ class NodePool:
     def __init__(
         self,
         nodes: Iterable[ServiceNode],
-        strategy: FailoverStrategy | str = FailoverStrategy.Priority,
-        failure_threshold: int = 3,
+        strategy: FailoverStrategy | str | None = None,
+        failure_threshold: int | None = None,
         *,
-        base_ejection_time: float = 30.0,
-        max_ejection_time: float = 300.0,
-        max_ejection_percent: float = 50.0,
-        panic: bool = False,
-        latency_alpha: float = 0.3,
-        power_of_two: bool = False,
+        config: PoolConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        **options: Any,
     ) -> None:
-        node_list = tuple(nodes)
-        _require(len(node_list) > 0, "nodes", node_list, "at least one node is required")
-        for n in node_list:
-            _require(isinstance(n, ServiceNode), "nodes", n, "items must be ServiceNode")
-        ids = [n.id for n in node_list]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        _require(not dupes, "nodes", dupes, "node ids must be unique")
-        if isinstance(strategy, str):
-            try:
-                strategy = FailoverStrategy[strategy]
-            except KeyError:
-                raise ConfigError(
-                    "strategy", strategy, f"must be one of {[s.name for s in FailoverStrategy]}"
-                ) from None
-        _require(isinstance(strategy, FailoverStrategy), "strategy", strategy, "must be a FailoverStrategy")
-        _require(
-            isinstance(failure_threshold, int) and failure_threshold >= 1,
-            "failure_threshold",
-            failure_threshold,
-            "must be an integer >= 1",
-        )
-        _require(base_ejection_time > 0, "base_ejection_time", base_ejection_time, "must be > 0")
-        _require(
-            max_ejection_time >= base_ejection_time,
-            "max_ejection_time",
-            max_ejection_time,
-            "must be >= base_ejection_time",
-        )
-        _require(
-            0 < max_ejection_percent <= 100,
-            "max_ejection_percent",
-            max_ejection_percent,
-            "must be in (0, 100]",
-        )
-        _require(0 < latency_alpha <= 1, "latency_alpha", latency_alpha, "must be in (0, 1]")
-
-        self.strategy: FailoverStrategy = strategy
-        self.failure_threshold = failure_threshold
-        self.base_ejection_time = float(base_ejection_time)
-        self.max_ejection_time = float(max_ejection_time)
-        self.max_ejection_percent = float(max_ejection_percent)
-        self.panic = panic
-        self.latency_alpha = float(latency_alpha)
-        self.power_of_two = power_of_two
+        if strategy is not None:
+            options["strategy"] = strategy
+        if failure_threshold is not None:
+            options["failure_threshold"] = failure_threshold
+        self.config = cfg = PoolConfig.from_options(config, options)
+        node_list: tuple[ServiceNode, ...] = nodes_check()("nodes", nodes)
+        if not callable(clock):
+            raise ConfigError("clock", clock, "must be a callable returning seconds")
+        if rng is not None and not isinstance(rng, random.Random):
+            raise ConfigError("rng", rng, "must be a random.Random")
+        self.strategy: FailoverStrategy = cfg.strategy
+        self.failure_threshold = cfg.failure_threshold
+        self.base_ejection_time = cfg.base_ejection_time
+        self.max_ejection_time = cfg.max_ejection_time
+        self.max_ejection_percent = cfg.max_ejection_percent
+        self.panic = cfg.panic
+        self.latency_alpha = cfg.latency_alpha
+        self.power_of_two = cfg.power_of_two
         self._clock = clock
         self._rng = rng or random.Random()
         self._nodes = node_list

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _fork
+from .config import MiddlewareConfig
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .model import DegradationLevel
@@ -56,7 +57,8 @@ ORIGINAL_PATH_KEY = "resilience.original_path"
 #: nothing more for the request, and a later failure turns an ``"ok"`` into a failure.
 RECORDED_KEY = "resilience.recorded"
 
-DEFAULT_EXEMPT_PATHS = ("/livez", "/readyz", "/healthz", "/health", "/metrics")
+#: paths the middleware neither counts nor sheds unless told otherwise
+DEFAULT_EXEMPT_PATHS: tuple[str, ...] = MiddlewareConfig().exempt_paths
 
 
 def record_failure(environ: WSGIEnvironment, degradation: AutoDegradationManager) -> None:
@@ -105,16 +107,15 @@ class ResilienceMiddleware:
 
     :param app: the WSGI app to wrap.
     :param degradation: the :class:`AutoDegradationManager` to read and feed.
-    :param shed_level: from this level, non-core requests get 503 (``None``: never shed).
-    :param core_paths: path prefixes that are always served.
-    :param exempt_paths: exact paths neither counted nor shed (health, metrics, status).
-    :param reroutes: ``{path: (lighter_path, from_level)}``.
-    :param retry_after: seconds for the ``Retry-After`` header of shed responses.
-    :param is_failure: ``f(status_code) -> bool``; default: ``status_code >= 500``.
-    :param count_exceptions: whether an exception from the app, or from iterating its
-        body, counts as a failure (``False`` also leaves lazy bodies unwrapped).
-    :param record_outcomes: ``False`` leaves outcome recording to someone else; the
-        middleware then only gates, sheds and reroutes.
+    :param config: a :class:`~resilience_mw.config.MiddlewareConfig`; or pass its
+        fields as keyword arguments: ``shed_level`` (from this level, non-core requests
+        get 503; ``None``: never; a level member or name), ``core_paths`` (path
+        prefixes always served), ``exempt_paths`` (exact paths neither counted nor
+        shed), ``reroutes`` (``{path: (lighter_path, level)}``), ``retry_after``
+        (seconds), ``is_failure`` (``f(status_code) -> bool``; default: ``>= 500``),
+        ``count_exceptions`` (an exception from the app or its body is a failure;
+        ``False`` also leaves lazy bodies unwrapped) and ``record_outcomes``
+        (``False``: only gate, shed and reroute).
     :param on_first_request: called once, before the first request this process serves
         (the Flask extension starts its background workers this way).
     """
@@ -124,41 +125,32 @@ class ResilienceMiddleware:
         app: WSGIApplication,
         degradation: AutoDegradationManager,
         *,
-        shed_level: DegradationLevel | None = DegradationLevel.Emergency,
-        core_paths: Iterable[str] = (),
-        exempt_paths: Iterable[str] = DEFAULT_EXEMPT_PATHS,
-        reroutes: Mapping[str, tuple[str, DegradationLevel]] | None = None,
-        retry_after: int = 30,
-        is_failure: Callable[[int], bool] | None = None,
-        count_exceptions: bool = True,
-        record_outcomes: bool = True,
+        config: MiddlewareConfig | None = None,
         on_first_request: Callable[[], object] | None = None,
+        **options: Any,
     ) -> None:
-        if shed_level is not None and not isinstance(shed_level, DegradationLevel):
-            raise ConfigError("shed_level", shed_level, "must be a DegradationLevel or None")
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-            raise ConfigError("retry_after", retry_after, "must be an integer >= 0")
-        for p in [*core_paths, *exempt_paths]:
-            if not isinstance(p, str) or not p.startswith("/"):
-                raise ConfigError("paths", p, "must be strings starting with '/'")
+        if not callable(app):
+            raise ConfigError("app", app, "must be a WSGI application (a callable)")
+        if not isinstance(degradation, AutoDegradationManager):
+            raise ConfigError("degradation", degradation, "must be an AutoDegradationManager")
+        if on_first_request is not None and not callable(on_first_request):
+            raise ConfigError("on_first_request", on_first_request, "must be callable or None")
+        #: the settings in force
+        self.config = cfg = MiddlewareConfig.from_options(config, options)
         self.app = app
         self.degradation = degradation
-        self.shed_level = shed_level
-        self.core_paths = tuple(core_paths)
-        self.exempt_paths = frozenset(exempt_paths)
-        self.retry_after = retry_after
-        self.count_exceptions = count_exceptions
-        self.record_outcomes = record_outcomes
+        self.shed_level = cfg.shed_level
+        self.core_paths = cfg.core_paths
+        self.exempt_paths = frozenset(cfg.exempt_paths)
+        self.reroutes = cfg.reroutes
+        self.retry_after = cfg.retry_after
+        self.count_exceptions = cfg.count_exceptions
+        self.record_outcomes = cfg.record_outcomes
         self._on_first_request = on_first_request
         self._first_lock = threading.Lock()
         _fork.register(self)
-        self.reroutes: dict[str, tuple[str, DegradationLevel]] = {}
-        for src, target in (reroutes or {}).items():
-            if not (
-                isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], DegradationLevel)
-            ):
-                raise ConfigError(f"reroutes[{src!r}]", target, "must be (path, DegradationLevel)")
-            self.reroutes[src] = target
+        is_failure = cfg.is_failure
+        shed_level = cfg.shed_level
         # None: the default rule (5xx), which the hot path checks inline
         self._is_failure: Callable[[str], bool] | None = (
             None if is_failure is None else (lambda status: is_failure(int(status[:3])))

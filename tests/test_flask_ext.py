@@ -42,7 +42,7 @@ def test_options_resolution_kwarg_over_config_over_default() -> None:
     state = a.extensions["resilience"]
     assert state.middleware.retry_after == 11
     assert state.middleware.shed_level == L.Level3
-    assert state.config["RESILIENCE_CHECK_INTERVAL"] == 1.0
+    assert state.settings.check_interval == 1.0
     assert a.config["RESILIENCE_READINESS_PATH"] == "/readyz"
 
 
@@ -51,8 +51,8 @@ def test_options_resolution_kwarg_over_config_over_default() -> None:
     [
         ({"RESILIENCE_SHED_LEVEL": "Level7"}, "RESILIENCE_SHED_LEVEL"),
         ({"RESILIENCE_START": "sometimes"}, "RESILIENCE_START"),
-        ({"RESILIENCE_DEGRADATION": {"cpu_threshold_l1": 99}}, "cpu_threshold_l2"),
-        ({"RESILIENCE_NODES": [{"id": "a", "endpoint": "gopher://x"}]}, "ServiceNode.endpoint"),
+        ({"RESILIENCE_DEGRADATION": {"cpu_threshold_l1": 99}}, "RESILIENCE_DEGRADATION.cpu_threshold_l2"),
+        ({"RESILIENCE_NODES": [{"id": "a", "endpoint": "gopher://x"}]}, "RESILIENCE_NODES[0].endpoint"),
         ({"RESILIENCE_CHECK_INTERVAL": 0}, "RESILIENCE_CHECK_INTERVAL"),
     ],
 )
@@ -138,10 +138,10 @@ def test_nodes_configured_with_redacted_readiness(node_factory: Any) -> None:
             ServiceNode("down", "http://admin:hunter2@127.0.0.1:9", priority=5),
         ],
         RESILIENCE_HEALTH_CHECK_TIMEOUT=0.5,
+        RESILIENCE_HEALTH_CHECK_HEALTHY_THRESHOLD=1,
+        RESILIENCE_HEALTH_CHECK_UNHEALTHY_THRESHOLD=1,
     )
     state = a.extensions["resilience"]
-    state.health_checker.healthy_threshold = 1
-    state.health_checker.unhealthy_threshold = 1
     state.health_checker.run_once(state.failover.nodes, state.failover)
     r = a.test_client().get("/readyz")
     text = r.get_data(as_text=True)

@@ -12,7 +12,9 @@ PKG = Path(resilience_mw.__file__).parent
 
 #: module -> layer; a module may import only modules of a lower or equal layer
 LAYERS = {
+    "_redact": 0,
     "exceptions": 0,
+    "_validate": 0,
     "model": 0,
     "signals": 0,
     "_fork": 0,
@@ -31,6 +33,7 @@ LAYERS = {
     "alerts": 4,
     "wsgi": 5,
     "adapter": 5,
+    "settings": 4,
     "flask_ext": 5,
     "decorators": 6,
     "__init__": 7,

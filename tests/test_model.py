@@ -19,13 +19,13 @@ from resilience_mw import (
 @pytest.mark.parametrize(
     ("kwargs", "field", "shown"),
     [
-        ({"id": "", "endpoint": "http://a"}, "ServiceNode.id", "''"),
-        ({"id": "a", "endpoint": "ftp://a"}, "ServiceNode.endpoint", "ftp://a"),
-        ({"id": "a", "endpoint": "http://"}, "ServiceNode.endpoint", "http://"),
-        ({"id": "a", "endpoint": "localhost:80"}, "ServiceNode.endpoint", "localhost:80"),
-        ({"id": "a", "endpoint": "http://a", "priority": -1}, "ServiceNode.priority", "-1"),
-        ({"id": "a", "endpoint": "http://a", "weight": 0}, "ServiceNode.weight", "0"),
-        ({"id": "a", "endpoint": "http://a:99999"}, "ServiceNode.endpoint", "http://a:99999"),
+        ({"id": "", "endpoint": "http://a"}, "id", "''"),
+        ({"id": "a", "endpoint": "ftp://a"}, "endpoint", "ftp://a"),
+        ({"id": "a", "endpoint": "http://"}, "endpoint", "http://"),
+        ({"id": "a", "endpoint": "localhost:80"}, "endpoint", "localhost:80"),
+        ({"id": "a", "endpoint": "http://a", "priority": -1}, "priority", "-1"),
+        ({"id": "a", "endpoint": "http://a", "weight": 0}, "weight", "0"),
+        ({"id": "a", "endpoint": "http://a:99999"}, "endpoint", "http://a:99999"),
     ],
 )
 def test_bad_node_names_field_and_value(kwargs: dict[str, object], field: str, shown: str) -> None:

@@ -155,9 +155,9 @@ def test_custom_failure_rule(deg: AutoDegradationManager) -> None:
 @pytest.mark.parametrize(
     ("kw", "field"),
     [
-        ({"shed_level": 4}, "shed_level"),
+        ({"shed_level": "Level9"}, "shed_level"),
         ({"retry_after": -1}, "retry_after"),
-        ({"core_paths": ["x"]}, "paths"),
+        ({"core_paths": ["x"]}, "core_paths[0]"),
     ],
 )
 def test_config_errors(deg: AutoDegradationManager, kw: dict[str, Any], field: str) -> None:

@@ -177,9 +177,10 @@ def test_chaos_through_demo_app(capsys: Any, tmp_path: Any) -> None:
     base = f"http://127.0.0.1:{server.server_port}"
     demo.start(base, traffic=False)
     client = requests.Session()
-    interval = state.health_checker.check_interval
-    timeout = state.health_checker.timeout
-    bound = interval * 1.1 * state.health_checker.unhealthy_threshold + timeout
+    hc = state.health_checker.config
+    interval = hc.check_interval
+    timeout = hc.timeout
+    bound = interval * 1.1 * hc.unhealthy_threshold + timeout
 
     def send(method: str, rid: str) -> bool:
         try:

@@ -1,0 +1,84 @@
+"""Redaction: the one place that decides what of a URL, header or text may be shown.
+
+Every message, ``repr``, log line and document the library produces that shows a URL,
+a header or a token goes through these functions:
+
+* :func:`redact_url` hides ``user:password@`` (even when the password holds ``/``,
+  ``?``, ``#`` or ``@``, which ``urllib.parse`` would take for the path);
+  ``query=False`` also drops the query string and fragment (for log lines).
+* :func:`redact_text` does the same to every URL inside free text (exception
+  messages from urllib3 quote the URL they failed on) and hides bearer tokens.
+* :func:`redact_headers` replaces the values of credential-carrying headers.
+* :func:`redact_value` is what :class:`~resilience_mw.ConfigError` shows of a value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "MASK",
+    "SENSITIVE_HEADERS",
+    "redact_headers",
+    "redact_text",
+    "redact_url",
+    "redact_value",
+]
+
+MASK = "***"
+
+#: request and response headers whose values are credentials (compared lower-case)
+SENSITIVE_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
+)
+
+# scheme://, then anything up to the *last* "@" of the same token: a password may hold
+# "/", "?", "#" or "@", and hiding a little too much beats showing a secret.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s'\"<>]*@")
+# a query string or fragment inside free text, up to whitespace, a quote or a bracket
+_QUERY = re.compile(r"(?P<path>(?:://|\burl: |^|\s)[^\s'\"<>?#]*)[?#][^\s'\"<>)]*")
+_BEARER = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]+")
+
+
+def redact_url(url: str, *, query: bool = True) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``.
+
+    :param query: keep the query string and fragment (``False`` for log lines, where a
+        query string may carry a token).
+    """
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", url)
+    if not query:
+        cut = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+    return text
+
+
+def redact_text(text: str) -> str:
+    """Free text with credentials in URLs, query strings and bearer tokens hidden."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    text = _QUERY.sub(lambda m: f"{m['path']}?{MASK}", text)
+    return _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
+
+
+def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A copy of ``headers`` with the values of :data:`SENSITIVE_HEADERS` masked."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {k: (MASK if k.lower() in SENSITIVE_HEADERS else v) for k, v in items}
+
+
+def redact_value(value: Any, *, secret: bool = False) -> Any:
+    """What an error message may show of a configured ``value``: :data:`MASK` for a
+    secret, strings (and the strings inside lists, tuples and dicts) with URL
+    credentials hidden, anything else as it is."""
+    if secret:
+        return MASK
+    if isinstance(value, str):
+        return _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", value)
+    if type(value) in (list, tuple):
+        return type(value)(redact_value(v) for v in value)
+    if type(value) is dict:
+        return {k: redact_value(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,263 @@
+"""The Flask extension's settings: every ``RESILIENCE_*`` key, typed and validated.
+
+:data:`SETTINGS` lists each key with its default and meaning (the option reference
+is generated from it). :meth:`ResilienceSettings.from_mapping` turns the resolved
+keys into typed config objects, and every error names the key as the user wrote it:
+``RESILIENCE_NODES[1].endpoint``, ``RESILIENCE_DEGRADATION.cooldown_seconds``, or the
+keyword (``shed_level``) when it came from ``Resilience(app, shed_level=...)``.
+Nothing here imports Flask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from . import _validate as v
+from ._redact import MASK
+from .config import (
+    AdapterConfig,
+    AlertConfig,
+    DegradationConfig,
+    HealthCheckConfig,
+    MiddlewareConfig,
+    PoolConfig,
+    nodes_check,
+)
+from .exceptions import ConfigError
+from .model import ServiceNode
+from .sampling import Sample
+
+__all__ = ["PREFIX", "SETTINGS", "ConfigWarning", "ResilienceSettings", "Setting", "warn_unknown_keys"]
+
+PREFIX = "RESILIENCE_"
+
+C = TypeVar("C", DegradationConfig, PoolConfig, HealthCheckConfig, AdapterConfig, MiddlewareConfig, AlertConfig)
+
+
+class ConfigWarning(UserWarning):
+    """A ``RESILIENCE_*`` key that no setting has (most likely a misspelling)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One ``RESILIENCE_*`` key: its default and what it does."""
+
+    key: str
+    default: Any
+    doc: str
+
+
+_HEALTH = {f.name: f for f in fields(HealthCheckConfig)}
+_MIDDLEWARE = {f.name: f for f in fields(MiddlewareConfig)}
+
+#: every key the extension reads, in the order the reference lists them
+SETTINGS: tuple[Setting, ...] = (
+    Setting("RESILIENCE_DEGRADATION", None, "a DegradationConfig, or a mapping of its fields"),
+    Setting("RESILIENCE_CHECK_INTERVAL", 1.0, "seconds between samples of CPU, memory and error rate"),
+    Setting("RESILIENCE_SAMPLER", None, "callable returning a Sample(cpu, memory); None: psutil, cgroup-aware"),
+    Setting("RESILIENCE_START", "lazy", "start workers on the first request ('lazy'), in init_app ('eager') or never ('off')"),
+    Setting("RESILIENCE_SHED_LEVEL", "Emergency", _MIDDLEWARE["shed_level"].metadata["doc"]),
+    Setting("RESILIENCE_CORE_PATHS", (), _MIDDLEWARE["core_paths"].metadata["doc"]),
+    Setting("RESILIENCE_EXEMPT_PATHS", ("/metrics",), "exact paths neither counted nor shed (the health endpoints are added)"),
+    Setting("RESILIENCE_REROUTES", {}, '{"/search": ["/search/lite", "Level2"]}: serve a lighter path from a level on'),
+    Setting("RESILIENCE_RETRY_AFTER", 30, _MIDDLEWARE["retry_after"].metadata["doc"]),
+    Setting("RESILIENCE_NODES", (), "upstream nodes: ServiceNode objects or {id, endpoint, priority, weight} mappings"),
+    Setting("RESILIENCE_STRATEGY", "Priority", "FailoverStrategy member or name"),
+    Setting("RESILIENCE_FAILOVER_OPTIONS", {}, "a mapping of PoolConfig fields: ejection, panic, latency (strategy has its own key)"),
+    Setting("RESILIENCE_ADAPTER", {}, "a mapping of AdapterConfig fields for the app's FailoverAdapter (state.adapter)"),
+    Setting("RESILIENCE_HEALTH_CHECK", True, "actively check the configured nodes"),
+    *(
+        Setting(
+            "RESILIENCE_HEALTH_CHECK_" + name.removeprefix("check_").upper(),
+            f.default,
+            f.metadata["doc"],
+        )
+        for name, f in _HEALTH.items()
+    ),
+    Setting("RESILIENCE_LIVENESS_PATH", "/livez", "liveness endpoint (200 while the process serves); empty: off"),
+    Setting("RESILIENCE_READINESS_PATH", "/readyz", "readiness endpoint (application/health+json); empty: off"),
+    Setting("RESILIENCE_ADMIN_PATH", "/resilience/level", "admin endpoint: GET figures, PUT a level, DELETE the override"),
+    Setting("RESILIENCE_ADMIN_TOKEN", None, "bearer token the admin endpoint requires; without one the endpoint does not exist"),
+    Setting("RESILIENCE_ALERTS", True, "raise alerts for this app: True, False, or a mapping of AlertConfig fields"),
+)
+
+#: key -> default
+DEFAULTS: Mapping[str, Any] = {s.key: s.default for s in SETTINGS}
+
+_HEALTH_KEYS = {"RESILIENCE_HEALTH_CHECK_" + n.removeprefix("check_").upper(): n for n in _HEALTH}
+_MIDDLEWARE_KEYS = {
+    "RESILIENCE_SHED_LEVEL": "shed_level",
+    "RESILIENCE_CORE_PATHS": "core_paths",
+    "RESILIENCE_EXEMPT_PATHS": "exempt_paths",
+    "RESILIENCE_REROUTES": "reroutes",
+    "RESILIENCE_RETRY_AFTER": "retry_after",
+}
+
+
+def warn_unknown_keys(keys: Iterable[str]) -> list[str]:
+    """Warn (:class:`ConfigWarning`) about each ``RESILIENCE_*`` key that is not a
+    setting, naming the closest one; returns the unknown keys."""
+    unknown = [k for k in keys if k.startswith(PREFIX) and k not in DEFAULTS]
+    for key in unknown:
+        near = v.closest(key, DEFAULTS)
+        warnings.warn(
+            f"{key} is not a resilience_mw setting and is ignored" + (f"; did you mean {near}?" if near else ""),
+            ConfigWarning,
+            stacklevel=3,
+        )
+    return unknown
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResilienceSettings:
+    """The typed settings of one app, built by :meth:`from_mapping`."""
+
+    degradation: DegradationConfig
+    check_interval: float
+    sampler: Callable[[], Sample] | None
+    start: str
+    middleware: MiddlewareConfig
+    nodes: tuple[ServiceNode, ...]
+    pool: PoolConfig
+    adapter: AdapterConfig
+    #: ``None`` when health checks are off
+    health_check: HealthCheckConfig | None
+    liveness_path: str | None
+    readiness_path: str | None
+    admin_path: str | None
+    admin_token: str | None = dataclasses.field(repr=False)
+    #: ``None`` when alerts are off
+    alerts: AlertConfig | None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={MASK if f.name == 'admin_token' and self.admin_token else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"ResilienceSettings({shown})"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> ResilienceSettings:
+        """Settings from resolved ``RESILIENCE_*`` values (missing keys take defaults).
+
+        :param names: what the user calls each key, where it is not the key itself
+            (the keyword of ``Resilience(app, shed_level=...)``); errors use it.
+        """
+        get = {**DEFAULTS, **values}.__getitem__
+        called = {key: key for key in DEFAULTS} | dict(names or {})
+
+        def check(key: str, rule: v.Check) -> Any:
+            return rule(called[key], get(key))
+
+        token = v.optional(v.text(secret=True))(called["RESILIENCE_ADMIN_TOKEN"], get("RESILIENCE_ADMIN_TOKEN"))
+        if token is not None and token != token.strip():
+            raise ConfigError(called["RESILIENCE_ADMIN_TOKEN"], token, "must not start or end with whitespace", secret=True)
+        pool_name = called["RESILIENCE_FAILOVER_OPTIONS"]
+        pool_options = _mapping(pool_name, get("RESILIENCE_FAILOVER_OPTIONS"))
+        if "strategy" in pool_options:
+            raise ConfigError(
+                f"{pool_name}.strategy", pool_options["strategy"], "has its own key", hint="set RESILIENCE_STRATEGY"
+            )
+        strategy_name = called["RESILIENCE_STRATEGY"]
+        pool = _grouped(
+            PoolConfig,
+            {**pool_options, "strategy": get("RESILIENCE_STRATEGY")},
+            lambda f: strategy_name if f == "strategy" else f"{pool_name}.{f}",
+        )
+        health_on = check("RESILIENCE_HEALTH_CHECK", v.boolean())
+        health = _grouped(
+            HealthCheckConfig,
+            {field: get(key) for key, field in _HEALTH_KEYS.items()},
+            {field: called[key] for key, field in _HEALTH_KEYS.items()}.__getitem__,
+        )
+        endpoints = {
+            key: check(key, v.Check("a path or empty", _optional_path))
+            for key in ("RESILIENCE_LIVENESS_PATH", "RESILIENCE_READINESS_PATH", "RESILIENCE_ADMIN_PATH")
+        }
+        middleware_values = {field: get(key) for key, field in _MIDDLEWARE_KEYS.items()}
+        exempt = v.paths()(called["RESILIENCE_EXEMPT_PATHS"], middleware_values["exempt_paths"])
+        middleware_values["exempt_paths"] = tuple(
+            dict.fromkeys([*MiddlewareConfig().exempt_paths, *exempt, *(p for p in endpoints.values() if p)])
+        )
+        middleware = _grouped(
+            MiddlewareConfig,
+            middleware_values,
+            {field: called[key] for key, field in _MIDDLEWARE_KEYS.items()}.__getitem__,
+        )
+        alerts_value = get("RESILIENCE_ALERTS")
+        alerts = None
+        if alerts_value is not False:
+            alerts = _sub(AlertConfig, called["RESILIENCE_ALERTS"], {} if alerts_value is True else alerts_value)
+        return cls(
+            degradation=_sub(DegradationConfig, called["RESILIENCE_DEGRADATION"], get("RESILIENCE_DEGRADATION")),
+            check_interval=check("RESILIENCE_CHECK_INTERVAL", v.seconds(minimum=0.01, maximum=3600)),
+            sampler=check("RESILIENCE_SAMPLER", v.optional(v.function())),
+            start=check("RESILIENCE_START", v.one_of(("lazy", "eager", "off"))),
+            middleware=middleware,
+            nodes=_nodes(called["RESILIENCE_NODES"], get("RESILIENCE_NODES")),
+            pool=pool,
+            adapter=_sub(AdapterConfig, called["RESILIENCE_ADAPTER"], get("RESILIENCE_ADAPTER")),
+            health_check=health if health_on else None,
+            liveness_path=endpoints["RESILIENCE_LIVENESS_PATH"],
+            readiness_path=endpoints["RESILIENCE_READINESS_PATH"],
+            admin_path=endpoints["RESILIENCE_ADMIN_PATH"],
+            admin_token=token,
+            alerts=alerts,
+        )
+
+
+def _optional_path(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    clean: str = v.path()(name, value)
+    return clean
+
+
+def _nodes(name: str, value: Any) -> tuple[ServiceNode, ...]:
+    if isinstance(value, (list, tuple)) and not value:
+        return ()  # no upstream nodes: the app uses degradation only
+    nodes: tuple[ServiceNode, ...] = nodes_check()(name, value)
+    return nodes
+
+
+def _mapping(name: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        hint = "a string was given where a mapping of settings is expected" if isinstance(value, str) else None
+        raise ConfigError(name, value, "must be a mapping of setting names to values", hint=hint)
+    return value
+
+
+def _sub(cls: type[C], name: str, value: Any) -> C:
+    """A config from a config object, a mapping of its fields, or ``None`` (defaults)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    return _grouped(cls, _mapping(name, value), lambda f: f"{name}.{f}")
+
+
+_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(.*)$", re.S)
+
+
+def _grouped(cls: type[C], values: Mapping[str, Any], name_of: Callable[[str], str]) -> C:
+    """``cls(**values)``, with every error renamed from the field to the user's name
+    for it (``core_paths[0]`` -> ``RESILIENCE_CORE_PATHS[0]``)."""
+    known = [f.name for f in fields(cls)]
+    for key, value in values.items():
+        if key not in known:
+            near = v.closest(str(key), known)
+            raise ConfigError(
+                name_of(str(key)), value, "is not a known setting", hint=f"did you mean {near!r}?" if near else None
+            )
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        m = _FIELD.match(exc.field)
+        if m is None or m[1] not in known:
+            raise
+        raise exc.renamed(name_of(m[1]) + m[2]) from None
