@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "MASK",
     "SENSITIVE_HEADERS",
+    "describe_error",
     "redact_headers",
     "redact_text",
     "redact_url",
@@ -82,3 +83,12 @@ def redact_value(value: Any, *, secret: bool = False) -> Any:
     if type(value) is dict:
         return {k: redact_value(v) for k, v in value.items()}
     return value
+
+
+def describe_error(exc: BaseException, limit: int = 200) -> str:
+    """``TypeName: message`` of ``exc`` for one log line or message: redacted, and cut to
+    ``limit`` characters (urllib3 nests three exception reprs in one message)."""
+    text = redact_text(str(exc)).replace("\n", " ")
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -63,7 +63,7 @@ from urllib3.exceptions import (
 )
 
 from . import signals
-from ._redact import redact_url
+from ._redact import describe_error, redact_url
 from .config import AdapterConfig, PoolConfig
 from .exceptions import AllNodesFailedError, Attempt, ConfigError, NoAvailableNodeError, ResilienceError
 from .failover import FailoverManager
@@ -269,6 +269,7 @@ class FailoverAdapter(HTTPAdapter):
                     self._read_body(resp, attempt_ends)
             except (requests.RequestException, ResilienceError) as exc:
                 elapsed = time.perf_counter() - start
+                _detach_node_credentials(exc, request)
                 self.manager.mark_failure(node.id)
                 attempts.append(Attempt(node.id, exc, elapsed))
                 if nxt is None:
@@ -276,11 +277,11 @@ class FailoverAdapter(HTTPAdapter):
                 if not _never_reached(exc) and not (safe and replayable):
                     # It may have been received: sending it elsewhere could duplicate it.
                     log.warning(
-                        "%s %s to node %s failed after it may have been received; not failing over: %r",
+                        "%s %s to node %s failed after it may have been received; not failing over: %s",
                         request.method,
                         _path(request),
                         node.id,
-                        exc,
+                        describe_error(exc),
                     )
                     raise
                 self._failed_over(node, nxt, exc, request)
@@ -351,12 +352,26 @@ class FailoverAdapter(HTTPAdapter):
         self, node: ServiceNode, nxt: ServiceNode, error: BaseException, request: PreparedRequest
     ) -> None:
         log.warning(
-            "%s %s: node %s failed (%r); trying %s", request.method, _path(request), node.id, error, nxt.id
+            "%s %s: node %s failed (%s); trying %s",
+            request.method,
+            _path(request),
+            node.id,
+            describe_error(error),
+            nxt.id,
         )
         signals.send(signals.failover, self.manager, from_node=node, to_node=nxt, error=error)
 
     def __repr__(self) -> str:
         return f"FailoverAdapter({self.manager!r})"
+
+
+def _detach_node_credentials(exc: BaseException, request: PreparedRequest) -> None:
+    """Point ``exc`` at the caller's own request instead of the attempt sent to a node,
+    which carries the node's URL and ``Authorization`` header."""
+    if isinstance(exc, requests.RequestException):
+        exc.request = request
+        if exc.response is not None:
+            exc.response.request = request
 
 
 def _split_credentials(endpoint: str) -> tuple[str, HTTPBasicAuth | None]:

@@ -27,8 +27,9 @@ from typing import Any, ParamSpec, TypeVar
 from flask import current_app, has_app_context, has_request_context, request
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
+from . import _validate as v
 from .degradation import AutoDegradationManager
-from .exceptions import FeatureUnavailable, ResilienceError
+from .exceptions import ConfigError, FeatureUnavailable, ResilienceError
 from .graceful import check_levels, run_with_fallback
 from .model import DegradationLevel
 from .wsgi import record_failure
@@ -63,6 +64,11 @@ class FeatureUnavailableHTTP(FeatureUnavailable, ServiceUnavailable):
         return self.message
 
 
+def _check_manager(manager: object) -> None:
+    if manager is not None and not isinstance(manager, AutoDegradationManager):
+        raise ConfigError("manager", manager, "must be an AutoDegradationManager or None")
+
+
 def _app_manager() -> AutoDegradationManager:
     if has_app_context():
         state = current_app.extensions.get("resilience")
@@ -87,6 +93,12 @@ def feature(
     :class:`FeatureUnavailableHTTP` (a 503 in Flask; a :class:`FeatureUnavailable`
     for plain callers).
     """
+
+    v.optional(v.function())("fallback", fallback)
+    _check_manager(manager)
+    v.optional(v.integer(ge=0, le=86_400))("retry_after", retry_after)
+    if manager is not None:
+        manager.features.is_available(feat, DegradationLevel.Normal)  # unknown feature: ConfigError now
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
@@ -126,8 +138,8 @@ def _record_outcome(manager: AutoDegradationManager, success: bool) -> None:
 def with_fallback(
     fallback: Callable[..., Any],
     *,
-    skip_primary_at: DegradationLevel = DegradationLevel.Level3,
-    fallback_on_error_at: DegradationLevel = DegradationLevel.Level2,
+    skip_primary_at: DegradationLevel | str = DegradationLevel.Level3,
+    fallback_on_error_at: DegradationLevel | str = DegradationLevel.Level2,
     manager: AutoDegradationManager | None = None,
     record: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -137,9 +149,10 @@ def with_fallback(
     ``fallback_on_error_at`` serves the fallback; below it the exception propagates.
     HTTP errors below 500 (``abort(404)``) always propagate and are not failures.
     """
-    check_levels(skip_primary_at, fallback_on_error_at)
-    if not callable(fallback):
-        raise ResilienceError(f"with_fallback needs a callable fallback, got {fallback!r}")
+    skip_primary_at, fallback_on_error_at = check_levels(skip_primary_at, fallback_on_error_at)
+    v.function()("fallback", fallback)
+    _check_manager(manager)
+    v.boolean()("record", record)
 
     # Below both levels only the primary runs: that common case is handled inline.
     lowest = min(skip_primary_at, fallback_on_error_at)

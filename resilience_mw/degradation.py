@@ -24,6 +24,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from . import _fork, signals
+from . import _validate as v
 from .config import DegradationConfig
 from .exceptions import ConfigError
 from .features import FeatureTable
@@ -34,6 +35,9 @@ from .worker import BackgroundWorker
 __all__ = ["AutoDegradationManager", "ErrorWindow"]
 
 log = logging.getLogger(__name__)
+
+#: sampling intervals accepted by :meth:`AutoDegradationManager.start`
+_INTERVAL = v.seconds(minimum=0.01, maximum=3600)
 
 
 class _Bucket:
@@ -78,6 +82,8 @@ class ErrorWindow:
     """
 
     def __init__(self, seconds: float, buckets: int, clock: Callable[[], float] = time.monotonic) -> None:
+        seconds = v.seconds(minimum=0.1)("seconds", seconds)
+        buckets = v.integer(ge=1, le=3600)("buckets", buckets)
         self.width = seconds / buckets
         self._n = buckets
         self._clock = clock
@@ -182,6 +188,10 @@ class AutoDegradationManager:
         self.config = config if config is not None else DegradationConfig()
         if not isinstance(self.config, DegradationConfig):
             raise ConfigError("config", config, "must be a DegradationConfig")
+        v.optional(v.function())("sampler", sampler)
+        v.function()("clock", clock)
+        if features is not None and not isinstance(features, FeatureTable):
+            raise ConfigError("features", features, "must be a FeatureTable")
         self.features = features if features is not None else FeatureTable()
         self._sampler: Callable[[], Sample] = sampler if sampler is not None else SystemSampler()
         self._clock = clock
@@ -217,7 +227,7 @@ class AutoDegradationManager:
         """Whether ``feature`` is on at the current level (a precomputed-table lookup)."""
         return self.features.is_available(feature, self.level)
 
-    def register_feature(self, feature: Hashable, off_at: DegradationLevel | None) -> None:
+    def register_feature(self, feature: Hashable, off_at: DegradationLevel | str | None) -> None:
         """Add a feature of your own, off from level ``off_at`` (``None``: never)."""
         self.features.register(feature, off_at)
 
@@ -225,8 +235,7 @@ class AutoDegradationManager:
 
     def start(self, check_interval: float = 1.0) -> None:
         """Start sampling every ``check_interval`` seconds in a daemon thread (idempotent)."""
-        if not check_interval > 0:
-            raise ConfigError("check_interval", check_interval, "must be > 0")
+        check_interval = _INTERVAL("check_interval", check_interval)
         with self._lock:
             if self._worker is None:
                 prime = getattr(self._sampler, "prime", None)

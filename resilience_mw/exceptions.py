@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._redact import redact_value
+from ._redact import describe_error, redact_value
 
 __all__ = [
     "AllNodesFailedError",
@@ -86,8 +86,7 @@ class AllNodesFailedError(ResilienceError):
         self.attempts: tuple[Attempt, ...] = tuple(attempts)
         if not message:
             tried = "; ".join(
-                f"{a.node_id}: {type(a.error).__name__}: {a.error} ({a.elapsed * 1000:.1f} ms)"
-                for a in self.attempts
+                f"{a.node_id}: {describe_error(a.error)} ({a.elapsed * 1000:.1f} ms)" for a in self.attempts
             )
             message = f"all {len(self.attempts)} node(s) failed: {tried}"
         super().__init__(message)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from . import signals
+from ._redact import describe_error
 from .exceptions import AllNodesFailedError, Attempt, NoAvailableNodeError
 from .model import FailoverStrategy, ServiceNode
 from .pool import NodePool
@@ -78,11 +79,11 @@ class FailoverManager(NodePool):
                     raise
                 nxt = order[i + 1] if i + 1 < len(order) else None
                 log.warning(
-                    "node %s failed (attempt %d of %d): %r%s",
+                    "node %s failed (attempt %d of %d): %s%s",
                     node.id,
                     i + 1,
                     len(order),
-                    exc,
+                    describe_error(exc),
                     f"; trying {nxt.id}" if nxt else "",
                 )
                 signals.send(signals.failover, self, from_node=node, to_node=nxt, error=exc)

@@ -23,7 +23,7 @@ from collections.abc import Hashable, Mapping
 
 from . import _fork
 from .exceptions import ConfigError
-from .model import DegradationLevel, Feature
+from .model import DegradationLevel, Feature, parse_level
 
 __all__ = ["DEFAULT_TABLE", "FeatureTable"]
 
@@ -47,6 +47,8 @@ class FeatureTable:
         self._lock = threading.Lock()
         self._off_at: dict[Hashable, DegradationLevel | None] = {}
         self._by_level: dict[DegradationLevel, frozenset[Hashable]] = {}
+        if table is not None and not isinstance(table, Mapping):
+            raise ConfigError("table", table, "must be a mapping {feature: level or None}")
         for feature, level in (table if table is not None else DEFAULT_TABLE).items():
             self._off_at[feature] = self._check(feature, level)
         self._recompute()
@@ -56,15 +58,14 @@ class FeatureTable:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _check(feature: Hashable, level: DegradationLevel | int | None) -> DegradationLevel | None:
-        if level is None:
-            return None
+    def _check(feature: Hashable, level: DegradationLevel | int | str | None) -> DegradationLevel | None:
         try:
-            return DegradationLevel(level)
-        except ValueError:
-            raise ConfigError(f"features[{feature!r}]", level, "must be a DegradationLevel or None") from None
+            hash(feature)
+        except TypeError:
+            raise ConfigError("feature", feature, "must be hashable (a Feature member or a name)") from None
+        return None if level is None else parse_level(level, f"features[{feature!r}]")
 
-    def register(self, feature: Hashable, off_at: DegradationLevel | None) -> None:
+    def register(self, feature: Hashable, off_at: DegradationLevel | str | None) -> None:
         """Add or change ``feature``: off from level ``off_at`` (``None``: core, never off)."""
         level = self._check(feature, off_at)
         with self._lock:

@@ -12,9 +12,10 @@ import logging
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from . import _validate as v
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
-from .model import DegradationLevel
+from .model import DegradationLevel, parse_level
 
 __all__ = ["GracefulDegradation", "check_levels", "run_with_fallback"]
 
@@ -75,15 +76,15 @@ class GracefulDegradation:
         self,
         manager: AutoDegradationManager,
         *,
-        skip_primary_at: DegradationLevel = DegradationLevel.Level3,
-        fallback_on_error_at: DegradationLevel = DegradationLevel.Level2,
+        skip_primary_at: DegradationLevel | str = DegradationLevel.Level3,
+        fallback_on_error_at: DegradationLevel | str = DegradationLevel.Level2,
         record: bool = True,
     ) -> None:
-        check_levels(skip_primary_at, fallback_on_error_at)
+        if not isinstance(manager, AutoDegradationManager):
+            raise ConfigError("manager", manager, "must be an AutoDegradationManager")
+        self.skip_primary_at, self.fallback_on_error_at = check_levels(skip_primary_at, fallback_on_error_at)
         self.manager = manager
-        self.skip_primary_at = skip_primary_at
-        self.fallback_on_error_at = fallback_on_error_at
-        self.record = record
+        self.record = v.boolean()("record", record)
 
     def execute(self, primary: Callable[[], T], fallback: Callable[[], T]) -> T:
         """Run ``primary`` or ``fallback`` by the current level and the primary's outcome."""
@@ -104,9 +105,8 @@ class GracefulDegradation:
         return None
 
 
-def check_levels(skip_primary_at: object, fallback_on_error_at: object) -> None:
-    """Raise :class:`ConfigError` unless both are :class:`DegradationLevel` members."""
-    if not isinstance(skip_primary_at, DegradationLevel):
-        raise ConfigError("skip_primary_at", skip_primary_at, "must be a DegradationLevel")
-    if not isinstance(fallback_on_error_at, DegradationLevel):
-        raise ConfigError("fallback_on_error_at", fallback_on_error_at, "must be a DegradationLevel")
+def check_levels(
+    skip_primary_at: object, fallback_on_error_at: object
+) -> tuple[DegradationLevel, DegradationLevel]:
+    """Both levels as members (given as members, names or values), or :class:`ConfigError`."""
+    return parse_level(skip_primary_at, "skip_primary_at"), parse_level(fallback_on_error_at, "fallback_on_error_at")

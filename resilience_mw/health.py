@@ -27,6 +27,7 @@ import urllib3
 
 from . import _fork
 from .config import HealthCheckConfig
+from .exceptions import ConfigError
 from .failover import FailoverManager
 from .model import NodeHealth, ServiceNode
 from .worker import BackgroundWorker
@@ -175,7 +176,12 @@ class HealthChecker:
 
     def start(self, nodes: Sequence[ServiceNode], failover_manager: FailoverManager) -> None:
         """Check ``nodes`` every interval in a daemon thread, feeding ``failover_manager``."""
+        if not isinstance(failover_manager, FailoverManager):
+            raise ConfigError("failover_manager", failover_manager, "must be a FailoverManager")
         nodes = tuple(nodes)
+        unknown = [n for n in nodes if not isinstance(n, ServiceNode) or n not in failover_manager.nodes]
+        if unknown or not nodes:
+            raise ConfigError("nodes", unknown or nodes, "must be nodes of failover_manager")
         if self._worker is not None and self._worker.alive:
             return
         self._worker = BackgroundWorker(

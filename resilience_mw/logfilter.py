@@ -15,6 +15,7 @@ import logging
 from collections.abc import Hashable
 
 from .degradation import AutoDegradationManager
+from .exceptions import ConfigError
 from .model import Feature
 
 __all__ = ["DetailedLogsFilter"]
@@ -30,6 +31,11 @@ class DetailedLogsFilter(logging.Filter):
         min_level: int = logging.INFO,
     ) -> None:
         super().__init__()
+        if not isinstance(manager, AutoDegradationManager):
+            raise ConfigError("manager", manager, "must be an AutoDegradationManager")
+        manager.features.is_available(feature, manager.level)  # an unknown feature fails now
+        if isinstance(min_level, bool) or not isinstance(min_level, int):
+            raise ConfigError("min_level", min_level, "must be a logging level number such as logging.INFO")
         self.manager = manager
         self.feature = feature
         self.min_level = min_level

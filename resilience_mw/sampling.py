@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from .exceptions import ConfigError
+
 __all__ = ["Sample", "SystemSampler", "cgroup_memory_percent"]
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,10 @@ class SystemSampler:
     :param cgroup_root: where to look for cgroup memory files (tests pass a temp dir).
     """
 
-    def __init__(self, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
-        self.cgroup_root = cgroup_root
+    def __init__(self, cgroup_root: Path | str = Path("/sys/fs/cgroup")) -> None:
+        if not isinstance(cgroup_root, (str, Path)):
+            raise ConfigError("cgroup_root", cgroup_root, "must be a path")
+        self.cgroup_root = Path(cgroup_root)
 
     def prime(self) -> None:
         """Take psutil's CPU baseline in the calling thread (its first reading is 0.0)."""
