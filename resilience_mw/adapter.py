@@ -62,6 +62,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from . import _validate as v
 from . import signals
 from ._redact import describe_error, redact_url
 from .config import AdapterConfig, PoolConfig
@@ -184,6 +185,7 @@ class FailoverAdapter(HTTPAdapter):
         **options: Any,
     ) -> None:
         adapter_fields = {f.name for f in dataclasses.fields(AdapterConfig)}
+        v.reject_unknown_keys("", options, [*adapter_fields, *(f.name for f in dataclasses.fields(PoolConfig))])
         pool_options = {k: options.pop(k) for k in list(options) if k not in adapter_fields}
         if strategy is not None:
             pool_options["strategy"] = strategy
@@ -198,8 +200,8 @@ class FailoverAdapter(HTTPAdapter):
             manager = FailoverManager(
                 nodes_or_manager, config=pool_config, clock=clock or time.monotonic, **pool_options
             )
-        #: the settings in force
-        self.config = cfg = AdapterConfig.from_options(config, options)
+        #: the settings in force (not ``config``: requests' HTTPAdapter has a ``config`` dict)
+        self.failover_config = cfg = AdapterConfig.from_options(config, options)
         n = len(manager.nodes)
         if cfg.pool_connections is not None and cfg.pool_connections < n:
             raise ConfigError("pool_connections", cfg.pool_connections, f"must be >= the node count ({n})")

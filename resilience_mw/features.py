@@ -50,7 +50,7 @@ class FeatureTable:
         if table is not None and not isinstance(table, Mapping):
             raise ConfigError("table", table, "must be a mapping {feature: level or None}")
         for feature, level in (table if table is not None else DEFAULT_TABLE).items():
-            self._off_at[feature] = self._check(feature, level)
+            self._off_at[feature] = self._check(feature, level, f"table[{feature!r}]")
         self._recompute()
         _fork.register(self)
 
@@ -58,16 +58,18 @@ class FeatureTable:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _check(feature: Hashable, level: DegradationLevel | int | str | None) -> DegradationLevel | None:
+    def _check(
+        feature: Hashable, level: DegradationLevel | int | str | None, name: str
+    ) -> DegradationLevel | None:
         try:
             hash(feature)
         except TypeError:
             raise ConfigError("feature", feature, "must be hashable (a Feature member or a name)") from None
-        return None if level is None else parse_level(level, f"features[{feature!r}]")
+        return None if level is None else parse_level(level, name)
 
     def register(self, feature: Hashable, off_at: DegradationLevel | str | None) -> None:
         """Add or change ``feature``: off from level ``off_at`` (``None``: core, never off)."""
-        level = self._check(feature, off_at)
+        level = self._check(feature, off_at, "off_at")
         with self._lock:
             self._off_at[feature] = level
             self._recompute()
