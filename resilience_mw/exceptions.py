@@ -42,10 +42,10 @@ class ConfigError(ResilienceError, ValueError):
         self.field = field
         self.value = redact_value(value, secret=secret)
         self.reason = reason
-        self.hint = hint
+        self.hint = redact_value(hint)  # hints may quote the value
         self.secret = secret
         message = f"{field}={self.value!r}: {reason}"
-        super().__init__(f"{message} (hint: {hint})" if hint else message)
+        super().__init__(f"{message} (hint: {self.hint})" if hint else message)
 
     def renamed(self, field: str) -> ConfigError:
         """The same error for a setting the user knows by another name."""
