@@ -13,7 +13,6 @@ import requests
 from flask import Flask
 
 from resilience_mw import ConfigError, FailoverManager, ServiceNode
-from resilience_mw.adapter import FailoverAdapter
 from resilience_mw.flask_ext import Resilience
 from tests.nodes import free_port
 
