@@ -196,10 +196,13 @@ def main() -> None:
     print(
         f"Machine: {m.get('cpus')} CPUs, {m.get('processor')}, {m.get('platform')}, Python {m.get('python')}\n"
     )
-    print("| measure | result | same-run reference | goal |")
-    print("|---|---|---|---|")
-    for row in rows(b):
-        print("| " + " | ".join(row) + " |")
+    # an reStructuredText list-table, for docs/benchmarks.rst
+    print(".. list-table::\n   :header-rows: 1\n")
+    for row in [["measure", "result", "same-run reference", "goal"], *rows(b)]:
+        cells = [c.replace("*", "\\*") or " " for c in row]
+        print(f"   * - {cells[0]}")
+        for c in cells[1:]:
+            print(f"     - {c}")
 
 
 if __name__ == "__main__":
