@@ -209,12 +209,6 @@ class FailoverAdapter(HTTPAdapter):
         # Credentials in a node's endpoint go in an Authorization header (urllib3 ignores
         # them in the URL) and never into the URL requested, so errors cannot show them.
         self._targets = {node.id: _split_credentials(node.endpoint) for node in manager.nodes}
-        self.retry_statuses = cfg.retry_statuses
-        self.idempotent_methods = cfg.idempotent_methods
-        self.retry_non_idempotent = cfg.retry_non_idempotent
-        self.default_timeout = cfg.default_timeout
-        self.deadline = cfg.deadline
-        self.max_body_bytes = cfg.max_body_bytes
         # One pool per node and then some: fewer pools than nodes would churn connections.
         super().__init__(
             pool_connections=cfg.pool_connections if cfg.pool_connections is not None else max(n, 10),
@@ -239,13 +233,13 @@ class FailoverAdapter(HTTPAdapter):
                 f"no healthy node among {[n.id for n in self.manager.nodes]}", request=request
             )
         safe = (
-            self.retry_non_idempotent
-            or (request.method or "GET").upper() in self.idempotent_methods
+            self.failover_config.retry_non_idempotent
+            or (request.method or "GET").upper() in self.failover_config.idempotent_methods
             or IDEMPOTENCY_HEADER in request.headers
         )
         replayable = _replayable(request)
-        ends = None if self.deadline is None else time.monotonic() + self.deadline
-        attempt_timeout = timeout if timeout is not None else self.default_timeout
+        ends = None if self.failover_config.deadline is None else time.monotonic() + self.failover_config.deadline
+        attempt_timeout = timeout if timeout is not None else self.failover_config.default_timeout
         attempts: list[Attempt] = []
         for i, node in enumerate(order):
             nxt = order[i + 1] if i + 1 < len(order) else None
@@ -290,7 +284,7 @@ class FailoverAdapter(HTTPAdapter):
                 continue
             elapsed = time.perf_counter() - start
             status = resp.status_code
-            if status in self.retry_statuses:
+            if status in self.failover_config.retry_statuses:
                 wait = _retry_after(resp) if status in (429, 503) else None
                 if wait:
                     self.manager.hold_off(node.id, wait)
@@ -325,7 +319,7 @@ class FailoverAdapter(HTTPAdapter):
 
     def _read_body(self, resp: Response, ends: float | None) -> None:
         """Read the whole body now, bounded in size and by the deadline."""
-        limit = self.max_body_bytes
+        limit = self.failover_config.max_body_bytes
         chunks: list[bytes] = []
         size = 0
         try:

@@ -100,24 +100,19 @@ class NodePool:
             options["strategy"] = strategy
         if failure_threshold is not None:
             options["failure_threshold"] = failure_threshold
+        #: the settings in force
         self.config = cfg = PoolConfig.from_options(config, options)
         node_list: tuple[ServiceNode, ...] = nodes_check()("nodes", nodes)
         if not callable(clock):
             raise ConfigError("clock", clock, "must be a callable returning seconds")
         if rng is not None and not isinstance(rng, random.Random):
             raise ConfigError("rng", rng, "must be a random.Random")
+        #: the strategy in force (``config.strategy``; read on every failover order)
         self.strategy: FailoverStrategy = cfg.strategy
-        self.failure_threshold = cfg.failure_threshold
-        self.base_ejection_time = cfg.base_ejection_time
-        self.max_ejection_time = cfg.max_ejection_time
-        self.max_ejection_percent = cfg.max_ejection_percent
-        self.panic = cfg.panic
-        self.latency_alpha = cfg.latency_alpha
-        self.power_of_two = cfg.power_of_two
         self._clock = clock
         self._rng = rng or random.Random()
         self._nodes = node_list
-        self._max_ejectable = max(1, int(len(node_list) * self.max_ejection_percent / 100))
+        self._max_ejectable = max(1, int(len(node_list) * self.config.max_ejection_percent / 100))
         self._lock = threading.RLock()
         self._states = {n.id: _NodeState(n) for n in node_list}
         # Decaying-average latency per node id. Written under the lock, read without it
@@ -212,7 +207,7 @@ class NodePool:
             now = self._clock()
             st.consecutive_failures += 1
             st.last_check = now
-            if st.healthy and st.consecutive_failures >= self.failure_threshold:
+            if st.healthy and st.consecutive_failures >= self.config.failure_threshold:
                 if self._passively_ejected() < self._max_ejectable:
                     transitions.append(self._eject(st, now))
                 else:
@@ -243,7 +238,7 @@ class NodePool:
         transitions: list[_Transition] = []
         with self._lock:
             st = self._state(node_id)
-            seconds = min(max(0.0, seconds), self.max_ejection_time)
+            seconds = min(max(0.0, seconds), self.config.max_ejection_time)
             if st.healthy and seconds > 0 and self._passively_ejected() < self._max_ejectable:
                 transitions.append(self._take_down(st, self._clock(), HOLD, seconds))
         self._emit(transitions)
@@ -321,16 +316,16 @@ class NodePool:
 
     def _add_latency(self, node_id: str, sample: float) -> None:
         old = self._latency.get(node_id)
-        self._latency[node_id] = sample if old is None else old + self.latency_alpha * (sample - old)
+        self._latency[node_id] = sample if old is None else old + self.config.latency_alpha * (sample - old)
 
     def _passively_ejected(self) -> int:
         return sum(1 for s in self._states.values() if not s.healthy and s.down_reason in (PASSIVE, HOLD))
 
     def _eject(self, st: _NodeState, now: float) -> _Transition:
-        if st.healthy_since is not None and now - st.healthy_since >= self.max_ejection_time:
+        if st.healthy_since is not None and now - st.healthy_since >= self.config.max_ejection_time:
             st.ejections = 0  # healthy long enough: forget earlier ejections
         st.ejections += 1
-        duration = min(self.base_ejection_time * st.ejections, self.max_ejection_time)
+        duration = min(self.config.base_ejection_time * st.ejections, self.config.max_ejection_time)
         return self._take_down(st, now, PASSIVE, duration)
 
     def _take_down(self, st: _NodeState, now: float, reason: str, duration: float | None) -> _Transition:
@@ -361,7 +356,7 @@ class NodePool:
         st.check_failures = 0
         st.healthy_since = self._clock()
         # On probation one more failure ejects the node again (for longer).
-        st.consecutive_failures = self.failure_threshold - 1 if probation else 0
+        st.consecutive_failures = self.config.failure_threshold - 1 if probation else 0
         self._rebuild()
         log.info("node %s recovered (%s)", st.node.id, reason)
         return signals.node_recovered, {"node": st.node, "reason": reason}
@@ -386,7 +381,7 @@ class NodePool:
 
     def _build_view(self) -> _View:
         healthy = tuple(n for n in self._nodes if self._states[n.id].healthy)
-        panic = not healthy and self.panic
+        panic = not healthy and self.config.panic
         candidates = self._nodes if panic else healthy
         expiries = [s.ejected_until for s in self._states.values() if s.ejected_until is not None]
         self._rebuilds += 1
@@ -398,7 +393,7 @@ class NodePool:
                 candidates,
                 latency=self._latency,
                 rng=self._rng,
-                power_of_two=self.power_of_two,
+                power_of_two=self.config.power_of_two,
                 offset=self._rebuilds,
             ),
             recheck_at=min(expiries) if expiries else None,

@@ -252,7 +252,7 @@ def test_config_object_or_keywords_not_both() -> None:
     from resilience_mw.config import HealthCheckConfig, PoolConfig
 
     assert HealthChecker(config=HealthCheckConfig(timeout=1)).config.timeout == 1
-    assert FailoverManager(NODES, config=PoolConfig(failure_threshold=5)).failure_threshold == 5
+    assert FailoverManager(NODES, config=PoolConfig(failure_threshold=5)).config.failure_threshold == 5
     with pytest.raises(ConfigError, match="not both"):
         HealthChecker(config=HealthCheckConfig(), timeout=1)
     with pytest.raises(ConfigError, match="must be a HealthCheckConfig"):
