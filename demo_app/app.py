@@ -24,7 +24,7 @@ import requests
 from flask import Flask, abort, jsonify, render_template, request
 
 from resilience_mw import DegradationLevel, Feature, signals
-from resilience_mw.adapter import FailoverAdapter, FailoverConnectionError
+from resilience_mw.adapter import FailoverAdapter
 from resilience_mw.decorators import feature, with_fallback
 from resilience_mw.flask_ext import Resilience, ResilienceState
 from resilience_mw.worker import BackgroundWorker
@@ -286,7 +286,7 @@ def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | No
     def items() -> Any:
         try:
             return jsonify(demo.upstream("GET", "/api/items", timeout=(0.5, 1.0)))
-        except (FailoverConnectionError, requests.RequestException) as exc:
+        except requests.RequestException as exc:
             return jsonify(error=f"upstream unavailable: {type(exc).__name__}"), 502
 
     @app.post("/api/orders")

@@ -19,6 +19,7 @@ from .exceptions import (
     AllNodesFailedError,
     Attempt,
     ConfigError,
+    FailoverError,
     FeatureUnavailable,
     NoAvailableNodeError,
     ResilienceError,
@@ -35,7 +36,7 @@ from .readiness import readiness_document
 from .sampling import Sample, SystemSampler
 
 if TYPE_CHECKING:
-    from .adapter import FailoverAdapter, FailoverConnectionError
+    from .adapter import DeadlineExceeded, FailoverAdapter
     from .decorators import FeatureUnavailableHTTP, feature, with_fallback
     from .flask_ext import Resilience
     from .wsgi import ResilienceMiddleware
@@ -46,7 +47,7 @@ __version__ = "0.1.0"
 # pull in Flask or the requests adapter machinery for code that only needs the core.
 _LAZY = {
     "FailoverAdapter": "adapter",
-    "FailoverConnectionError": "adapter",
+    "DeadlineExceeded": "adapter",
     "FeatureUnavailableHTTP": "decorators",
     "Resilience": "flask_ext",
     "ResilienceMiddleware": "wsgi",
@@ -70,11 +71,12 @@ __all__ = [
     "Attempt",
     "AutoDegradationManager",
     "ConfigError",
+    "DeadlineExceeded",
     "DegradationConfig",
     "DegradationLevel",
     "DetailedLogsFilter",
     "FailoverAdapter",
-    "FailoverConnectionError",
+    "FailoverError",
     "FailoverManager",
     "FailoverStrategy",
     "Feature",

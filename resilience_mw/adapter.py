@@ -10,30 +10,42 @@ strategy, and on failure to the next node, the way Envoy would, without a proxy:
     ]))
     session.get("http://orders/api/x?q=1", timeout=(1, 5))   # -> http://10.0.0.1:8080/api/x?q=1
 
-Safety first. A request that never reached a node (connection refused, DNS failure,
-connect timeout, TLS handshake failure) fails over whatever its method. A request that
-may have reached it (read timeout, reset after sending, a garbage answer, a status in
-``retry_statuses``) fails over only if its method is idempotent (GET, HEAD, OPTIONS,
-PUT, DELETE, TRACE), the request carries an ``Idempotency-Key`` header, or the adapter
-was built with ``retry_non_idempotent=True`` (e.g. for OTLP export, where a duplicate
-is acceptable). A POST never reaches two nodes otherwise. A body that cannot be
-replayed (a generator, a non-seekable file) is never sent twice.
+**Transparent.** With one healthy node it behaves as requests' own ``HTTPAdapter``:
+the same exception types (the last attempt's own exception is raised, with
+:class:`~resilience_mw.FailoverError` mixed in and every attempt attached), the same
+per-read ``timeout`` semantics (``None`` waits as long as requests would), the body
+read by requests after the adapter returns, ``response.url`` the logical URL (so
+relative redirects come back through the adapter), proxies chosen for the node's URL
+(honouring ``NO_PROXY``). ``response.resilience_node`` names the node that answered.
 
-The failover loop owns the retry budget: urllib3's own retries stay at zero. Each
-attempt gets the caller's ``timeout`` (``default_timeout`` when it is ``None``), and
-``deadline`` bounds the whole call. Without ``stream=True`` the body is read inside the
-adapter, at most ``max_body_bytes`` of it and within the deadline, so an endless or
-broken body costs bounded time and memory and can fail over too.
+**Never sends a POST twice.** Each attempt records whether any byte of the request
+was written to the node. A failure before that (refused, DNS, connect timeout, TLS
+handshake) moves on whatever the method; a failure after it (a read timeout, a reset,
+a garbage answer, a status in ``retry_statuses``) moves on only for an idempotent method
+(GET, HEAD, OPTIONS, PUT, DELETE, TRACE), a request with an ``Idempotency-Key`` header,
+or an adapter built with ``retry_non_idempotent=True``. A body that cannot be replayed
+(a generator, a non-seekable file) is never sent twice.
 
-When every node fails the adapter raises :class:`FailoverConnectionError`, both a
-``requests.ConnectionError`` and an :class:`~resilience_mw.AllNodesFailedError` with
-every attempt. When it stops early because failing over would not be safe, the
-original error (``ReadTimeout``, ``ConnectionError``...) propagates. When the last
-node answers with a retryable status, that response is returned (call
-``raise_for_status()`` as usual).
+**Blames the right party.** Only what the node did counts against it: connection
+failures, timeouts, resets, malformed answers, 5xx and 429. The caller's own mistakes
+(an invalid URL or proxy URL, a CA bundle that does not load, a body over
+``max_body_bytes``) are raised at once, charge no node and try no other.
 
-The response's ``url`` is the logical URL (so relative redirects come back through the
-adapter) and ``response.resilience_node`` names the node that answered.
+**Never shuts its nodes out.** When every node is ejected or held off, the best
+candidate is tried anyway (panic routing; see :class:`~resilience_mw.config.PoolConfig`),
+and a one-node pool always sends to its node. ``Retry-After`` on 503/429 holds a node
+off so that others are preferred.
+
+**Opt-in differences**, each because it needs the body read inside the adapter:
+``deadline=`` bounds the whole call, every phase included (connect, send, response
+head, and the body unless ``stream=True``): a watchdog shuts the socket when it passes
+and :class:`DeadlineExceeded` (a ``requests.Timeout``) is raised. ``max_body_bytes=``
+bounds the body held in memory (:class:`ResponseTooLarge`). With either set, a body
+that breaks while being read fails over like any other failure, and ``r.elapsed``
+includes reading it.
+
+After ``os.fork()`` the child drops the connection pools it inherited, so parent and
+children never share a keep-alive socket.
 """
 
 from __future__ import annotations
@@ -42,37 +54,33 @@ import dataclasses
 import email.utils
 import logging
 import math
+import os
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.request import getproxies
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from requests.models import PreparedRequest, Response
-from requests.utils import get_auth_from_url, rewind_body
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    DecodeError,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
+from requests.utils import get_auth_from_url, rewind_body, should_bypass_proxies
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from . import _fork, _http
 from . import _validate as v
-from . import signals
-from ._redact import describe_error, redact_url
+from ._redact import redact_url
 from .config import AdapterConfig, PoolConfig
-from .exceptions import AllNodesFailedError, Attempt, ConfigError, NoAvailableNodeError, ResilienceError
-from .failover import FailoverManager
+from .exceptions import ConfigError, NoAvailableNodeError, ResilienceError, with_attempts
+from .failover import FailoverLoop, FailoverManager, Try
 from .model import FailoverStrategy, ServiceNode
 
 __all__ = [
+    "DeadlineExceeded",
     "FailoverAdapter",
-    "FailoverConnectionError",
     "NoAvailableNodeConnectionError",
     "ResponseTooLarge",
     "UpstreamStatusError",
@@ -80,24 +88,25 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: what requests accepts as ``timeout``: seconds, (connect, read) with None for no bound, or None
-_Timeout = float | tuple[float | None, float | None] | None
-
 #: a request header that marks a request safe to send twice
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
+#: what requests accepts as ``timeout``: seconds, (connect, read) with None for no bound, or None
+_Timeout = float | tuple[float | None, float | None] | None
 
-class FailoverConnectionError(AllNodesFailedError, requests.ConnectionError):
-    """Every node failed; ``attempts`` has each try (node id, error, seconds)."""
-
-    def __init__(self, attempts: list[Attempt], request: PreparedRequest | None = None) -> None:
-        AllNodesFailedError.__init__(self, attempts)
-        self.request = request
-        self.response = None
+#: the caller's own mistakes: raised at once, no node charged, no other node tried
+_CALLER_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
 
 
 class NoAvailableNodeConnectionError(NoAvailableNodeError, requests.ConnectionError):
-    """No node is healthy (and panic mode is off): nothing was sent."""
+    """No node is healthy, panic routing is off and the pool has several nodes: nothing
+    was sent."""
 
     def __init__(self, message: str, request: PreparedRequest | None = None) -> None:
         NoAvailableNodeError.__init__(self, message)
@@ -115,38 +124,28 @@ class UpstreamStatusError(ResilienceError):
 
 
 class ResponseTooLarge(ResilienceError, requests.RequestException):
-    """A non-streamed response body exceeded ``max_body_bytes``."""
+    """A response body exceeded ``max_body_bytes`` (the caller's limit: no node is blamed)."""
 
 
-class _DeadlineExceeded(ResilienceError, requests.Timeout):
-    """The overall deadline passed before or while reading a response."""
+class DeadlineExceeded(ResilienceError, requests.Timeout):
+    """The adapter's ``deadline`` passed before the call finished."""
 
 
-def _never_reached(exc: BaseException) -> bool:
-    """Whether the request certainly did not reach the node (safe to send elsewhere)."""
-    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
-        return True
-    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
-        reason = exc.args[0] if exc.args else None
-        if isinstance(reason, MaxRetryError):
-            reason = reason.reason
-        return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
-    return False
-
-
-def _retry_after(resp: Response) -> float | None:
+def _retry_after(resp: Response, cap: float) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta or HTTP date), at most ``cap``."""
     value = resp.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if math.isnan(seconds):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, seconds), cap)
 
 
 def _replayable(request: PreparedRequest) -> bool:
@@ -156,6 +155,17 @@ def _replayable(request: PreparedRequest) -> bool:
     # A file-like body can be sent again only if requests recorded where it started
     # (it stores a sentinel object, not an int, when tell() failed).
     return isinstance(getattr(request, "_body_position", None), int) and hasattr(body, "seek")
+
+
+def _unsent(ctx: _http.AttemptContext, exc: BaseException) -> bool:
+    """Whether the request provably never reached the node."""
+    if ctx.unsent:
+        return True
+    # Without our connection (a SOCKS proxy), only urllib3's connect errors prove it.
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
 class FailoverAdapter(HTTPAdapter):
@@ -192,7 +202,8 @@ class FailoverAdapter(HTTPAdapter):
         if isinstance(nodes_or_manager, FailoverManager):
             if pool_options or pool_config is not None or clock is not None:
                 raise ConfigError(
-                    "pool options", sorted(pool_options) or pool_config or clock,
+                    "pool options",
+                    sorted(pool_options) or pool_config or clock,
                     "not allowed with a FailoverManager: they are the manager's own",
                 )
             manager = nodes_or_manager
@@ -209,6 +220,7 @@ class FailoverAdapter(HTTPAdapter):
         # Credentials in a node's endpoint go in an Authorization header (urllib3 ignores
         # them in the URL) and never into the URL requested, so errors cannot show them.
         self._targets = {node.id: _split_credentials(node.endpoint) for node in manager.nodes}
+        self._tls_checked: set[tuple[Any, ...]] = set()
         # One pool per node and then some: fewer pools than nodes would churn connections.
         super().__init__(
             pool_connections=cfg.pool_connections if cfg.pool_connections is not None else max(n, 10),
@@ -216,6 +228,25 @@ class FailoverAdapter(HTTPAdapter):
             max_retries=0,
             pool_block=cfg.pool_block,
         )
+        _fork.register(self)
+
+    # ------------------------------------------------------------ requests hooks
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = _http.POOL_CLASSES
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools are urllib3's own
+            manager.pool_classes_by_scheme = _http.POOL_CLASSES
+        return manager
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's pooled sockets are the parent's: the child starts with none.
+        self.proxy_manager = {}
+        pools, size, block = (getattr(self, a) for a in ("_pool_connections", "_pool_maxsize", "_pool_block"))
+        self.init_poolmanager(pools, size, block=block)
 
     # The signature is requests' own: Session.send calls it by keyword.
     def send(  # noqa: PLR0917 - requests' own signature
@@ -227,85 +258,133 @@ class FailoverAdapter(HTTPAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
+        cfg = self.failover_config
         order = self.manager.failover_order()
         if not order:
-            raise NoAvailableNodeConnectionError(
-                f"no healthy node among {[n.id for n in self.manager.nodes]}", request=request
+            raise with_attempts(
+                NoAvailableNodeConnectionError(
+                    f"no healthy node among {[n.id for n in self.manager.nodes]} (panic routing is off)",
+                    request=request,
+                ),
+                (),
             )
+        self._check_caller_tls(request, verify, cert)
         safe = (
-            self.failover_config.retry_non_idempotent
-            or (request.method or "GET").upper() in self.failover_config.idempotent_methods
+            cfg.retry_non_idempotent
+            or (request.method or "GET").upper() in cfg.idempotent_methods
             or IDEMPOTENCY_HEADER in request.headers
         )
         replayable = _replayable(request)
-        ends = None if self.failover_config.deadline is None else time.monotonic() + self.failover_config.deadline
-        attempt_timeout = timeout if timeout is not None else self.failover_config.default_timeout
-        attempts: list[Attempt] = []
-        for i, node in enumerate(order):
-            nxt = order[i + 1] if i + 1 < len(order) else None
+        ends = None if cfg.deadline is None else time.monotonic() + cfg.deadline
+        timeout = cfg.default_timeout if timeout is None else timeout
+        read_body = not stream and (ends is not None or cfg.max_body_bytes is not None)
+        loop = FailoverLoop(self.manager, order, label=f"{request.method} {_path(request)}")
+        for step in loop:
             if ends is not None and time.monotonic() >= ends:
-                attempts.append(Attempt(node.id, _DeadlineExceeded("deadline passed before trying"), 0.0))
-                break
-            attempt = self._prepare(request, node, first=i == 0)
-            start = time.perf_counter()
-            # The whole attempt, body included, gets the timeout's budget (connect + read):
-            # a body trickled in just under the read timeout cannot hold it forever.
-            budget = _budget(attempt_timeout)
-            attempt_ends = ends if budget is None else min(ends or math.inf, time.monotonic() + budget)
-            try:
-                resp = super().send(
-                    attempt,
-                    stream=True,
-                    timeout=_clamp(attempt_timeout, ends),  # type: ignore[arg-type]  # (None, x) is valid
-                    verify=verify,
-                    cert=cert,
-                    proxies=proxies,
-                )
-                if not stream:
-                    self._read_body(resp, attempt_ends)
-            except (requests.RequestException, ResilienceError) as exc:
-                elapsed = time.perf_counter() - start
-                _detach_node_credentials(exc, request)
-                self.manager.mark_failure(node.id)
-                attempts.append(Attempt(node.id, exc, elapsed))
-                if nxt is None:
-                    break
-                if not _never_reached(exc) and not (safe and replayable):
-                    # It may have been received: sending it elsewhere could duplicate it.
-                    log.warning(
-                        "%s %s to node %s failed after it may have been received; not failing over: %s",
-                        request.method,
-                        _path(request),
-                        node.id,
-                        describe_error(exc),
+                exc = DeadlineExceeded(f"deadline of {cfg.deadline:g}s passed before trying {step.node.id}", request=request)
+                loop.failed(step, exc, charge=False, go_on=False)
+                raise exc
+            with _http.attempt(ends) as ctx:
+                try:
+                    resp = self._attempt(request, step, stream, timeout, verify, cert, proxies, read_body, ctx)
+                except Exception as exc:
+                    if isinstance(exc, requests.RequestException):
+                        _detach_node_credentials(exc, request)
+                    if isinstance(exc, (*_CALLER_ERRORS, ResponseTooLarge)) or not isinstance(
+                        exc, (requests.RequestException, urllib3.exceptions.HTTPError)
+                    ):
+                        loop.failed(step, exc, charge=False, go_on=False)
+                        raise
+                    # Another node only if this one provably never saw the request, or
+                    # seeing it twice is harmless; never once the deadline has passed.
+                    go_on = not isinstance(exc, DeadlineExceeded) and (
+                        _unsent(ctx, exc) or (safe and replayable)
                     )
+                    if loop.failed(step, exc, go_on=go_on):
+                        continue
                     raise
-                self._failed_over(node, nxt, exc, request)
-                continue
-            elapsed = time.perf_counter() - start
             status = resp.status_code
-            if status in self.failover_config.retry_statuses:
-                wait = _retry_after(resp) if status in (429, 503) else None
-                if wait:
-                    self.manager.hold_off(node.id, wait)
-                else:
-                    self.manager.mark_failure(node.id)
-                if nxt is not None and safe and replayable:
-                    error = UpstreamStatusError(status, wait)
-                    attempts.append(Attempt(node.id, error, elapsed))
+            if status in cfg.retry_statuses:
+                wait = _retry_after(resp, self.manager.config.max_ejection_time) if status in (429, 503) else None
+                if step.next is not None and safe and replayable:
                     resp.close()
-                    self._failed_over(node, nxt, error, request)
+                    loop.failed(step, UpstreamStatusError(status, wait), hold_off=wait)
                     continue
+                loop.charge(step, hold_off=wait)
             elif status >= 500:
-                self.manager.mark_failure(node.id)
+                loop.charge(step)
             else:
-                self.manager.mark_success(node.id, elapsed)
-            return self._finish(resp, request, node)
-        raise FailoverConnectionError(attempts, request=request) from (
-            attempts[-1].error if attempts else None
-        )
+                loop.succeeded(step)
+            return self._finish(resp, request, step.node)
+        raise AssertionError("unreachable: an empty order")  # pragma: no cover
 
     # ----------------------------------------------------------------- helpers
+
+    def _attempt(  # noqa: PLR0917 - the attempt's whole context
+        self,
+        request: PreparedRequest,
+        step: Try,
+        stream: bool,
+        timeout: _Timeout,
+        verify: bool | str,
+        cert: Any,
+        proxies: Mapping[str, str] | None,
+        read_body: bool,
+        ctx: _http.AttemptContext,
+    ) -> Response:
+        """Send one attempt to ``step.node``; the body too when ``read_body``."""
+        attempt = self._prepare(request, step.node, first=step.position == 0)
+        try:
+            resp = super().send(
+                attempt,
+                stream=stream,
+                timeout=_clamp(timeout, ctx.deadline),  # type: ignore[arg-type]  # (None, x) is valid
+                verify=verify,
+                cert=cert,
+                proxies=_proxies_for(attempt.url or "", proxies),
+            )
+            if read_body:
+                resp._content = _http.read_bounded(resp, self.failover_config.max_body_bytes, ResponseTooLarge)
+                resp._content_consumed = True  # type: ignore[attr-defined]
+        except requests.RequestException as exc:
+            if ctx.expired:
+                raise DeadlineExceeded(
+                    f"deadline of {self.failover_config.deadline:g}s passed on node {step.node.id}",
+                    request=request,
+                ) from exc
+            raise
+        return resp
+
+    def _check_caller_tls(self, request: PreparedRequest, verify: bool | str, cert: Any) -> None:
+        """Load the caller's CA bundle and client certificate once: if they are broken,
+        that is the caller's error, not every node's."""
+        if not any(ep.startswith("https:") for ep, _ in self._targets.values()):
+            return
+        files = (verify if isinstance(verify, str) else None, cert if isinstance(cert, (str, tuple)) else None)
+        if files == (None, None):
+            return
+        key = (*files, *(os.path.getmtime(f) if isinstance(f, str) and os.path.exists(f) else None for f in files))
+        if key in self._tls_checked:
+            return
+        ca, client = files
+        try:
+            context = ssl.create_default_context()
+            if ca is not None and os.path.exists(ca):
+                if os.path.isdir(ca):
+                    context.load_verify_locations(capath=ca)
+                else:
+                    context.load_verify_locations(cafile=ca)
+            if client is not None:
+                certfile, keyfile = (client, None) if isinstance(client, str) else client
+                if os.path.exists(certfile) and (keyfile is None or os.path.exists(keyfile)):
+                    context.load_cert_chain(certfile, keyfile)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise requests.exceptions.SSLError(
+                f"the TLS files given to requests do not load: {exc}", request=request
+            ) from exc
+        # (a missing file is left to requests, which raises OSError naming it)
+        if len(self._tls_checked) < 64:
+            self._tls_checked.add(key)
 
     def _prepare(self, request: PreparedRequest, node: ServiceNode, *, first: bool) -> PreparedRequest:
         attempt = request.copy()
@@ -317,57 +396,26 @@ class FailoverAdapter(HTTPAdapter):
             rewind_body(attempt)
         return attempt
 
-    def _read_body(self, resp: Response, ends: float | None) -> None:
-        """Read the whole body now, bounded in size and by the deadline."""
-        limit = self.failover_config.max_body_bytes
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            # read1 returns as soon as any bytes are there (iter_content waits to fill a
-            # whole chunk), so the deadline is checked even against a trickled body.
-            while chunk := _read1(resp):
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    raise ResponseTooLarge(f"response body exceeds max_body_bytes={limit}", response=resp)
-                if ends is not None and time.monotonic() > ends:
-                    raise _DeadlineExceeded("time ran out while reading the response body", response=resp)
-                chunks.append(chunk)
-        except BaseException:
-            resp.close()
-            raise
-        resp._content = b"".join(chunks)
-        resp._content_consumed = True  # type: ignore[attr-defined]
-
     def _finish(self, resp: Response, request: PreparedRequest, node: ServiceNode) -> Response:
+        endpoint, _ = self._targets[node.id]
+        location = resp.headers.get("Location")
+        if location:
+            resp.headers["Location"] = _logical_location(location, endpoint, request.url or "")
         resp.url = request.url or resp.url  # logical URL: relative redirects come back here
         resp.request = request
         resp.resilience_node = node.id  # type: ignore[attr-defined]
         return resp
 
-    def _failed_over(
-        self, node: ServiceNode, nxt: ServiceNode, error: BaseException, request: PreparedRequest
-    ) -> None:
-        log.warning(
-            "%s %s: node %s failed (%s); trying %s",
-            request.method,
-            _path(request),
-            node.id,
-            describe_error(error),
-            nxt.id,
-        )
-        signals.send(signals.failover, self.manager, from_node=node, to_node=nxt, error=error)
-
     def __repr__(self) -> str:
         return f"FailoverAdapter({self.manager!r})"
 
 
-def _detach_node_credentials(exc: BaseException, request: PreparedRequest) -> None:
+def _detach_node_credentials(exc: requests.RequestException, request: PreparedRequest) -> None:
     """Point ``exc`` at the caller's own request instead of the attempt sent to a node,
     which carries the node's URL and ``Authorization`` header."""
-    if isinstance(exc, requests.RequestException):
-        exc.request = request
-        if exc.response is not None:
-            exc.response.request = request
+    exc.request = request
+    if exc.response is not None:
+        exc.response.request = request
 
 
 def _split_credentials(endpoint: str) -> tuple[str, HTTPBasicAuth | None]:
@@ -388,33 +436,31 @@ def _rewrite(url: str, endpoint: str) -> str:
     return urlunsplit((e.scheme, e.netloc, e.path.rstrip("/") + (u.path or "/"), u.query, ""))
 
 
+def _logical_location(location: str, endpoint: str, logical_url: str) -> str:
+    """A ``Location`` the node gave, in the logical URL space: the node's own origin and
+    base path are swapped for the logical ones, so following the redirect comes back
+    through the adapter without the base path twice. Other locations stay as they are."""
+    e = urlsplit(endpoint)
+    base = e.path.rstrip("/")
+    absolute = urljoin(urlunsplit((e.scheme, e.netloc, base + "/", "", "")), location)
+    a = urlsplit(absolute)
+    if (a.scheme, a.netloc) != (e.scheme, e.netloc) or not (a.path == base or a.path.startswith(base + "/")):
+        return location  # elsewhere: not ours to rewrite
+    u = urlsplit(logical_url)
+    return urlunsplit((u.scheme, u.netloc, a.path[len(base) :] or "/", a.query, a.fragment))
+
+
+def _proxies_for(node_url: str, proxies: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """The caller's proxies as they apply to the node: requests applied ``NO_PROXY`` to
+    the logical host; a node that ``NO_PROXY`` names gets no proxy from the environment."""
+    if not proxies or not should_bypass_proxies(node_url, no_proxy=proxies.get("no_proxy")):
+        return proxies
+    env = getproxies()
+    return {scheme: proxy for scheme, proxy in proxies.items() if env.get(scheme) != proxy}
+
+
 def _path(request: PreparedRequest) -> str:
-    return redact_url(urlsplit(request.url or "").path or "/")
-
-
-def _read1(resp: Response) -> bytes:
-    """One ``read1`` of the body, with urllib3's errors turned into requests' own, as
-    ``Response.iter_content`` does."""
-    try:
-        data: bytes = resp.raw.read1(64 * 1024, decode_content=True)
-    except ProtocolError as exc:
-        raise requests.exceptions.ChunkedEncodingError(exc, response=resp) from exc
-    except DecodeError as exc:
-        raise requests.exceptions.ContentDecodingError(exc, response=resp) from exc
-    except ReadTimeoutError as exc:
-        raise requests.ConnectionError(exc, response=resp) from exc
-    except urllib3.exceptions.SSLError as exc:
-        raise requests.exceptions.SSLError(exc, response=resp) from exc
-    return data
-
-
-def _budget(timeout: _Timeout) -> float | None:
-    """Seconds one attempt may take in all: connect + read, or ``None`` for no bound."""
-    if isinstance(timeout, (int, float)):
-        return 2 * float(timeout)  # requests applies a plain number to connect and to read
-    if isinstance(timeout, tuple) and all(isinstance(t, (int, float)) for t in timeout):
-        return float(sum(timeout))  # type: ignore[arg-type]
-    return None
+    return redact_url(urlsplit(request.url or "").path or "/", query=False)
 
 
 def _clamp(timeout: _Timeout, ends: float | None) -> _Timeout:

@@ -245,7 +245,10 @@ class PoolConfig(_Validated):
         50.0, "share of nodes that may be ejected passively at once (at least one always may)", v.number(gt=0, le=100)
     )
     panic: bool = option(
-        False, "when no node is healthy, offer all of them (best first) instead of none", v.boolean()
+        True,
+        "when no node is healthy, try them all, best first, instead of none (Envoy's panic routing; "
+        "a one-node pool always does)",
+        v.boolean(),
     )
     latency_alpha: float = option(
         0.3, "weight of a new latency sample in the decaying average", v.number(gt=0, le=1)

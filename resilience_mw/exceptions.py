@@ -10,6 +10,7 @@ Where callers already catch a builtin or host type, the subclass inherits it too
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 from ._redact import describe_error, redact_value
@@ -18,10 +19,12 @@ __all__ = [
     "AllNodesFailedError",
     "Attempt",
     "ConfigError",
+    "FailoverError",
     "FeatureUnavailable",
     "NoAvailableNodeError",
     "ResilienceError",
     "UnknownNodeError",
+    "with_attempts",
 ]
 
 
@@ -64,10 +67,6 @@ class UnknownNodeError(ResilienceError, KeyError):
         return f"unknown node id {self.node_id!r} (known: {', '.join(self.known)})"
 
 
-class NoAvailableNodeError(ResilienceError):
-    """No node is healthy and panic mode is off, so nothing was tried."""
-
-
 class Attempt(NamedTuple):
     """One try of an operation on one node, as recorded by a failover loop."""
 
@@ -79,22 +78,68 @@ class Attempt(NamedTuple):
     elapsed: float
 
 
-class AllNodesFailedError(ResilienceError):
+class FailoverError(ResilienceError):
+    """Every error a failover loop lets out: ``except FailoverError`` catches them all.
+
+    The loops raise the last attempt's own exception (a ``requests.ReadTimeout`` stays
+    a ``ReadTimeout``) with this class mixed in, every attempt in :attr:`attempts`
+    and a note (PEP 678) naming them; see :func:`with_attempts`.
+    """
+
+    #: each try of the call, in order
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The error of the last attempt, if any attempt was made."""
+        return self.attempts[-1].error if self.attempts else None
+
+
+class NoAvailableNodeError(FailoverError):
+    """No node is healthy, panic routing is off and the pool has more than one node,
+    so nothing was tried."""
+
+
+_MIXED: dict[type[BaseException], type[BaseException]] = {}
+
+
+def with_attempts(error: BaseException, attempts: list[Attempt] | tuple[Attempt, ...]) -> BaseException:
+    """Mark ``error`` as the end of a failover loop: :class:`FailoverError` mixed into
+    its class (it stays an instance of its own type), ``attempts`` attached, and a note
+    naming each attempt. Returns ``error`` itself, ready to re-raise."""
+    error.attempts = tuple(attempts)  # type: ignore[attr-defined]
+    cls = type(error)
+    if not isinstance(error, FailoverError):
+        mixed = _MIXED.get(cls)
+        if mixed is None:
+            # Same name and module: tracebacks and logs still read requests.exceptions.ReadTimeout.
+            mixed = type(cls.__name__, (cls, FailoverError), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+            _MIXED[cls] = mixed
+        # (a builtin exception type refuses: its attributes and note still apply)
+        with contextlib.suppress(TypeError):
+            error.__class__ = mixed
+    if len(attempts) > 1:
+        tried = ", ".join(f"{a.node_id} ({type(a.error).__name__}, {a.elapsed:.2f} s)" for a in attempts)
+        notes = getattr(error, "__notes__", None)
+        note = f"resilience_mw tried {len(attempts)} nodes: {tried}"
+        if notes is None:
+            error.__notes__ = [note]  # type: ignore[attr-defined]
+        elif note not in notes:
+            notes.append(note)
+    return error
+
+
+class AllNodesFailedError(FailoverError):
     """Every node tried in one call failed; :attr:`attempts` holds each try in order."""
 
     def __init__(self, attempts: tuple[Attempt, ...] | list[Attempt], message: str = "") -> None:
-        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        self.attempts = tuple(attempts)
         if not message:
             tried = "; ".join(
                 f"{a.node_id}: {describe_error(a.error)} ({a.elapsed * 1000:.1f} ms)" for a in self.attempts
             )
             message = f"all {len(self.attempts)} node(s) failed: {tried}"
         super().__init__(message)
-
-    @property
-    def last_error(self) -> BaseException | None:
-        """The error of the last attempt, if any attempt was made."""
-        return self.attempts[-1].error if self.attempts else None
 
 
 class FeatureUnavailable(ResilienceError):

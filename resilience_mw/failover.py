@@ -1,8 +1,12 @@
-"""FailoverManager and ServiceBackup: run an operation against nodes until one works.
+"""The failover loop, and FailoverManager / ServiceBackup built on it.
 
-Unlike the seed, one call tries each distinct node at most once, in the strategy's
-order, so a failing primary that is still "healthy" (below the failure threshold)
-is not tried again in the same call::
+:class:`FailoverLoop` is the one place that walks a call across nodes: each node at
+most once, in the order given, recording every attempt, feeding passive health,
+logging one line and sending :data:`~resilience_mw.signals.failover` per move, and
+marking the error that ends the call with every attempt (:func:`with_attempts`). What
+counts as a failure, and whether to move on, is the caller's to say:
+:meth:`FailoverManager.execute_with_failover`, :meth:`ServiceBackup.execute` and the
+requests adapter each judge their own outcomes and share this loop::
 
     manager = FailoverManager([ServiceNode("a", "http://10.0.0.1"), ServiceNode("b", "http://10.0.0.2")])
     body = manager.execute_with_failover(lambda node: fetch(node.endpoint + "/api"))
@@ -12,20 +16,137 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from . import signals
 from ._redact import describe_error
-from .exceptions import AllNodesFailedError, Attempt, NoAvailableNodeError
+from .exceptions import AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
 from .model import FailoverStrategy, ServiceNode
 from .pool import NodePool
 
-__all__ = ["FailoverManager", "ServiceBackup"]
+__all__ = ["PROGRAMMING_ERRORS", "FailoverLoop", "FailoverManager", "ServiceBackup", "Try"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: exceptions that are bugs in the caller's operation, not a node's fault: by default
+#: they are neither charged to the node nor retried on another
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
+    TypeError,
+    NameError,
+    AttributeError,
+    AssertionError,
+    NotImplementedError,
+    ImportError,
+)
+
+
+class Try(NamedTuple):
+    """One step of a :class:`FailoverLoop`."""
+
+    node: ServiceNode
+    #: 0 for the first node tried
+    position: int
+    #: the node tried next if this one fails, ``None`` on the last
+    next: ServiceNode | None
+
+
+class FailoverLoop:
+    """Walks one call across ``order``; see the module docstring.
+
+    ::
+
+        loop = FailoverLoop(pool, pool.failover_order(), label="GET /x")
+        for step in loop:
+            try:
+                result = call(step.node)
+            except OSError as exc:
+                if loop.failed(step, exc):
+                    continue
+                raise
+            loop.succeeded(step)
+            return result
+    """
+
+    __slots__ = ("_started", "attempts", "label", "order", "pool")
+
+    def __init__(self, pool: NodePool, order: Sequence[ServiceNode], *, label: str = "call") -> None:
+        self.pool = pool
+        self.order = tuple(order)
+        self.label = label
+        #: every failed try so far
+        self.attempts: list[Attempt] = []
+        self._started = 0.0
+
+    def __iter__(self) -> Iterator[Try]:
+        order = self.order
+        last = len(order) - 1
+        for i, node in enumerate(order):
+            self._started = time.perf_counter()
+            yield Try(node, i, order[i + 1] if i < last else None)
+
+    def elapsed(self) -> float:
+        """Seconds since the current try started."""
+        return time.perf_counter() - self._started
+
+    def succeeded(self, step: Try) -> None:
+        """The try worked: the node's passive health hears of it, with its latency."""
+        self.pool.mark_success(step.node.id, self.elapsed())
+
+    def charge(self, step: Try, *, hold_off: float | None = None) -> None:
+        """Count a failure against the node without ending the try (a bad status that is
+        returned to the caller all the same); ``hold_off`` seconds keep it out instead,
+        as its ``Retry-After`` asked."""
+        if hold_off:
+            self.pool.hold_off(step.node.id, hold_off)
+        else:
+            self.pool.mark_failure(step.node.id)
+
+    def failed(
+        self, step: Try, error: BaseException, *, charge: bool = True, go_on: bool = True, hold_off: float | None = None
+    ) -> bool:
+        """Record a failed try; ``True`` when the call should move to the next node.
+
+        :param charge: count it against the node (``False`` for the caller's own
+            mistakes, which no other node would fix either).
+        :param go_on: whether moving on is allowed at all (``False``: the request may
+            have reached the node and is not safe to send twice).
+        :param hold_off: seconds the node asked to be left alone (``Retry-After``).
+
+        When the call ends here, ``error`` is marked with every attempt (see
+        :func:`~resilience_mw.exceptions.with_attempts`); the caller re-raises it.
+        """
+        elapsed = self.elapsed()
+        self.attempts.append(Attempt(step.node.id, error, elapsed))
+        if charge:
+            self.charge(step, hold_off=hold_off)
+        if go_on and step.next is not None:
+            log.warning(
+                "%s: failover from %s to %s: %s (%.2f s)",
+                self.label,
+                step.node.id,
+                step.next.id,
+                describe_error(error),
+                elapsed,
+                extra={"from_node": step.node.id, "to_node": step.next.id, "elapsed": elapsed},
+            )
+            signals.send(signals.failover, self.pool, from_node=step.node, to_node=step.next, error=error)
+            return True
+        if charge:
+            log.warning(
+                "%s: node %s failed, %s: %s (%.2f s)",
+                self.label,
+                step.node.id,
+                "no node left" if step.next is None else "not safe to send elsewhere",
+                describe_error(error),
+                elapsed,
+                extra={"from_node": step.node.id, "to_node": None, "elapsed": elapsed},
+            )
+            signals.send(signals.failover, self.pool, from_node=step.node, to_node=None, error=error)
+        with_attempts(error, self.attempts)
+        return False
 
 
 class FailoverManager(NodePool):
@@ -46,15 +167,17 @@ class FailoverManager(NodePool):
         node's passive health, and each move to another node sends
         :data:`~resilience_mw.signals.failover`.
 
-        :param should_fail_over: if given and it returns ``False`` for an exception,
-            that exception propagates at once instead of trying the next node.
-        :raises NoAvailableNodeError: no node is available (and panic mode is off).
+        :param should_fail_over: decides, per exception, whether it is the node's fault:
+            ``False`` propagates it at once and charges the node nothing. By default,
+            programming errors (:data:`PROGRAMMING_ERRORS`) are not a node's fault.
+        :raises NoAvailableNodeError: no node is available (only with ``panic=False``).
         :raises AllNodesFailedError: every tried node failed; ``attempts`` has each.
         """
         order = self.failover_order()
         if not order:
-            raise NoAvailableNodeError(
-                f"no healthy node among {[n.id for n in self.nodes]} (panic mode is off)"
+            raise with_attempts(
+                NoAvailableNodeError(f"no healthy node among {[n.id for n in self.nodes]} (panic routing is off)"),
+                (),
             )
         return self.run_in_order(order, operation, should_fail_over=should_fail_over)
 
@@ -65,32 +188,26 @@ class FailoverManager(NodePool):
         *,
         should_fail_over: Callable[[Exception], bool] | None = None,
     ) -> T:
-        """Try ``operation`` on each node of ``order`` in turn (the failover loop)."""
-        attempts: list[Attempt] = []
-        for i, node in enumerate(order):
-            start = time.perf_counter()
+        """Try ``operation`` on each node of ``order`` in turn (see :class:`FailoverLoop`)."""
+        loop = FailoverLoop(self, order, label=getattr(operation, "__name__", "operation"))
+        for step in loop:
             try:
-                result = operation(node)
+                result = operation(step.node)
             except Exception as exc:
-                elapsed = time.perf_counter() - start
-                self.mark_failure(node.id)
-                attempts.append(Attempt(node.id, exc, elapsed))
-                if should_fail_over is not None and not should_fail_over(exc):
+                node_fault = should_fail_over(exc) if should_fail_over is not None else _node_fault(exc)
+                if not node_fault:
+                    loop.failed(step, exc, charge=False, go_on=False)
                     raise
-                nxt = order[i + 1] if i + 1 < len(order) else None
-                log.warning(
-                    "node %s failed (attempt %d of %d): %s%s",
-                    node.id,
-                    i + 1,
-                    len(order),
-                    describe_error(exc),
-                    f"; trying {nxt.id}" if nxt else "",
-                )
-                signals.send(signals.failover, self, from_node=node, to_node=nxt, error=exc)
-                continue
-            self.mark_success(node.id, time.perf_counter() - start)
+                if loop.failed(step, exc):
+                    continue
+                raise AllNodesFailedError(loop.attempts) from exc
+            loop.succeeded(step)
             return result
-        raise AllNodesFailedError(attempts) from attempts[-1].error
+        raise AssertionError("unreachable: an empty order")  # pragma: no cover
+
+
+def _node_fault(exc: Exception) -> bool:
+    return not isinstance(exc, PROGRAMMING_ERRORS)
 
 
 class ServiceBackup:
@@ -129,7 +246,8 @@ class ServiceBackup:
 
         :raises AllNodesFailedError: every tried tier failed.
         """
-        order = [n for n in self.tiers if self.manager.is_healthy(n.id)] or list(self.tiers)
+        offered = set(self.manager.failover_order())
+        order = [n for n in self.tiers if n in offered and self.manager.is_healthy(n.id)] or list(self.tiers)
         return self.manager.run_in_order(order, operation)
 
     def __repr__(self) -> str:

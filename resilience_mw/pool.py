@@ -54,6 +54,7 @@ class _NodeState:
     check_failures: int = 0
     check_passes: int = 0
     last_check: float | None = None
+    last_failure: float | None = None
     down_reason: str | None = None
     ejections: int = 0
     ejected_until: float | None = None
@@ -143,10 +144,17 @@ class NodePool:
 
     def failover_order(self) -> tuple[ServiceNode, ...]:
         """Nodes one call should try, each once: the picked node first, then the rest
-        of the candidates in the strategy's order. Empty when nothing is available."""
+        of the candidates in the strategy's order.
+
+        When no node is healthy (panic routing, always for a one-node pool): every node,
+        best candidate first (the shortest remaining ejection or hold-off, then the least
+        recently failed). Empty only with ``panic=False`` and several nodes all down.
+        """
         view = self._current_view()
         if view.pick is None:
             return ()
+        if view.panic:
+            return self._best_first()
         return failover_order(
             self.strategy, view.pick(), view.candidates, latency=self._latency, rng=self._rng
         )
@@ -206,7 +214,7 @@ class NodePool:
             st = self._state(node_id)
             now = self._clock()
             st.consecutive_failures += 1
-            st.last_check = now
+            st.last_check = st.last_failure = now
             if st.healthy and st.consecutive_failures >= self.config.failure_threshold:
                 if self._passively_ejected() < self._max_ejectable:
                     transitions.append(self._eject(st, now))
@@ -239,6 +247,7 @@ class NodePool:
         with self._lock:
             st = self._state(node_id)
             seconds = min(max(0.0, seconds), self.config.max_ejection_time)
+            st.last_failure = self._clock()
             if st.healthy and seconds > 0 and self._passively_ejected() < self._max_ejectable:
                 transitions.append(self._take_down(st, self._clock(), HOLD, seconds))
         self._emit(transitions)
@@ -275,6 +284,7 @@ class NodePool:
                 ):
                     transitions.append(self._restore(st, "health-check"))
             else:
+                st.last_failure = now
                 st.check_failures += 1
                 st.check_passes = 0
                 if st.healthy and st.check_failures >= unhealthy_threshold:
@@ -317,6 +327,18 @@ class NodePool:
     def _add_latency(self, node_id: str, sample: float) -> None:
         old = self._latency.get(node_id)
         self._latency[node_id] = sample if old is None else old + self.config.latency_alpha * (sample - old)
+
+    def _best_first(self) -> tuple[ServiceNode, ...]:
+        inf = float("inf")
+        with self._lock:
+            keys = {
+                st.node.id: (
+                    inf if st.ejected_until is None else st.ejected_until,
+                    -inf if st.last_failure is None else st.last_failure,
+                )
+                for st in self._states.values()
+            }
+        return tuple(sorted(self._nodes, key=lambda n: keys[n.id]))
 
     def _passively_ejected(self) -> int:
         return sum(1 for s in self._states.values() if not s.healthy and s.down_reason in (PASSIVE, HOLD))
@@ -381,7 +403,9 @@ class NodePool:
 
     def _build_view(self) -> _View:
         healthy = tuple(n for n in self._nodes if self._states[n.id].healthy)
-        panic = not healthy and self.config.panic
+        # Panic routing: with nothing healthy, every node is tried rather than none; a
+        # one-node pool always does, so its only node is never shut out.
+        panic = not healthy and (self.config.panic or len(self._nodes) == 1)
         candidates = self._nodes if panic else healthy
         expiries = [s.ejected_until for s in self._states.values() if s.ejected_until is not None]
         self._rebuilds += 1

@@ -58,8 +58,8 @@ def test_all_fail_each_once_with_attempts(strategy: FailoverStrategy, seed_nodes
     assert isinstance(info.value.__cause__, ConnectionError)
 
 
-def test_no_available_node(seed_nodes: list[ServiceNode]) -> None:
-    m = FailoverManager(seed_nodes)
+def test_no_available_node_without_panic_routing(seed_nodes: list[ServiceNode]) -> None:
+    m = FailoverManager(seed_nodes, panic=False)
     for n in seed_nodes:
         m.update_health(n.id, NodeHealth(n.id, False, 0.0))
     op, calls = failing_on()
@@ -68,8 +68,8 @@ def test_no_available_node(seed_nodes: list[ServiceNode]) -> None:
     assert not calls
 
 
-def test_panic_mode_tries_all_best_first(seed_nodes: list[ServiceNode]) -> None:
-    m = FailoverManager(seed_nodes, panic=True)
+def test_panic_routing_by_default_tries_all(seed_nodes: list[ServiceNode]) -> None:
+    m = FailoverManager(seed_nodes)
     for n in seed_nodes:
         m.update_health(n.id, NodeHealth(n.id, False, 0.0))
     op, _calls = failing_on("primary")

@@ -26,6 +26,7 @@ LAYERS = {
     "worker": 2,
     "failover": 3,
     "degradation": 3,
+    "_http": 3,
     "health": 4,
     "readiness": 4,
     "logfilter": 4,
@@ -39,7 +40,7 @@ LAYERS = {
     "__init__": 7,
 }
 FLASK_ALLOWED = {"flask_ext", "decorators"}
-REQUESTS_ALLOWED = {"health", "adapter"}
+REQUESTS_ALLOWED = {"_http", "health", "adapter"}
 
 
 def imports(path: Path) -> set[str]:

@@ -249,3 +249,25 @@ def test_hold_off_is_capped(seed_nodes: list[ServiceNode], clock: FakeClock, rec
     m = make(seed_nodes, clock, max_ejection_time=60)
     m.hold_off("primary", 86_400)
     assert recorder.events[-1][2]["ejected_for"] == 60 and recorder.events[-1][2]["reason"] == "retry-after"
+
+
+def test_panic_order_is_best_candidate_first(seed_nodes: list[ServiceNode], clock: FakeClock) -> None:
+    m = make(seed_nodes, clock, max_ejection_percent=100, failure_threshold=1)
+    m.mark_failure("tertiary")  # ejected until +30
+    clock.advance(5)
+    m.mark_failure("primary")  # ejected until +35
+    m.hold_off("secondary", 10)  # held off until +15: the shortest wait
+    assert m.healthy_nodes() == ()
+    assert [n.id for n in m.failover_order()] == ["secondary", "tertiary", "primary"]
+    assert m.get_available_node() is not None
+
+
+def test_one_node_pool_never_shuts_its_node_out(clock: FakeClock) -> None:
+    only = ServiceNode("only", "http://only")
+    for panic in (True, False):
+        m = make([only], clock, panic=panic)
+        for _ in range(5):
+            m.mark_failure("only")
+        m.hold_off("only", 60)
+        assert not m.is_healthy("only")
+        assert m.failover_order() == (only,) and m.get_available_node() is only

@@ -25,6 +25,7 @@ class PoolMachine(RuleBasedStateMachine):
             max_ejection_percent=100,
             base_ejection_time=10,
             max_ejection_time=40,
+            panic=False,
             clock=self.clock,
         )
         self.fails = dict.fromkeys(IDS, 0)

@@ -17,7 +17,7 @@ def _down(m: FailoverManager, node_id: str) -> None:
 
 
 def test_priority_picks_highest_and_skips_unhealthy(seed_nodes: list[ServiceNode]) -> None:
-    m = FailoverManager(seed_nodes, FailoverStrategy.Priority)
+    m = FailoverManager(seed_nodes, FailoverStrategy.Priority, panic=False)
     assert m.get_available_node() is seed_nodes[0]
     _down(m, "primary")
     assert m.get_available_node() is seed_nodes[1]
@@ -33,7 +33,7 @@ def test_priority_ties_keep_declaration_order() -> None:
 
 
 def test_round_robin_cycles_evenly_and_skips_unhealthy(seed_nodes: list[ServiceNode]) -> None:
-    m = FailoverManager(seed_nodes, FailoverStrategy.RoundRobin)
+    m = FailoverManager(seed_nodes, FailoverStrategy.RoundRobin, panic=False)
     picks = [m.get_available_node() for _ in range(300)]
     assert Counter(p.id for p in picks if p) == {"primary": 100, "secondary": 100, "tertiary": 100}
     # consecutive picks never repeat while all are healthy
