@@ -348,12 +348,19 @@ class FailoverAdapter(HTTPAdapter):
                 resp._content_consumed = True  # type: ignore[attr-defined]
         except requests.RequestException as exc:
             if ctx.expired:
-                raise DeadlineExceeded(
-                    f"deadline of {self.failover_config.deadline:g}s passed on node {step.node.id}",
-                    request=request,
-                ) from exc
+                raise self._deadline_passed(request, step) from exc
             raise
+        if ctx.expired:
+            # The watchdog's shutdown can read as a clean end: a head cut mid-header, or
+            # a body without a length. Whatever arrived is not the whole answer.
+            resp.close()
+            raise self._deadline_passed(request, step)
         return resp
+
+    def _deadline_passed(self, request: PreparedRequest, step: Try) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"deadline of {self.failover_config.deadline:g}s passed on node {step.node.id}", request=request
+        )
 
     def _check_caller_tls(self, request: PreparedRequest, verify: bool | str, cert: Any) -> None:
         """Load the caller's CA bundle and client certificate once: if they are broken,

@@ -324,15 +324,22 @@ class AdapterConfig(_Validated):
         False, "treat every method as safe to resend (OTLP export and other duplicate-tolerant callers)", v.boolean()
     )
     default_timeout: float | tuple[float | None, float | None] | None = option(
-        (5.0, 30.0),
-        "per-attempt timeout, seconds or (connect, read), used when the caller passes None",
+        None,
+        "per-attempt timeout, seconds or (connect, read), used when the caller passes None "
+        "(None: wait as requests would)",
         v.Check("None, seconds, or a (connect, read) pair of seconds", _timeout),
     )
     deadline: float | None = option(
-        None, "seconds for the whole call across attempts (None: only per-attempt timeouts)", v.optional(v.seconds())
+        None,
+        "seconds for the whole call, every attempt and phase included; the body is then read in the "
+        "adapter (None: only requests' per-read timeouts)",
+        v.optional(v.seconds()),
     )
     max_body_bytes: int | None = option(
-        64 * 1024 * 1024, "most bytes read of a non-streamed body (None: no limit)", v.optional(v.integer(ge=1))
+        None,
+        "most bytes of a non-streamed body held in memory; the body is then read in the adapter "
+        "(None: no limit, requests reads the body)",
+        v.optional(v.integer(ge=1)),
     )
     pool_connections: int | None = option(
         None, "connection pools kept (None: the node count, at least 10)", v.optional(v.integer(ge=1))

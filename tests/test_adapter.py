@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import requests
 
-from resilience_mw import AllNodesFailedError, FailoverError, FailoverManager, FailoverStrategy, ServiceNode, signals
+from resilience_mw import (
+    AllNodesFailedError,
+    FailoverError,
+    FailoverManager,
+    FailoverStrategy,
+    ServiceNode,
+    signals,
+)
 from resilience_mw.adapter import (
     DeadlineExceeded,
     FailoverAdapter,
@@ -391,7 +398,7 @@ def test_reset_mid_body_is_a_requests_error_and_fails_over(node_factory: Any) ->
     port = srv.getsockname()[1]
 
     def serve() -> None:
-        for _ in range(2):
+        for _ in range(3):
             try:
                 conn, _addr = srv.accept()
             except OSError:
@@ -403,7 +410,12 @@ def test_reset_mid_body_is_a_requests_error_and_fails_over(node_factory: Any) ->
     threading.Thread(target=serve, daemon=True).start()
     b = node_factory("b")
     try:
-        s, _ = session_for(f"http://127.0.0.1:{port}", b, failure_threshold=100)
+        # by default requests reads the body, as it would without the adapter
+        s0, _ = session_for(f"http://127.0.0.1:{port}", b, failure_threshold=100)
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            s0.get(f"{BASE}/x", timeout=2)
+        # with a body limit the adapter reads it, and a broken body fails over like any failure
+        s, _ = session_for(f"http://127.0.0.1:{port}", b, failure_threshold=100, max_body_bytes=1000)
         assert s.get(f"{BASE}/x", timeout=2).json()["node"] == "b"  # GET fails over
         headers = rid()
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
