@@ -242,6 +242,22 @@ class FailoverAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = _http.POOL_CLASSES
         return manager
 
+    def __getstate__(self) -> dict[str, Any]:
+        # requests pickles adapters with their sessions. Node health and its locks do
+        # not travel: the copy gets a fresh pool of the same nodes and settings.
+        state = super().__getstate__()
+        state["_rmw"] = (self.manager.nodes, self.manager.config, self.failover_config)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        nodes, pool_config, config = state.pop("_rmw")
+        super().__setstate__(state)
+        self.manager = FailoverManager(nodes, config=pool_config)
+        self.failover_config = config
+        self._targets = {node.id: _split_credentials(node.endpoint) for node in nodes}
+        self._tls_checked = set()
+        _fork.register(self)
+
     def _after_fork_in_child(self) -> None:
         # The parent's pooled sockets are the parent's: the child starts with none.
         self.proxy_manager = {}

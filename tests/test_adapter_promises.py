@@ -373,3 +373,15 @@ def test_shared_manager_health_is_fed(node_factory: Any) -> None:
     assert manager.latency("a") is not None
 
 
+
+
+def test_adapter_pickles_with_its_session(node_factory: Any) -> None:
+    import pickle
+
+    node = node_factory("a")
+    s, adapter = mount(node.url, failure_threshold=7, deadline=5)
+    copy = pickle.loads(pickle.dumps(s))
+    assert copy.get(f"{BASE}/x", timeout=2).json()["node"] == "a"
+    restored = copy.get_adapter(f"{BASE}/x")
+    assert isinstance(restored, FailoverAdapter) and restored.manager is not adapter.manager
+    assert restored.manager.config.failure_threshold == 7 and restored.failover_config.deadline == 5
