@@ -245,13 +245,13 @@ class FailoverAdapter(HTTPAdapter):
     def __getstate__(self) -> dict[str, Any]:
         # requests pickles adapters with their sessions. Node health and its locks do
         # not travel: the copy gets a fresh pool of the same nodes and settings.
-        state = super().__getstate__()
+        state: dict[str, Any] = HTTPAdapter.__getstate__(self)  # type: ignore[attr-defined]  # (untyped in the stubs)
         state["_rmw"] = (self.manager.nodes, self.manager.config, self.failover_config)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         nodes, pool_config, config = state.pop("_rmw")
-        super().__setstate__(state)
+        HTTPAdapter.__setstate__(self, state)  # type: ignore[attr-defined]
         self.manager = FailoverManager(nodes, config=pool_config)
         self.failover_config = config
         self._targets = {node.id: _split_credentials(node.endpoint) for node in nodes}
