@@ -5,7 +5,10 @@
 * first call with a bad primary (refused port, connect-timeout, hung) then a live node,
   against the per-attempt timeout; a timeout must cost the timeout once;
 * follow-up calls once the bad node is marked unhealthy, against plain calls made
-  alternately with them.
+  alternately with them;
+* the failover loop's own cost per call, in process (no I/O): ``failover_order()`` and
+  one successful walk of :class:`~resilience_mw.failover.FailoverLoop`, for 3 and 1,000
+  nodes, against a bare function call.
 
 Servers are on 127.0.0.1 and stop with the script. Prints one JSON line.
 Usage: python bench/bench_adapter.py [--requests 400]
@@ -27,8 +30,9 @@ import contextlib
 import requests
 from requests.adapters import HTTPAdapter
 
-from bench._harness import emit
-from resilience_mw import ServiceNode
+from bench._harness import delta, emit, interleaved, median
+from resilience_mw import FailoverManager, FailoverStrategy, ServiceNode
+from resilience_mw.failover import FailoverLoop
 from resilience_mw.adapter import FailoverAdapter
 from tests.nodes import NodeServer, free_port
 
@@ -112,6 +116,35 @@ def bad_then_live(bad_url: str, live: NodeServer, reps: int) -> dict[str, float]
     }
 
 
+def loop_cost(repeats: int = 7) -> dict[str, float]:
+    """ns per call of the failover loop's bookkeeping (no I/O), over a bare call."""
+
+    def bare() -> None:
+        pass
+
+    out: dict[str, float] = {}
+    for n in (3, 1000):
+        for strategy in (FailoverStrategy.Priority, FailoverStrategy.RoundRobin):
+            pool = FailoverManager(
+                [ServiceNode(f"n{i}", f"http://10.0.{i // 250}.{i % 250}") for i in range(n)], strategy
+            )
+
+            def walk(pool: FailoverManager = pool) -> None:
+                loop = FailoverLoop(pool, pool.failover_order())
+                for step in loop:
+                    loop.succeeded(step)
+                    return
+
+            results = interleaved(
+                {"bare": (bare, 1), "order": (pool.failover_order, 1), "walk": (walk, 1)}, repeats, 0.05
+            )
+            key = f"{strategy.name.lower()}_{n}"
+            out[f"failover_order_{key}_ns"] = round(delta(results, "order", "bare"), 1)
+            out[f"loop_call_{key}_ns"] = round(delta(results, "walk", "bare"), 1)
+            out["bare_call_ns"] = round(median(results["bare"]), 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=400)
@@ -141,6 +174,7 @@ def main() -> None:
             "refused_then_live": {**refused, "added_ms": round(refused["first_call_median_ms"] - base, 3)},
             "connect_timeout_then_live": connect_timeout,
             "hung_then_live": read_timeout,
+            "failover_loop": loop_cost(),
             "follow_up_over_plain": {
                 "refused": refused["follow_up_over_plain"],
                 "connect_timeout": connect_timeout["follow_up_over_plain"],

@@ -26,7 +26,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -74,6 +73,9 @@ class AttemptContext:
 
     def attach(self, sock: socket.socket | None) -> None:
         """Remember the attempt's socket; shut it at once if the deadline already passed."""
+        if self.deadline is None:  # no watchdog reads it: no lock needed
+            self.sock = sock
+            return
         with self._lock:
             self.sock = sock
             expired = self.expired
@@ -101,20 +103,28 @@ def current() -> AttemptContext | None:
     return ctx
 
 
-@contextlib.contextmanager
-def attempt(deadline: float | None) -> Iterator[AttemptContext]:
-    """Run one attempt in the calling thread; ``deadline`` (``time.monotonic()``) arms
-    the watchdog for it."""
-    ctx = AttemptContext(deadline)
-    previous = current()
-    _local.ctx = ctx
-    handle = _WATCHDOG.arm(ctx) if deadline is not None else None
-    try:
-        yield ctx
-    finally:
-        _local.ctx = previous
-        if handle is not None:
-            _WATCHDOG.disarm(handle)
+class attempt:
+    """``with attempt(deadline) as ctx``: run one attempt in the calling thread;
+    ``deadline`` (``time.monotonic()``) arms the watchdog for it. (A class, not a
+    generator: it is on every request's path.)"""
+
+    __slots__ = ("_ctx", "_handle", "_previous")
+
+    def __init__(self, deadline: float | None) -> None:
+        self._ctx = AttemptContext(deadline)
+        self._handle: int | None = None
+
+    def __enter__(self) -> AttemptContext:
+        self._previous = current()
+        _local.ctx = ctx = self._ctx
+        if ctx.deadline is not None:
+            self._handle = _WATCHDOG.arm(ctx)
+        return ctx
+
+    def __exit__(self, *exc: object) -> None:
+        _local.ctx = self._previous
+        if self._handle is not None:
+            _WATCHDOG.disarm(self._handle)
 
 
 class _Watchdog:

@@ -220,6 +220,7 @@ class FailoverAdapter(HTTPAdapter):
         # Credentials in a node's endpoint go in an Authorization header (urllib3 ignores
         # them in the URL) and never into the URL requested, so errors cannot show them.
         self._targets = {node.id: _split_credentials(node.endpoint) for node in manager.nodes}
+        self._any_https = any(ep.startswith("https:") for ep, _ in self._targets.values())
         self._tls_checked: set[tuple[Any, ...]] = set()
         # One pool per node and then some: fewer pools than nodes would churn connections.
         super().__init__(
@@ -255,6 +256,7 @@ class FailoverAdapter(HTTPAdapter):
         self.manager = FailoverManager(nodes, config=pool_config)
         self.failover_config = config
         self._targets = {node.id: _split_credentials(node.endpoint) for node in nodes}
+        self._any_https = any(ep.startswith("https:") for ep, _ in self._targets.values())
         self._tls_checked = set()
         _fork.register(self)
 
@@ -275,8 +277,8 @@ class FailoverAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
         cfg = self.failover_config
-        order = self.manager.failover_order()
-        if not order:
+        order = self.manager.call_order()
+        if order is None:
             raise with_attempts(
                 NoAvailableNodeConnectionError(
                     f"no healthy node among {[n.id for n in self.manager.nodes]} (panic routing is off)",
@@ -294,7 +296,7 @@ class FailoverAdapter(HTTPAdapter):
         ends = None if cfg.deadline is None else time.monotonic() + cfg.deadline
         timeout = cfg.default_timeout if timeout is None else timeout
         read_body = not stream and (ends is not None or cfg.max_body_bytes is not None)
-        loop = FailoverLoop(self.manager, order, label=f"{request.method} {_path(request)}")
+        loop = FailoverLoop(self.manager, order, label=lambda: f"{request.method} {_path(request)}")
         for step in loop:
             if ends is not None and time.monotonic() >= ends:
                 exc = DeadlineExceeded(f"deadline of {cfg.deadline:g}s passed before trying {step.node.id}", request=request)
@@ -381,7 +383,7 @@ class FailoverAdapter(HTTPAdapter):
     def _check_caller_tls(self, request: PreparedRequest, verify: bool | str, cert: Any) -> None:
         """Load the caller's CA bundle and client certificate once: if they are broken,
         that is the caller's error, not every node's."""
-        if not any(ep.startswith("https:") for ep, _ in self._targets.values()):
+        if not self._any_https:
             return
         files = (verify if isinstance(verify, str) else None, cert if isinstance(cert, (str, tuple)) else None)
         if files == (None, None):

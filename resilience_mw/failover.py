@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from . import signals
 from ._redact import describe_error
 from .exceptions import AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
 from .model import FailoverStrategy, ServiceNode
-from .pool import NodePool
+from .pool import CallOrder, NodePool
 
 __all__ = ["PROGRAMMING_ERRORS", "FailoverLoop", "FailoverManager", "ServiceBackup", "Try"]
 
@@ -43,14 +43,23 @@ PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-class Try(NamedTuple):
-    """One step of a :class:`FailoverLoop`."""
+class Try:
+    """One step of a :class:`FailoverLoop`: the node, its position, and (computed only
+    when asked, on a failure) the node that comes next."""
 
-    node: ServiceNode
-    #: 0 for the first node tried
-    position: int
-    #: the node tried next if this one fails, ``None`` on the last
-    next: ServiceNode | None
+    __slots__ = ("_loop", "node", "position")
+
+    def __init__(self, loop: FailoverLoop, node: ServiceNode, position: int) -> None:
+        self._loop = loop
+        self.node = node
+        #: 0 for the first node tried
+        self.position = position
+
+    @property
+    def next(self) -> ServiceNode | None:
+        """The node tried next if this one fails, ``None`` on the last."""
+        rest = self._loop.rest()
+        return rest[self.position] if self.position < len(rest) else None
 
 
 class FailoverLoop:
@@ -70,22 +79,36 @@ class FailoverLoop:
             return result
     """
 
-    __slots__ = ("_started", "attempts", "label", "order", "pool")
+    __slots__ = ("_label", "_order", "_started", "attempts", "pool")
 
-    def __init__(self, pool: NodePool, order: Sequence[ServiceNode], *, label: str = "call") -> None:
+    def __init__(
+        self, pool: NodePool, order: CallOrder | Sequence[ServiceNode], *, label: str | Callable[[], str] = "call"
+    ) -> None:
         self.pool = pool
-        self.order = tuple(order)
-        self.label = label
+        self._order = order if isinstance(order, CallOrder) else tuple(order)
+        self._label = label
         #: every failed try so far
         self.attempts: list[Attempt] = []
         self._started = 0.0
 
+    @property
+    def label(self) -> str:
+        """What the call is, for log lines (computed only when one is written)."""
+        return self._label if isinstance(self._label, str) else self._label()
+
+    def rest(self) -> tuple[ServiceNode, ...]:
+        """The nodes after the first."""
+        order = self._order
+        return order.rest() if isinstance(order, CallOrder) else order[1:]
+
     def __iter__(self) -> Iterator[Try]:
-        order = self.order
-        last = len(order) - 1
-        for i, node in enumerate(order):
+        order = self._order
+        first = order.first if isinstance(order, CallOrder) else order[0]
+        self._started = time.perf_counter()
+        yield Try(self, first, 0)
+        for i, node in enumerate(self.rest(), 1):
             self._started = time.perf_counter()
-            yield Try(node, i, order[i + 1] if i < last else None)
+            yield Try(self, node, i)
 
     def elapsed(self) -> float:
         """Seconds since the current try started."""
@@ -122,17 +145,18 @@ class FailoverLoop:
         self.attempts.append(Attempt(step.node.id, error, elapsed))
         if charge:
             self.charge(step, hold_off=hold_off)
-        if go_on and step.next is not None:
+        nxt = step.next if go_on else None
+        if nxt is not None:
             log.warning(
                 "%s: failover from %s to %s: %s (%.2f s)",
                 self.label,
                 step.node.id,
-                step.next.id,
+                nxt.id,
                 describe_error(error),
                 elapsed,
-                extra={"from_node": step.node.id, "to_node": step.next.id, "elapsed": elapsed},
+                extra={"from_node": step.node.id, "to_node": nxt.id, "elapsed": elapsed},
             )
-            signals.send(signals.failover, self.pool, from_node=step.node, to_node=step.next, error=error)
+            signals.send(signals.failover, self.pool, from_node=step.node, to_node=nxt, error=error)
             return True
         if charge:
             log.warning(
@@ -173,8 +197,8 @@ class FailoverManager(NodePool):
         :raises NoAvailableNodeError: no node is available (only with ``panic=False``).
         :raises AllNodesFailedError: every tried node failed; ``attempts`` has each.
         """
-        order = self.failover_order()
-        if not order:
+        order = self.call_order()
+        if order is None:
             raise with_attempts(
                 NoAvailableNodeError(f"no healthy node among {[n.id for n in self.nodes]} (panic routing is off)"),
                 (),
@@ -183,13 +207,13 @@ class FailoverManager(NodePool):
 
     def run_in_order(
         self,
-        order: Sequence[ServiceNode],
+        order: CallOrder | Sequence[ServiceNode],
         operation: Callable[[ServiceNode], T],
         *,
         should_fail_over: Callable[[Exception], bool] | None = None,
     ) -> T:
         """Try ``operation`` on each node of ``order`` in turn (see :class:`FailoverLoop`)."""
-        loop = FailoverLoop(self, order, label=getattr(operation, "__name__", "operation"))
+        loop = FailoverLoop(self, order, label=lambda: getattr(operation, "__name__", "operation"))
         for step in loop:
             try:
                 result = operation(step.node)
@@ -203,7 +227,7 @@ class FailoverManager(NodePool):
                 raise AllNodesFailedError(loop.attempts) from exc
             loop.succeeded(step)
             return result
-        raise AssertionError("unreachable: an empty order")  # pragma: no cover
+        raise AssertionError("unreachable: the loop ends by returning or raising")  # pragma: no cover
 
 
 def _node_fault(exc: Exception) -> bool:

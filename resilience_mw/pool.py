@@ -20,7 +20,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,33 @@ class _View:
     pick: Picker | None
     recheck_at: float | None
     panic: bool
+
+
+class CallOrder:
+    """The nodes one call may try, each once: the picked node at once, the rest only when
+    a failover needs them (computing them costs a scan or a sort; most calls never do)."""
+
+    __slots__ = ("_pool", "_rest", "_view", "first")
+
+    def __init__(self, pool: NodePool, view: _View, first: ServiceNode, rest: tuple[ServiceNode, ...] | None) -> None:
+        self._pool = pool
+        self._view = view
+        #: the node to try first
+        self.first = first
+        self._rest = rest
+
+    def rest(self) -> tuple[ServiceNode, ...]:
+        """The nodes to try after :attr:`first`, in the strategy's order."""
+        if self._rest is None:
+            view, first = self._view, self.first
+            self._rest = failover_order(
+                self._pool.strategy, first, view.candidates, latency=self._pool._latency, rng=self._pool._rng
+            )[1:]
+        return self._rest
+
+    def __iter__(self) -> Iterator[ServiceNode]:
+        yield self.first
+        yield from self.rest()
 
 
 class NodePool:
@@ -150,14 +177,19 @@ class NodePool:
         best candidate first (the shortest remaining ejection or hold-off, then the least
         recently failed). Empty only with ``panic=False`` and several nodes all down.
         """
+        order = self.call_order()
+        return () if order is None else tuple(order)
+
+    def call_order(self) -> CallOrder | None:
+        """:meth:`failover_order` for one call, the rest computed only if asked for;
+        ``None`` when nothing is available. What the failover loop uses."""
         view = self._current_view()
         if view.pick is None:
-            return ()
+            return None
         if view.panic:
-            return self._best_first()
-        return failover_order(
-            self.strategy, view.pick(), view.candidates, latency=self._latency, rng=self._rng
-        )
+            best = self._best_first()
+            return CallOrder(self, view, best[0], best[1:])
+        return CallOrder(self, view, view.pick(), None)
 
     def healthy_nodes(self) -> tuple[ServiceNode, ...]:
         """The nodes currently offered by health (not counting panic mode)."""
@@ -229,9 +261,15 @@ class NodePool:
 
     def mark_success(self, node_id: str, latency: float) -> None:
         """Record a successful call to ``node_id`` that took ``latency`` seconds."""
+        st = self._state(node_id)
+        if st.healthy and not st.consecutive_failures:
+            # Nothing changes state: no lock. A sample lost to a concurrent update only
+            # nudges a decaying average.
+            st.last_check = self._clock()
+            self._add_latency(node_id, latency)
+            return
         transitions: list[_Transition] = []
         with self._lock:
-            st = self._state(node_id)
             st.consecutive_failures = 0
             st.last_check = self._clock()
             self._add_latency(node_id, latency)
