@@ -412,10 +412,16 @@ class FailoverAdapter(HTTPAdapter):
             self._tls_checked.add(key)
 
     def _prepare(self, request: PreparedRequest, node: ServiceNode, *, first: bool) -> PreparedRequest:
-        attempt = request.copy()
+        # A shallow copy: urllib3 reads method, URL, headers and body, and nothing here
+        # changes them in place (``PreparedRequest.copy`` would also copy the cookie jar,
+        # a quarter of the adapter's own cost per request). Headers are copied only to
+        # add the node's credentials.
+        attempt = PreparedRequest()
+        attempt.__dict__.update(request.__dict__)
         endpoint, auth = self._targets[node.id]
         attempt.url = _rewrite(request.url or "", endpoint)
-        if auth is not None and "Authorization" not in attempt.headers:
+        if auth is not None and "Authorization" not in request.headers:
+            attempt.headers = request.headers.copy()
             auth(attempt)
         if not first and isinstance(getattr(request, "_body_position", None), int):
             rewind_body(attempt)

@@ -30,7 +30,7 @@ from . import _fork, signals
 from .config import PoolConfig, nodes_check
 from .exceptions import ConfigError, UnknownNodeError
 from .model import FailoverStrategy, NodeHealth, ServiceNode
-from .strategies import Picker, build_picker, failover_order
+from .strategies import Picker, build_picker, failover_order, priority_order
 
 __all__ = ["NodePool"]
 
@@ -70,6 +70,8 @@ class _View:
     pick: Picker | None
     recheck_at: float | None
     panic: bool
+    #: candidates by priority (what Priority tries, in order), sorted once per rebuild
+    by_priority: tuple[ServiceNode, ...]
 
 
 class CallOrder:
@@ -89,8 +91,14 @@ class CallOrder:
         """The nodes to try after :attr:`first`, in the strategy's order."""
         if self._rest is None:
             view, first = self._view, self.first
+            pool = self._pool
             self._rest = failover_order(
-                self._pool.strategy, first, view.candidates, latency=self._pool._latency, rng=self._pool._rng
+                pool.strategy,
+                first,
+                view.candidates,
+                latency=pool._latency,
+                rng=pool._rng,
+                by_priority=view.by_priority or None,
             )[1:]
         return self._rest
 
@@ -178,7 +186,7 @@ class NodePool:
         recently failed). Empty only with ``panic=False`` and several nodes all down.
         """
         order = self.call_order()
-        return () if order is None else tuple(order)
+        return () if order is None else (order.first, *order.rest())
 
     def call_order(self) -> CallOrder | None:
         """:meth:`failover_order` for one call, the rest computed only if asked for;
@@ -460,6 +468,7 @@ class NodePool:
             ),
             recheck_at=min(expiries) if expiries else None,
             panic=panic,
+            by_priority=priority_order(candidates) if self.strategy is FailoverStrategy.Priority else (),
         )
 
     def _rebuild(self) -> None:

@@ -138,12 +138,23 @@ def failover_order(
     *,
     latency: Mapping[str, float],
     rng: random.Random,
+    by_priority: tuple[ServiceNode, ...] | None = None,
 ) -> tuple[ServiceNode, ...]:
-    """Every node of ``nodes`` once, ``first`` leading, the rest in the strategy's order."""
+    """Every node of ``nodes`` once, ``first`` leading, the rest in the strategy's order.
+
+    ``by_priority`` is ``priority_order(nodes)`` when the caller already has it (the pool
+    keeps it with each view): Priority then costs no sort.
+    """
     rest: Sequence[ServiceNode]
-    if strategy is FailoverStrategy.RoundRobin and first in nodes:
-        i = nodes.index(first)
-        return nodes[i:] + nodes[:i]
+    if strategy is FailoverStrategy.RoundRobin:
+        # by identity: ServiceNode's == compares every field
+        i = next((i for i, n in enumerate(nodes) if n is first), None)
+        if i is not None:
+            return nodes[i:] + nodes[:i]
+    if strategy is FailoverStrategy.Priority and by_priority is not None:
+        if by_priority and by_priority[0] is first:
+            return by_priority
+        return (first, *(n for n in by_priority if n is not first))
     others = [n for n in nodes if n is not first]
     if strategy is FailoverStrategy.Random:
         rest = rng.sample(others, len(others))
