@@ -41,6 +41,10 @@ def test_readme_python_blocks_run_as_written(node_factory: Any, capsys: pytest.C
         assert "Level3 10.0" in out
         assert "200 a" in out
         assert namespace["body"] and namespace["result"]
+        # the documented error handler answers a JSON 502 once no node answers
+        b.stop()
+        r = namespace["api"].test_client().get("/orders")
+        assert r.status_code == 502 and r.json["tried"] == [{"node": "a", "error": "ConnectionError"}]
         # AlertRules as documented fires: the reference is kept, and so is the receiver
         gc.collect()
         namespace["degradation"].force_level("Level3")
