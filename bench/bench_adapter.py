@@ -32,8 +32,8 @@ from requests.adapters import HTTPAdapter
 
 from bench._harness import delta, emit, interleaved, median
 from resilience_mw import FailoverManager, FailoverStrategy, ServiceNode
-from resilience_mw.failover import FailoverLoop
 from resilience_mw.adapter import FailoverAdapter
+from resilience_mw.failover import FailoverLoop
 from tests.nodes import NodeServer, free_port
 
 TIMEOUT = (0.1, 0.2)
