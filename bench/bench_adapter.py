@@ -113,7 +113,7 @@ def bad_then_live(bad_url: str, live: NodeServer, reps: int) -> dict[str, float]
         theirs: list[float] = []
         for _ in range(10):  # follow-ups and plain calls alternate: same load for both
             mine += timed(lambda s=s: s.get("http://svc/x", timeout=TIMEOUT), 5)
-            theirs += timed(lambda: plain.get(f"{live.url}/x", timeout=TIMEOUT), 5)
+            theirs += timed(lambda plain=plain: plain.get(f"{live.url}/x", timeout=TIMEOUT), 5)
         follow += mine
         plain_times += theirs
         ratios.append(statistics.median(mine) / statistics.median(theirs))  # within the rep
