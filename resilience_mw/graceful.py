@@ -1,51 +1,74 @@
 """GracefulDegradation: use a fallback when the primary fails or the level is high.
 
-The seed's rules are the defaults: at Level3 and above the fallback runs without
-calling the primary; a primary failure at Level2 and above runs the fallback; below
-Level2 the primary's error propagates. Outcomes of the primary feed
-:meth:`AutoDegradationManager.record_request`.
+The rule (one home: :func:`run_with_fallback`, shared with ``@with_fallback``):
+
+* from ``skip_primary_at`` (default Level3) the fallback runs without calling the
+  primary: the system is degraded enough that the primary's cost is not worth paying;
+* otherwise the primary runs, and if it raises one of ``fallback_on`` (default any
+  ``Exception``) the fallback runs instead, at any level from ``fallback_on_error_at``
+  (default Normal: every outage starts with fallbacks, not error pages). The stricter
+  rule of the design this library ports (fall back only from Level2; below it the
+  primary's error propagates) is ``fallback_on_error_at=DegradationLevel.Level2``.
+
+The primary's outcome (not the fallback's) feeds the error rate.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from . import _validate as v
+from ._redact import describe_error
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .model import DegradationLevel, parse_level
 
-__all__ = ["GracefulDegradation", "check_levels", "run_with_fallback"]
+__all__ = ["GracefulDegradation", "check_levels", "exception_types", "fallback_caller", "run_with_fallback"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
+def fallback_caller(fallback: Callable[..., T]) -> Callable[[tuple[Any, ...], dict[str, Any]], T]:
+    """How to call ``fallback``, decided once: with the primary's arguments if its
+    signature takes any, with none if it takes none (``lambda: cached``)."""
+    try:
+        params = inspect.signature(fallback).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: give it the arguments
+        return lambda args, kwargs: fallback(*args, **kwargs)
+    if not params:
+        return lambda args, kwargs: fallback()
+    return lambda args, kwargs: fallback(*args, **kwargs)
+
+
 def run_with_fallback(
     level: DegradationLevel,
     primary: Callable[..., T],
-    fallback: Callable[..., T],
+    fallback: Callable[[tuple[Any, ...], dict[str, Any]], T],
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
     *,
     skip_primary_at: DegradationLevel = DegradationLevel.Level3,
-    fallback_on_error_at: DegradationLevel = DegradationLevel.Level2,
+    fallback_on_error_at: DegradationLevel = DegradationLevel.Normal,
+    fallback_on: tuple[type[BaseException], ...] = (Exception,),
     on_outcome: Callable[[bool], object] | None = None,
-    is_failure: Callable[[Exception], bool] | None = None,
+    is_failure: Callable[[BaseException], bool] | None = None,
 ) -> T:
-    """The fallback rule, shared by :class:`GracefulDegradation` and ``@with_fallback``.
+    """The fallback rule (see the module docstring).
 
-    Both callables get ``*args, **kwargs``. ``on_outcome(success)`` is told the
-    primary's outcome (not the fallback's). An exception for which ``is_failure``
-    returns ``False`` propagates untouched and counts as a success (e.g. a 404).
+    ``fallback`` is a caller from :func:`fallback_caller`. ``on_outcome(success)`` is
+    told the primary's outcome, not the fallback's. An exception for which
+    ``is_failure`` returns ``False`` propagates untouched and counts as a success
+    (e.g. a 404).
     """
     kw = kwargs or {}
     if level >= skip_primary_at:
         log.debug("level %s: using the fallback without trying the primary", level.name)
-        return fallback(*args, **kw)
+        return fallback(args, kw)
     try:
         result = primary(*args, **kw)
     except Exception as exc:
@@ -55,9 +78,14 @@ def run_with_fallback(
             raise
         if on_outcome is not None:
             on_outcome(False)
-        if level >= fallback_on_error_at:
-            log.warning("primary failed at level %s, using the fallback: %r", level.name, exc)
-            return fallback(*args, **kw)
+        if level >= fallback_on_error_at and isinstance(exc, fallback_on):
+            log.warning(
+                "%s failed at level %s; serving its fallback: %s",
+                getattr(primary, "__qualname__", "primary"),
+                level.name,
+                describe_error(exc),
+            )
+            return fallback(args, kw)
         raise
     if on_outcome is not None:
         on_outcome(True)
@@ -68,7 +96,9 @@ class GracefulDegradation:
     """Fallback rules over an :class:`AutoDegradationManager`.
 
     :param skip_primary_at: from this level the primary is not called at all.
-    :param fallback_on_error_at: from this level a primary failure uses the fallback.
+    :param fallback_on_error_at: from this level a primary failure uses the fallback
+        (default Normal: always; ``Level2`` is the stricter rule of the ported design).
+    :param fallback_on: the exception types that fall back; others propagate.
     :param record: whether primary outcomes are recorded in the manager's error rate.
     """
 
@@ -77,12 +107,14 @@ class GracefulDegradation:
         manager: AutoDegradationManager,
         *,
         skip_primary_at: DegradationLevel | str = DegradationLevel.Level3,
-        fallback_on_error_at: DegradationLevel | str = DegradationLevel.Level2,
+        fallback_on_error_at: DegradationLevel | str = DegradationLevel.Normal,
+        fallback_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         record: bool = True,
     ) -> None:
         if not isinstance(manager, AutoDegradationManager):
             raise ConfigError("manager", manager, "must be an AutoDegradationManager")
         self.skip_primary_at, self.fallback_on_error_at = check_levels(skip_primary_at, fallback_on_error_at)
+        self.fallback_on = exception_types("fallback_on", fallback_on)
         self.manager = manager
         self.record = v.boolean()("record", record)
 
@@ -91,9 +123,10 @@ class GracefulDegradation:
         return run_with_fallback(
             self.manager.current_level(),
             primary,
-            fallback,
+            lambda args, kwargs: fallback(),
             skip_primary_at=self.skip_primary_at,
             fallback_on_error_at=self.fallback_on_error_at,
+            fallback_on=self.fallback_on,
             on_outcome=self.manager.record_request if self.record else None,
         )
 
@@ -103,6 +136,14 @@ class GracefulDegradation:
             return operation()
         log.debug("feature %s is unavailable at level %s", feature, self.manager.current_level().name)
         return None
+
+
+def exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
+    """An exception class or a tuple of them, as a tuple; :class:`ConfigError` otherwise."""
+    types = value if isinstance(value, tuple) else (value,)
+    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise ConfigError(name, value, "must be an exception class or a tuple of them")
+    return types
 
 
 def check_levels(

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import re
 import subprocess
+import threading
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
@@ -24,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv" / "compat"
+#: runs of several modes go in parallel; making the venv and unpacking do not
+_SETUP = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,9 @@ class Result:
 
 def run(suite: Suite, mode: str, timeout: float = 900) -> Result:
     """Run ``suite`` in ``mode``; the ids of its tests by outcome."""
-    python = venv()
-    src = sources(suite)
+    with _SETUP:
+        python = venv()
+        src = sources(suite)
     report = VENV / f"junit-{suite.dist}-{mode}.xml"
     cmd = [
         str(python), "-m", "pytest", *suite.paths, "-q", "-p", "resilience_compat_plugin",

@@ -1,0 +1,75 @@
+"""Count each request once: the one home of "this request's outcome".
+
+A request is counted in a degradation manager's error window at most once, by
+whichever layer knows first, and a counted success can be turned into a failure
+once. The state lives in the WSGI environ under a key per error window, so nested
+middlewares for different managers each count every request, and two for the same
+manager count it once:
+
+* absent: no middleware of this manager sees the request; a decorator or
+  ``GracefulDegradation`` counts the outcome itself;
+* ``"pending"``: a middleware will count it by its status when the app returns;
+* ``"ok"`` / ``"fail"``: counted.
+
+While the middleware calls the app (and while it sends a lazy body), the request's
+environ is in a context variable, so code that has no environ in hand
+(``GracefulDegradation.execute`` in a view) still finds it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import MutableMapping
+from typing import Any
+
+from .degradation import ErrorWindow
+
+__all__ = ["PENDING", "current_environ", "key", "record", "record_failure"]
+
+PENDING = "pending"
+
+Environ = MutableMapping[str, Any]
+
+#: the environ of the request this context is serving, if a middleware set it
+current_environ: contextvars.ContextVar[Environ | None] = contextvars.ContextVar(
+    "resilience_mw_environ", default=None
+)
+
+
+def key(window: ErrorWindow) -> str:
+    """The environ key of one error window's count of a request."""
+    return f"resilience.recorded.{id(window):x}"
+
+
+def record(window: ErrorWindow, success: bool, environ: Environ | None = None) -> None:
+    """Count an outcome for the current request, once.
+
+    Inside a request a middleware of this window counts (``"pending"``), a success is
+    left to it and a failure is counted now (the middleware then counts nothing more).
+    Outside any request, or in one no middleware of this window sees, the outcome is
+    counted here, once per request.
+    """
+    if environ is None:
+        environ = current_environ.get()
+    if environ is None:  # no request: each call is its own outcome
+        window.ok() if success else window.fail()
+        return
+    if not success:
+        record_failure(environ, window)
+        return
+    k = key(window)
+    if k not in environ:
+        window.ok()
+        environ[k] = "ok"
+
+
+def record_failure(environ: Environ, window: ErrorWindow) -> None:
+    """Count the request of ``environ`` as a failure, exactly once: turns a counted
+    success into a failure, does nothing after a counted failure, counts one otherwise."""
+    k = key(window)
+    state = environ.get(k)
+    if state is None or state == PENDING:
+        window.fail()
+    elif state == "ok":
+        window.fail_after_ok()
+    environ[k] = "fail"
