@@ -108,7 +108,7 @@ def step_degradation(cluster: Cluster, http: requests.Session, c: Checks) -> Aut
 
 def step_graceful(degradation: AutoDegradationManager, c: Checks) -> None:
     print("Test 3: graceful degradation", flush=True)
-    graceful = GracefulDegradation(degradation)
+    graceful = GracefulDegradation(degradation, fallback_on_error_at="Level2")  # the ported design's rule
     called: list[str] = []
 
     def primary() -> str:

@@ -109,7 +109,8 @@ class _Validated:
         return cls(**options)
 
 
-_PERCENT = v.number(ge=0, le=100)
+#: a threshold in percent, or None to switch that level of that signal off
+_PERCENT = v.optional(v.number(ge=0, le=100))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,21 +118,24 @@ class DegradationConfig(_Validated):
     """Thresholds of :class:`~resilience_mw.AutoDegradationManager`.
 
     CPU and memory thresholds are percentages, strictly increasing per resource from
-    Level1 to Emergency. The error rate is measured over the last
+    Level1 to Emergency; ``None`` switches that level of that signal off (all four
+    ``None``: the signal is off). A CPU or memory level counts only when
+    ``sustain_samples`` of the last ``sustain_window`` samples call for it, and not
+    within ``startup_grace_seconds`` of the sampler's start. The error rate is measured over the last
     ``error_window_seconds`` and counts once ``min_requests`` requests fell in that
     window; Level1/2/3/Emergency are reached at 1x/1.5x/2x/``error_emergency_multiplier``
     x ``error_rate_threshold``. Going up is immediate; going down needs the lower level
     to hold for ``cooldown_seconds``.
     """
 
-    cpu_threshold_l1: float = option(70.0, "CPU percent from which Level1 applies", _PERCENT)
-    cpu_threshold_l2: float = option(85.0, "CPU percent from which Level2 applies", _PERCENT)
-    cpu_threshold_l3: float = option(95.0, "CPU percent from which Level3 applies", _PERCENT)
-    cpu_threshold_emergency: float = option(98.0, "CPU percent from which Emergency applies", _PERCENT)
-    memory_threshold_l1: float = option(70.0, "memory percent from which Level1 applies", _PERCENT)
-    memory_threshold_l2: float = option(85.0, "memory percent from which Level2 applies", _PERCENT)
-    memory_threshold_l3: float = option(95.0, "memory percent from which Level3 applies", _PERCENT)
-    memory_threshold_emergency: float = option(98.0, "memory percent from which Emergency applies", _PERCENT)
+    cpu_threshold_l1: float | None = option(70.0, "CPU percent from which Level1 applies", _PERCENT)
+    cpu_threshold_l2: float | None = option(85.0, "CPU percent from which Level2 applies", _PERCENT)
+    cpu_threshold_l3: float | None = option(95.0, "CPU percent from which Level3 applies", _PERCENT)
+    cpu_threshold_emergency: float | None = option(98.0, "CPU percent from which Emergency applies", _PERCENT)
+    memory_threshold_l1: float | None = option(70.0, "memory percent from which Level1 applies", _PERCENT)
+    memory_threshold_l2: float | None = option(85.0, "memory percent from which Level2 applies", _PERCENT)
+    memory_threshold_l3: float | None = option(95.0, "memory percent from which Level3 applies", _PERCENT)
+    memory_threshold_emergency: float | None = option(98.0, "memory percent from which Emergency applies", _PERCENT)
     error_rate_threshold: float = option(
         0.1, "error rate (share of failed requests) from which Level1 applies", v.number(gt=0, le=1)
     )
@@ -150,10 +154,26 @@ class DegradationConfig(_Validated):
     cooldown_seconds: float = option(
         30.0, "how long a lower level must hold before the level goes down (0: at once)", v.seconds(zero=True)
     )
+    sustain_samples: int = option(
+        3,
+        "CPU and memory raise the level only when this many of the last sustain_window samples call for it",
+        v.integer(ge=1, le=1000),
+    )
+    sustain_window: int = option(5, "samples sustain_samples is counted over", v.integer(ge=1, le=1000))
+    startup_grace_seconds: float = option(
+        10.0, "CPU and memory samples taken this soon after the sampler starts are ignored", v.seconds(zero=True)
+    )
+    errors_shed: bool = option(
+        False,
+        "the error rate alone also sheds requests and fails readiness (by default it only gates "
+        "features and engages fallbacks: a dependency outage must not pull every replica)",
+        v.boolean(),
+    )
 
     def _check_together(self) -> None:
         for res in ("cpu", "memory"):
             names = [f"{res}_threshold_{s}" for s in ("l1", "l2", "l3", "emergency")]
+            names = [n for n in names if getattr(self, n) is not None]  # None: that level is off
             for lower, higher in itertools.pairwise(names):
                 if not getattr(self, lower) < getattr(self, higher):
                     raise ConfigError(
@@ -168,6 +188,12 @@ class DegradationConfig(_Validated):
                 f"(error_emergency_multiplier={self.error_emergency_multiplier:g}), which cannot happen",
                 hint=f"use error_rate_threshold <= {1 / self.error_emergency_multiplier:g} "
                 "or a smaller error_emergency_multiplier",
+            )
+        if self.sustain_samples > self.sustain_window:
+            raise ConfigError(
+                "sustain_samples",
+                self.sustain_samples,
+                f"must be <= sustain_window={self.sustain_window} (the level could never rise)",
             )
         if self.error_window_seconds / self.error_window_buckets < 0.01:
             raise ConfigError(
@@ -184,9 +210,9 @@ class DegradationConfig(_Validated):
             (DegradationLevel.Level2, "l2"),
             (DegradationLevel.Level1, "l1"),
         ):
-            if cpu >= getattr(self, f"cpu_threshold_{suffix}") or memory >= getattr(
-                self, f"memory_threshold_{suffix}"
-            ):
+            cpu_at = getattr(self, f"cpu_threshold_{suffix}")
+            memory_at = getattr(self, f"memory_threshold_{suffix}")
+            if (cpu_at is not None and cpu >= cpu_at) or (memory_at is not None and memory >= memory_at):
                 return level
         return DegradationLevel.Normal
 

@@ -27,12 +27,12 @@ from typing import Any, ParamSpec, TypeVar
 from flask import current_app, has_app_context, has_request_context, request
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
+from . import _outcomes
 from . import _validate as v
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError, FeatureUnavailable, ResilienceError
-from .graceful import check_levels, run_with_fallback
+from .graceful import check_levels, exception_types, fallback_caller, run_with_fallback
 from .model import DegradationLevel
-from .wsgi import record_failure
 
 __all__ = ["FeatureUnavailableHTTP", "feature", "with_fallback"]
 
@@ -117,74 +117,60 @@ def feature(
     return decorate
 
 
-def _is_failure(exc: Exception) -> bool:
+def _is_failure(exc: BaseException) -> bool:
     # abort(404) and friends are answers, not failures of the primary path
     return not (isinstance(exc, HTTPException) and (exc.code or 500) < 500)
 
 
 def _record_outcome(manager: AutoDegradationManager, success: bool) -> None:
-    """Record the primary's outcome once per request.
-
-    Inside a Flask request the middleware records the final response, so only a
-    primary failure is ours to record, and then the middleware must not count the
-    fallback's response as a success. Outside Flask both outcomes are ours.
-    """
-    if not has_request_context():
-        manager.record_request(success)
-    elif not success:
-        record_failure(request.environ, manager)
+    """Count the primary's outcome once per request (see :mod:`resilience_mw._outcomes`):
+    in a Flask request, through its environ; elsewhere as its own outcome."""
+    _outcomes.record(manager.window, success, request.environ if has_request_context() else None)
 
 
 def with_fallback(
     fallback: Callable[..., Any],
     *,
     skip_primary_at: DegradationLevel | str = DegradationLevel.Level3,
-    fallback_on_error_at: DegradationLevel | str = DegradationLevel.Level2,
+    fallback_on_error_at: DegradationLevel | str = DegradationLevel.Normal,
+    fallback_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     manager: AutoDegradationManager | None = None,
     record: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Serve ``fallback`` (called with the view's arguments) by the graceful rules.
+    """Serve ``fallback`` when the view fails, or without calling it from a high level.
 
-    From ``skip_primary_at`` the view is not called; a view exception from
-    ``fallback_on_error_at`` serves the fallback; below it the exception propagates.
-    HTTP errors below 500 (``abort(404)``) always propagate and are not failures.
+    The rule is :class:`~resilience_mw.GracefulDegradation`'s: a view exception of
+    ``fallback_on`` serves the fallback at any level from ``fallback_on_error_at``
+    (default Normal: always); from ``skip_primary_at`` (default Level3) the view is not
+    called. The fallback gets the view's arguments if its signature takes any, none if
+    it takes none (``lambda: {...}``). HTTP errors below 500 (``abort(404)``) always
+    propagate and are not failures. A view that failed and served its fallback counts
+    as one failed request.
     """
     skip_primary_at, fallback_on_error_at = check_levels(skip_primary_at, fallback_on_error_at)
+    fallback_on = exception_types("fallback_on", fallback_on)
     v.function()("fallback", fallback)
     _check_manager(manager)
     v.boolean()("record", record)
-
-    # Below both levels only the primary runs: that common case is handled inline.
-    lowest = min(skip_primary_at, fallback_on_error_at)
+    call_fallback = fallback_caller(fallback)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             m = manager if manager is not None else _app_manager()
-            level = m.level
-            if level < lowest:
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    if record and _is_failure(exc):
-                        _record_outcome(m, False)
-                    raise
-                if record and not has_request_context():
-                    # in Flask the middleware records the response instead
-                    m.window.ok()
-                return result
-            slow: R = run_with_fallback(
-                level,
+            result: R = run_with_fallback(
+                m.level,
                 fn,
-                fallback,
+                call_fallback,
                 args,
                 kwargs,
                 skip_primary_at=skip_primary_at,
                 fallback_on_error_at=fallback_on_error_at,
+                fallback_on=fallback_on,
                 on_outcome=functools.partial(_record_outcome, m) if record else None,
                 is_failure=_is_failure,
             )
-            return slow
+            return result
 
         wrapper.__resilience_fallback__ = fallback  # type: ignore[attr-defined]
         return wrapper

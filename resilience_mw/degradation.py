@@ -25,6 +25,7 @@ from typing import Any
 
 from . import _fork, signals
 from . import _validate as v
+from ._level_policy import Settler, sustained
 from .config import DegradationConfig
 from .exceptions import ConfigError
 from .features import FeatureTable
@@ -199,13 +200,23 @@ class AutoDegradationManager:
         #: directly, a call layer less than :meth:`record_request`. Never reassign it.
         self.window = ErrorWindow(self.config.error_window_seconds, self.config.error_window_buckets, clock)
         self._lock = threading.RLock()
-        #: the level in force; read it freely (no lock), never assign it (use force_level)
+        #: the level in force, from every cause (features and fallbacks follow it); read
+        #: it freely (no lock), never assign it (use force_level)
         self.level = DegradationLevel.Normal
-        self._computed = DegradationLevel.Normal
+        #: the level from the process's own load (CPU, memory) and an operator's forced
+        #: level only, unless ``config.errors_shed``: what shedding and readiness follow,
+        #: so that a dependency outage does not take every replica out
+        self.load_level = DegradationLevel.Normal
+        cooldown = self.config.cooldown_seconds
+        self._overall = Settler(cooldown)
+        self._load = Settler(cooldown)
+        self._resources: collections.deque[DegradationLevel] = collections.deque(
+            maxlen=self.config.sustain_window
+        )
+        self._started_at: float | None = None
         self._forced: DegradationLevel | None = None
-        self._lower_since: float | None = None
-        self._hold_max = DegradationLevel.Normal
         self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0}
+        self._cause: dict[str, Any] = {"resources": "Normal", "errors": "Normal", "forced": None}
         self._worker: BackgroundWorker | None = None
         _fork.register(self)
         _fork.register(self.window)
@@ -237,6 +248,8 @@ class AutoDegradationManager:
         """Start sampling every ``check_interval`` seconds in a daemon thread (idempotent)."""
         check_interval = _INTERVAL("check_interval", check_interval)
         with self._lock:
+            if self._started_at is None:
+                self._started_at = self._clock()
             if self._worker is None:
                 prime = getattr(self._sampler, "prime", None)
                 self._worker = BackgroundWorker(
@@ -280,33 +293,22 @@ class AutoDegradationManager:
             return self.level
         # a failure turned from a success may land a bucket later than its request
         rate = min(1.0, failures / requests) if requests else 0.0
-        target = self.config.decide(sample.cpu, sample.memory, rate, requests)
+        cfg = self.config
         now = self._clock()
+        errors = cfg.error_level(rate, requests)
         with self._lock:
-            self._last = {
-                "cpu": sample.cpu,
-                "memory": sample.memory,
-                "error_rate": rate,
-                "requests": requests,
-            }
-            self._computed = self._settle(target, now)
+            in_grace = self._started_at is not None and now - self._started_at < cfg.startup_grace_seconds
+            # Startup spikes (imports, forks, warm-up) are not load: they are not fed.
+            if not in_grace:
+                self._resources.append(cfg.resource_level(sample.cpu, sample.memory))
+            resources = sustained(self._resources, cfg.sustain_samples)
+            self._last = {"cpu": sample.cpu, "memory": sample.memory, "error_rate": rate, "requests": requests}
+            self._cause = {"resources": resources.name, "errors": errors.name, "forced": None}
+            self._overall.settle(max(resources, errors), now)
+            self._load.settle(max(resources, errors) if cfg.errors_shed else resources, now)
             old, new = self._publish()
         self._announce(old, new, forced=False)
         return new
-
-    def _settle(self, target: DegradationLevel, now: float) -> DegradationLevel:
-        """Up at once; down only after the lower level held for the cooldown."""
-        if target >= self._computed:
-            self._lower_since = None
-            return target
-        if self._lower_since is None:
-            self._lower_since, self._hold_max = now, target
-        else:
-            self._hold_max = max(self._hold_max, target)
-        if now - self._lower_since >= self.config.cooldown_seconds:
-            self._lower_since = None
-            return self._hold_max
-        return self._computed
 
     # ------------------------------------------------------------ override
 
@@ -315,6 +317,7 @@ class AutoDegradationManager:
         forced = parse_level(level)
         with self._lock:
             self._forced = forced
+            self._cause = {**self._cause, "forced": forced.name}
             old, new = self._publish()
         self._announce(old, new, forced=True)
 
@@ -322,6 +325,7 @@ class AutoDegradationManager:
         """Return to the computed level."""
         with self._lock:
             self._forced = None
+            self._cause = {**self._cause, "forced": None}
             old, new = self._publish()
         self._announce(old, new, forced=False)
 
@@ -330,14 +334,25 @@ class AutoDegradationManager:
         return self._forced
 
     def figures(self) -> dict[str, Any]:
-        """The last sample and level as plain data (for status pages)."""
+        """The last sample, the levels and why they are what they are, as plain data.
+
+        ``cause`` names the level each cause calls for (``resources``: CPU and memory,
+        sustained; ``errors``: the error rate; ``forced``: an operator's override);
+        ``load_level`` is what shedding and readiness follow; ``cooldown_remaining`` is
+        how long until the level may come down (``None``: not waiting to).
+        """
+        now = self._clock()
         with self._lock:
+            waits = [w for w in (self._overall.cooldown_remaining(now), self._load.cooldown_remaining(now)) if w is not None]
             return {
                 **self._last,
                 "level": self.level.name,
                 "level_value": int(self.level),
-                "computed_level": self._computed.name,
+                "load_level": self.load_level.name,
+                "computed_level": self._overall.level.name,
                 "forced": self._forced.name if self._forced is not None else None,
+                "cause": dict(self._cause),
+                "cooldown_remaining": None if self._forced is not None or not waits else max(waits),
             }
 
     def reset_errors(self) -> None:
@@ -348,22 +363,32 @@ class AutoDegradationManager:
 
     def _publish(self) -> tuple[DegradationLevel, DegradationLevel]:
         old = self.level
-        self.level = self._forced if self._forced is not None else self._computed
+        forced = self._forced
+        self.load_level = forced if forced is not None else self._load.level
+        self.level = forced if forced is not None else self._overall.level
         return old, self.level
 
     def _announce(self, old: DegradationLevel, new: DegradationLevel, *, forced: bool) -> None:
         if old == new:
             return
         f = self._last
+        cause = dict(self._cause)
+        why = (
+            f"forced to {cause['forced']}"
+            if cause["forced"]
+            else f"resources call for {cause['resources']}, errors for {cause['errors']}"
+        )
         log.warning(
-            "degradation level %s -> %s (cpu %s%%, memory %s%%, error rate %.1f%% of %d)%s",
+            "degradation level %s -> %s: %s (cpu %s%%, memory %s%%, error rate %.1f%% of %d); load level %s",
             old.name,
             new.name,
+            why,
             _fmt(f["cpu"]),
             _fmt(f["memory"]),
             100 * f["error_rate"],
             f["requests"],
-            " [forced]" if forced else "",
+            self.load_level.name,
+            extra={"old": old.name, "new": new.name, "cause": cause},
         )
         signals.send(
             signals.level_changed,
@@ -375,6 +400,8 @@ class AutoDegradationManager:
             error_rate=f["error_rate"],
             requests=f["requests"],
             forced=forced,
+            cause=cause,
+            load_level=self.load_level,
         )
 
     def _after_fork_in_child(self) -> None:

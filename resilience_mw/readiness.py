@@ -25,13 +25,17 @@ def readiness_document(
     """The readiness document and its HTTP status (200 for pass/warn, 503 for fail).
 
     ``pass`` at Normal with every node healthy; ``warn`` when degraded or a node is down
-    (still ready: taking the instance out would not help its dependencies); ``fail`` at
-    ``shed_level`` and above, so a load balancer routes away.
+    (still ready: taking the instance out would not help its dependencies); ``fail`` when
+    the load level (CPU, memory, a forced level; the error rate only with
+    ``errors_shed``) is at ``shed_level`` or above, so a load balancer routes away. The
+    document carries the cause of the level and the cooldown.
     """
     level = degradation.current_level()
     figures = degradation.figures()
     nodes = failover.snapshot() if failover is not None else []
-    if shed_level is not None and level >= shed_level:
+    # Only the process's own overload (or a forced level) fails readiness: a dependency
+    # outage raises the error rate on every replica, and pulling them all helps no one.
+    if shed_level is not None and degradation.load_level >= shed_level:
         status = "fail"
     elif level > DegradationLevel.Normal or any(not n["healthy"] for n in nodes):
         status = "warn"

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _fork
+from . import _fork, _outcomes
 from .config import MiddlewareConfig
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
@@ -45,56 +45,53 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["LEVEL_KEY", "ORIGINAL_PATH_KEY", "RECORDED_KEY", "ResilienceMiddleware", "record_failure"]
+__all__ = ["LEVEL_KEY", "ORIGINAL_PATH_KEY", "ResilienceMiddleware", "record_failure"]
 
 #: environ key holding the request's :class:`DegradationLevel`
 LEVEL_KEY = "resilience.level"
 #: environ key holding the path before a reroute
 ORIGINAL_PATH_KEY = "resilience.original_path"
-#: how this request has been counted in the error window, ``"ok"`` or ``"fail"`` (absent:
-#: not yet). Set by the middleware when it counts a response whose body is still to be
-#: sent, and by :func:`record_failure`; while it is present the middleware counts
-#: nothing more for the request, and a later failure turns an ``"ok"`` into a failure.
-RECORDED_KEY = "resilience.recorded"
-
 #: paths the middleware neither counts nor sheds unless told otherwise
 DEFAULT_EXEMPT_PATHS: tuple[str, ...] = MiddlewareConfig().exempt_paths
 
 
 def record_failure(environ: WSGIEnvironment, degradation: AutoDegradationManager) -> None:
-    """Count the request of ``environ`` as a failure, exactly once.
+    """Count the request of ``environ`` as a failure in ``degradation``, exactly once.
 
     Turns a success the middleware already counted into a failure, does nothing if a
     failure was already counted, and otherwise counts one (the middleware then counts
     nothing more for this request). For code that knows better than the status line,
     e.g. a view that serves a fallback with 200 after its primary path failed.
     """
-    counted = environ.get(RECORDED_KEY)
-    if counted is None:
-        degradation.window.fail()
-    elif counted == "ok":
-        degradation.window.fail_after_ok()
-    environ[RECORDED_KEY] = "fail"
+    _outcomes.record_failure(environ, degradation.window)
 
 
 def _watching(
-    body: Iterable[bytes], environ: WSGIEnvironment, degradation: AutoDegradationManager
+    body: Iterable[bytes], environ: WSGIEnvironment, middleware: ResilienceMiddleware, status: list[str]
 ) -> Generator[bytes, None, None]:
-    """A lazy response body that counts a failure if iterating it raises; always closes it.
+    """A lazy response body that counts its request once its status is known (an app
+    may call ``start_response`` only when iterated), counts a failure if iterating it
+    raises, and always closes it.
 
     The caller runs it to the first (empty) yield before returning it: a generator
     closed before it started would skip its ``finally`` and not close the inner body.
     A plain loop, not ``yield from``: closing this generator must not close the inner
     body a second time (the ``finally`` does that, once).
     """
+    key = middleware._key
     try:
         yield b""
-        for chunk in body:  # noqa: UP028 - deliberate, see above
+        for chunk in body:
+            if status[0] and environ.get(key) == _outcomes.PENDING:
+                middleware._count(environ, status[0])
             yield chunk
+        if environ.get(key) == _outcomes.PENDING:
+            middleware._count(environ, status[0])  # an empty body: the status came at the end
     except GeneratorExit:  # closed early: the client went away, not a failure
         raise
     except BaseException:
-        record_failure(environ, degradation)
+        if middleware.count_exceptions:
+            _outcomes.record_failure(environ, middleware._window)
         raise
     finally:
         close = getattr(body, "close", None)
@@ -159,6 +156,7 @@ class ResilienceMiddleware:
         levels = [lv for _, lv in self.reroutes.values()] + ([shed_level] if shed_level is not None else [])
         self._act_from = min(levels) if levels else DegradationLevel.Emergency + 1
         self._window = degradation.window
+        self._key = _outcomes.key(degradation.window)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._on_first_request is not None:
@@ -174,42 +172,57 @@ class ResilienceMiddleware:
                 return shed
         if not self.record_outcomes:
             return self.app(environ, start_response)
-        status = ""
+        key = self._key
+        environ[key] = _outcomes.PENDING  # this middleware counts it (see _outcomes)
+        status = [""]
 
         def capture(
             status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            nonlocal status
-            status = status_
+            status[0] = status_
             return start_response(status_, headers, exc_info)
 
         try:
             body = self.app(environ, capture)
         except BaseException:
-            if self.count_exceptions and RECORDED_KEY not in environ:
+            if self.count_exceptions and environ[key] == _outcomes.PENDING:
                 self._window.fail()
+                environ[key] = "fail"
             raise
+        code = status[0]
         # Counted now, by the status the app gave. The rule is written out here rather
-        # than in a helper: this is the per-request hot path, and a call costs.
-        if RECORDED_KEY not in environ:
-            if "5" <= status < "6" if self._is_failure is None else self._is_failure(status):
+        # than in _count: this is the per-request hot path, and a call costs.
+        if code and environ[key] == _outcomes.PENDING:
+            if self._is_failure(code) if self._is_failure is not None else "5" <= code < "6":
                 self._window.fail()
-                counted = "fail"
+                environ[key] = "fail"
             else:
                 self._window.ok()
-                counted = "ok"
-            if type(body) is list:  # fully built: nothing can fail later
-                return body
-            environ[RECORDED_KEY] = counted  # so that a body breaking later turns it
-        elif type(body) is list:
+                environ[key] = "ok"
+        if type(body) is list and code:  # fully built: nothing can fail later
             return body
-        if not self.count_exceptions or type(body) is environ.get("wsgi.file_wrapper"):
+        if code and (not self.count_exceptions or type(body) is environ.get("wsgi.file_wrapper")):
             # A file_wrapper goes back unwrapped, or the server could not send it with
             # sendfile; a failure while sending the file is then not counted.
             return body
-        watching = _watching(body, environ, self.degradation)
+        # A lazy body, or an app that calls start_response only when iterated.
+        watching = _watching(body, environ, self, status)
         next(watching)  # to the first, empty yield; see _watching
         return watching
+
+    def _count(self, environ: WSGIEnvironment, status: str) -> None:
+        """Count a request whose status arrived after the app returned."""
+        if not status:
+            failed = True  # the body ended without a start_response: a broken app
+        elif self._is_failure is not None:
+            failed = self._is_failure(status)
+        else:
+            failed = status[:1] == "5"
+        if failed:
+            self._window.fail()
+        else:
+            self._window.ok()
+        environ[self._key] = "fail" if failed else "ok"
 
     def _after_fork_in_child(self) -> None:
         self._first_lock = threading.Lock()
@@ -223,15 +236,18 @@ class ResilienceMiddleware:
     def _degrade(
         self, environ: WSGIEnvironment, path: str, level: DegradationLevel, start_response: StartResponse
     ) -> list[bytes] | None:
-        if self.shed_level is not None and level >= self.shed_level and not path.startswith(self.core_paths):
-            return self._shed(level, start_response)
+        # Shedding follows the load level (the process's own overload, or a forced level),
+        # not the error rate of a dependency: shedding would not help it.
+        load = self.degradation.load_level
+        if self.shed_level is not None and load >= self.shed_level and not path.startswith(self.core_paths):
+            return self._shed(load, start_response, environ.get("REQUEST_METHOD") == "HEAD")
         target = self.reroutes.get(path)
         if target is not None and level >= target[1]:
             environ[ORIGINAL_PATH_KEY] = path
             environ["PATH_INFO"] = target[0]
         return None
 
-    def _shed(self, level: DegradationLevel, start_response: StartResponse) -> list[bytes]:
+    def _shed(self, level: DegradationLevel, start_response: StartResponse, head: bool = False) -> list[bytes]:
         body = json.dumps(
             {"error": "service overloaded", "level": level.name, "retry_after": self.retry_after}
         ).encode()
@@ -244,7 +260,7 @@ class ResilienceMiddleware:
                 ("Cache-Control", "no-store"),
             ],
         )
-        return [body]
+        return [] if head else [body]  # HEAD: the headers a GET would get, no body
 
     def __repr__(self) -> str:
         shed = self.shed_level.name if self.shed_level is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from flask import Flask, Response, stream_with_context
 
@@ -79,7 +81,8 @@ def test_with_fallback_view_rules(app: Flask) -> None:
     c = app.test_client()
     deg = app.extensions["resilience"].degradation
     assert c.get("/search/books").json == {"results": ["books"], "source": "primary"}
-    assert c.get("/search/crash").status_code == 500  # below Level2: error propagates
+    # a failing primary falls back at any level, from the first failing request
+    assert c.get("/search/crash").json == {"results": ["cached"], "source": "fallback"}
     deg.force_level(L.Level2)
     assert c.get("/search/crash").json == {"results": ["cached"], "source": "fallback"}
     assert c.get("/search/missing").status_code == 404  # 4xx is an answer, not a failure
@@ -90,7 +93,6 @@ def test_with_fallback_view_rules(app: Flask) -> None:
 def test_with_fallback_records_one_outcome_per_request(app: Flask) -> None:
     c = app.test_client()
     deg = app.extensions["resilience"].degradation
-    deg.force_level(L.Level2)
     c.get("/search/crash")  # primary failed, fallback served 200: one failure, no success
     c.get("/search/books")  # one success
     c.get("/search/missing")  # 404: one success
@@ -117,6 +119,55 @@ def test_with_fallback_inside_a_streamed_body_turns_the_request_into_one_failure
     assert deg.window.counts() == (1, 1)
 
 
+def test_strict_rule_lets_errors_through_below_its_level(deg: AutoDegradationManager) -> None:
+    """The ported design's rule, kept as an option: below Level2 the error propagates."""
+
+    @with_fallback(lambda: "cached", manager=deg, fallback_on_error_at="Level2")
+    def load() -> str:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        load()
+    deg.force_level("Level2")
+    assert load() == "cached"
+
+
+def test_fallback_without_parameters_gets_no_arguments(app: Flask) -> None:
+    @app.route("/lookup/<q>")
+    @with_fallback(lambda: {"results": [], "cached": True})
+    def lookup(q: str) -> Any:
+        raise ConnectionError("search down")
+
+    assert app.test_client().get("/lookup/shoes").json == {"results": [], "cached": True}
+
+
+def test_fallback_on_limits_what_falls_back(deg: AutoDegradationManager) -> None:
+    @with_fallback(lambda: "cached", manager=deg, fallback_on=ConnectionError)
+    def load(kind: str) -> str:
+        raise ConnectionError("down") if kind == "net" else KeyError(kind)
+
+    assert load("net") == "cached"
+    with pytest.raises(KeyError):
+        load("bug")
+
+
+def test_explicit_manager_without_its_middleware_counts_every_outcome(app: Flask) -> None:
+    """A manager no middleware watches: the decorator counts successes and failures alike."""
+    other = AutoDegradationManager(sampler=lambda: __import__("resilience_mw").Sample(1, 1))
+
+    @app.route("/other/<int:n>")
+    @with_fallback(lambda n: {"n": n, "cached": True}, manager=other)
+    def view(n: int) -> Any:
+        if n % 20 == 0:
+            raise ConnectionError("down")
+        return {"n": n}
+
+    c = app.test_client()
+    for n in range(1, 41):
+        c.get(f"/other/{n}")
+    assert other.window.counts() == (40, 2)  # 5 %: not 100 % failures
+
+
 def test_with_fallback_plain_function(deg: AutoDegradationManager) -> None:
     def fallback(x: int) -> str:
         return f"fallback {x}"
@@ -130,7 +181,7 @@ def test_with_fallback_plain_function(deg: AutoDegradationManager) -> None:
 
     assert compute(1) == "primary 1"
     with pytest.raises(ValueError):
-        compute(-1)
+        compute(-1)  # below fallback_on_error_at: the error propagates
     deg.force_level(L.Level1)
     assert compute(-2) == "fallback -2"
     assert deg.window.counts() == (3, 2)

@@ -38,7 +38,10 @@ class FakeSampler:
 
 
 def make(clock: FakeClock, sampler: FakeSampler | None = None, **cfg: Any) -> AutoDegradationManager:
+    """A manager whose every sample counts (sustain 1 of 1), unless a test says otherwise."""
     cfg.setdefault("cooldown_seconds", 0)
+    cfg.setdefault("sustain_samples", 1)
+    cfg.setdefault("sustain_window", 1)
     return AutoDegradationManager(DegradationConfig(**cfg), sampler=sampler or FakeSampler(), clock=clock)
 
 
@@ -194,7 +197,7 @@ def test_sampler_failure_keeps_level(clock: FakeClock) -> None:
 
 def test_background_sampling_primes_in_its_thread_and_stops() -> None:
     sampler = FakeSampler(cpu=75)
-    m = AutoDegradationManager(DegradationConfig(), sampler=sampler)
+    m = AutoDegradationManager(DegradationConfig(startup_grace_seconds=0, sustain_samples=2), sampler=sampler)
     m.start(check_interval=0.02)
     try:
         assert wait_for(lambda: m.current_level() == L.Level1, 3)
@@ -302,7 +305,7 @@ def test_window_counts_exactly_under_8_threads(kept_current: bool) -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_sampler_runs_in_forked_child() -> None:
     sampler = FakeSampler(cpu=75)
-    m = AutoDegradationManager(DegradationConfig(cooldown_seconds=0), sampler=sampler)
+    m = AutoDegradationManager(DegradationConfig(cooldown_seconds=0, startup_grace_seconds=0), sampler=sampler)
     m.start(0.02)
     try:
         assert wait_for(lambda: m.current_level() == L.Level1)

@@ -28,8 +28,14 @@ def boom() -> str:
     raise RuntimeError("primary failed")
 
 
-def test_below_level2_error_propagates_and_is_recorded(manager: AutoDegradationManager) -> None:
+def test_primary_failure_falls_back_at_normal_and_is_recorded(manager: AutoDegradationManager) -> None:
     g = GracefulDegradation(manager)
+    assert g.execute(boom, lambda: "fallback") == "fallback"
+    assert manager.window.counts() == (1, 1)
+
+
+def test_strict_rule_error_propagates_below_level2(manager: AutoDegradationManager) -> None:
+    g = GracefulDegradation(manager, fallback_on_error_at="Level2")
     manager.force_level(L.Level1)
     with pytest.raises(RuntimeError):
         g.execute(boom, lambda: "fallback")

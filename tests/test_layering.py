@@ -31,6 +31,8 @@ LAYERS = {
     "readiness": 4,
     "logfilter": 4,
     "graceful": 4,
+    "_outcomes": 4,
+    "_level_policy": 1,
     "alerts": 4,
     "wsgi": 5,
     "adapter": 5,

@@ -15,9 +15,9 @@ import dataclasses
 import hashlib
 import re
 import subprocess
-import threading
 import sys
 import tarfile
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from importlib import metadata
