@@ -11,29 +11,28 @@ manager count it once:
 * ``"pending"``: a middleware will count it by its status when the app returns;
 * ``"ok"`` / ``"fail"``: counted.
 
-While the middleware calls the app (and while it sends a lazy body), the request's
-environ is in a context variable, so code that has no environ in hand
-(``GracefulDegradation.execute`` in a view) still finds it.
+Code that has no environ in hand (``GracefulDegradation.execute`` in a view) asks
+:data:`environ_provider`, which a framework integration sets (the Flask extension
+returns the current request's environ); without one, each such call counts as its
+own outcome.
 """
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from .degradation import ErrorWindow
 
-__all__ = ["PENDING", "current_environ", "key", "record", "record_failure"]
+__all__ = ["PENDING", "environ_provider", "key", "record", "record_failure"]
 
 PENDING = "pending"
 
 Environ = MutableMapping[str, Any]
 
-#: the environ of the request this context is serving, if a middleware set it
-current_environ: contextvars.ContextVar[Environ | None] = contextvars.ContextVar(
-    "resilience_mw_environ", default=None
-)
+#: returns the environ of the request being served, or ``None`` outside one (set by
+#: the Flask extension; a middleware-only app passes ``environ=`` instead)
+environ_provider: Callable[[], Environ | None] | None = None
 
 
 def key(window: ErrorWindow) -> str:
@@ -49,8 +48,8 @@ def record(window: ErrorWindow, success: bool, environ: Environ | None = None) -
     Outside any request, or in one no middleware of this window sees, the outcome is
     counted here, once per request.
     """
-    if environ is None:
-        environ = current_environ.get()
+    if environ is None and environ_provider is not None:
+        environ = environ_provider()
     if environ is None:  # no request: each call is its own outcome
         window.ok() if success else window.fail()
         return

@@ -47,8 +47,9 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
 
+from . import _outcomes
 from . import _validate as v
 from .adapter import FailoverAdapter
 from .alerts import AlertRules
@@ -117,6 +118,14 @@ class ResilienceState:
 
 
 _states: weakref.WeakSet[ResilienceState] = weakref.WeakSet()
+
+
+def _request_environ() -> Any:
+    return request.environ if has_request_context() else None
+
+
+# GracefulDegradation in a view counts its outcome through the request it serves.
+_outcomes.environ_provider = _request_environ
 
 
 @atexit.register

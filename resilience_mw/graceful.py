@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any, TypeVar
 
+from . import _outcomes
 from . import _validate as v
 from ._redact import describe_error
 from .degradation import AutoDegradationManager
@@ -118,8 +119,15 @@ class GracefulDegradation:
         self.manager = manager
         self.record = v.boolean()("record", record)
 
-    def execute(self, primary: Callable[[], T], fallback: Callable[[], T]) -> T:
-        """Run ``primary`` or ``fallback`` by the current level and the primary's outcome."""
+    def execute(
+        self, primary: Callable[[], T], fallback: Callable[[], T], *, environ: MutableMapping[str, Any] | None = None
+    ) -> T:
+        """Run ``primary`` or ``fallback`` by the current level and the primary's outcome.
+
+        The primary's outcome counts once per request: in a Flask view the request is
+        found by itself; in another WSGI app pass its ``environ``.
+        """
+        window = self.manager.window
         return run_with_fallback(
             self.manager.current_level(),
             primary,
@@ -127,7 +135,7 @@ class GracefulDegradation:
             skip_primary_at=self.skip_primary_at,
             fallback_on_error_at=self.fallback_on_error_at,
             fallback_on=self.fallback_on,
-            on_outcome=self.manager.record_request if self.record else None,
+            on_outcome=(lambda ok: _outcomes.record(window, ok, environ)) if self.record else None,
         )
 
     def execute_if_available(self, feature: Hashable, operation: Callable[[], T]) -> T | None:
