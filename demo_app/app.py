@@ -104,6 +104,8 @@ class Demo:
     # ------------------------------------------------------------- workers
 
     def _sample(self) -> None:
+        # Reap the CPU burners that finished (poll() collects the exit status: no zombies).
+        self._burners = [p for p in self._burners if p.poll() is None]
         f = self.state.degradation.figures()
         with self.lock:
             self.history.append(
@@ -173,7 +175,10 @@ class Demo:
             nodes.append(
                 {
                     **snap,
-                    "latency_ms": None if snap["latency"] is None else round(snap["latency"] * 1000, 2),
+                    # a dead node has no latency, whatever it last measured
+                    "latency_ms": None
+                    if snap["latency"] is None or not proc.alive
+                    else round(snap["latency"] * 1000, 2),
                     "alive": proc.alive,
                     "mode": proc.mode if proc.alive else "killed",
                     "served": self.served[snap["id"]],
@@ -213,7 +218,7 @@ class Demo:
             threading.Thread(target=self._push_errors, name="demo-errors", daemon=True).start()
             self._event("control", "pushing 20 failing requests")
         elif action == "cpu":
-            self._burners = [p for p in self._burners if p.poll() is None] + _burn_cpu(seconds=12)
+            self._burners = self._burners + _burn_cpu(seconds=12)
             self._event("control", "burning CPU on every core for 12 s")
         elif action == "force":
             self.state.degradation.force_level(str(body.get("level")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +88,41 @@ def test_demo_serves_and_stops_every_process_it_started() -> None:
     for p in [port, *node_ports]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", p)) != 0, f"port {p} still served after the demo stopped"
+
+
+@pytest.mark.slow
+def test_demo_left_alone_stays_at_normal() -> None:
+    """Started fresh on this machine (its start is a CPU spike: four processes launch) and
+    left alone with its own traffic, the demo stays at Normal the whole time."""
+    seconds = float(os.environ.get("RESILIENCE_DEMO_SOAK_SECONDS", "180"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "demo_app", "--port", str(port), "--duration", str(seconds + 60)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for _ in range(20):
+            if "demo running at" in proc.stdout.readline():
+                break
+        levels: list[str] = []
+        ends = time.monotonic() + seconds
+        with requests.Session() as http:
+            while time.monotonic() < ends:  # bounded: one status read a second
+                status = http.get(f"http://127.0.0.1:{port}/api/status", timeout=5).json()
+                levels.append(status["level"])
+                time.sleep(1)
+        assert levels and set(levels) == {"Normal"}, levels
+        assert status["traffic"]["ok"] > 0 and status["traffic"]["failed"] == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
