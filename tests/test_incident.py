@@ -336,3 +336,40 @@ def test_wsgiref_validate_on_both_sides_at_every_level(clock: FakeClock, name: s
                 assert r.status_code == 503
     served = 1 if level == L.Emergency else 3  # shed requests are not counted
     assert m.window.counts()[0] - counted_before == served
+
+
+def test_a_bug_in_the_callers_operation_charges_no_node() -> None:
+    from resilience_mw import FailoverManager, ServiceNode
+
+    m = FailoverManager([ServiceNode("a", "http://127.0.0.1:9"), ServiceNode("b", "http://127.0.0.1:10")], failure_threshold=1)
+    calls: list[str] = []
+
+    def buggy(node: Any) -> None:
+        calls.append(node.id)
+        return node.no_such_attribute  # type: ignore[no-any-return]  # an AttributeError: our bug
+
+    for _ in range(3):
+        with pytest.raises(AttributeError):
+            m.execute_with_failover(buggy)
+    assert calls == ["a", "a", "a"] and m.is_healthy("a")  # not charged, not retried elsewhere
+    with pytest.raises(ConnectionError):
+        m.execute_with_failover(lambda n: (_ for _ in ()).throw(ConnectionError("down")), should_fail_over=lambda e: False)
+    assert m.is_healthy("a")  # a veto charges nothing either
+
+
+def test_an_http_404_counts_the_same_at_every_level(clock: FakeClock) -> None:
+    from werkzeug.exceptions import NotFound
+
+    from resilience_mw.decorators import with_fallback
+
+    m = manager(clock, Samples())
+
+    @with_fallback(lambda: "cached", manager=m)
+    def lookup() -> str:
+        raise NotFound()
+
+    for level in ("Normal", "Level2"):
+        m.force_level(level)
+        with pytest.raises(NotFound):
+            lookup()
+    assert m.window.counts() == (2, 0)  # an answer, not a failure, whatever the level
