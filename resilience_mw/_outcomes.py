@@ -40,15 +40,16 @@ def key(window: ErrorWindow) -> str:
     return f"resilience.recorded.{id(window):x}"
 
 
-def record(window: ErrorWindow, success: bool, environ: Environ | None = None) -> None:
+def record(window: ErrorWindow, success: bool, environ: Environ | None = None, *, find: bool = True) -> None:
     """Count an outcome for the current request, once.
 
     Inside a request a middleware of this window counts (``"pending"``), a success is
     left to it and a failure is counted now (the middleware then counts nothing more).
     Outside any request, or in one no middleware of this window sees, the outcome is
-    counted here, once per request.
+    counted here, once per request. ``find=False``: the caller already looked for the
+    request (``environ`` is ``None`` because there is none).
     """
-    if environ is None and environ_provider is not None:
+    if environ is None and find and environ_provider is not None:
         environ = environ_provider()
     if environ is None:  # no request: each call is its own outcome
         window.ok() if success else window.fail()

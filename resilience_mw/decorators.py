@@ -31,7 +31,7 @@ from . import _outcomes
 from . import _validate as v
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError, FeatureUnavailable, ResilienceError
-from .graceful import check_levels, exception_types, fallback_caller, run_with_fallback
+from .graceful import check_levels, exception_types, fallback_caller, primary_failed, run_with_fallback
 from .model import DegradationLevel
 
 __all__ = ["FeatureUnavailableHTTP", "feature", "with_fallback"]
@@ -125,7 +125,14 @@ def _is_failure(exc: BaseException) -> bool:
 def _record_outcome(manager: AutoDegradationManager, success: bool) -> None:
     """Count the primary's outcome once per request (see :mod:`resilience_mw._outcomes`):
     in a Flask request, through its environ; elsewhere as its own outcome."""
-    _outcomes.record(manager.window, success, request.environ if has_request_context() else None)
+    _outcomes.record(manager.window, success, request.environ if has_request_context() else None, find=False)
+
+
+def _record_app_outcome(manager: AutoDegradationManager, success: bool) -> None:
+    """The same for the app's own manager, whose middleware counts every response: only a
+    failure served as a fallback is news to it."""
+    if not success:
+        _outcomes.record_failure(request.environ, manager.window)
 
 
 def with_fallback(
@@ -153,23 +160,43 @@ def with_fallback(
     _check_manager(manager)
     v.boolean()("record", record)
     call_fallback = fallback_caller(fallback)
+    # Decided once: who counts the outcome (see _record_outcome, _record_app_outcome).
+    explicit = functools.partial(_record_outcome, manager) if record and manager is not None else None
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            m = manager if manager is not None else _app_manager()
-            result: R = run_with_fallback(
-                m.level,
-                fn,
-                call_fallback,
-                args,
-                kwargs,
-                skip_primary_at=skip_primary_at,
-                fallback_on_error_at=fallback_on_error_at,
-                fallback_on=fallback_on,
-                on_outcome=functools.partial(_record_outcome, m) if record else None,
-                is_failure=_is_failure,
-            )
+            if manager is not None:
+                m, on_outcome = manager, explicit
+            else:
+                m = _app_manager()
+                on_outcome = functools.partial(_record_app_outcome, m) if record else None
+            level = m.level
+            if level >= skip_primary_at:
+                skipped: R = run_with_fallback(level, fn, call_fallback, args, kwargs, skip_primary_at=skip_primary_at)
+                return skipped
+            # run_with_fallback's primary branch, a call layer less (every decorated
+            # request takes it); the failure rule stays in primary_failed
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                served: R = primary_failed(
+                    exc,
+                    level,
+                    fn,
+                    call_fallback,
+                    args,
+                    kwargs,
+                    fallback_on_error_at=fallback_on_error_at,
+                    fallback_on=fallback_on,
+                    on_outcome=on_outcome,
+                    is_failure=_is_failure,
+                )
+                return served
+            if on_outcome is explicit and explicit is not None and not has_request_context():
+                m.window.ok()  # _record_outcome outside a request, a call layer less
+            elif on_outcome is not None:
+                on_outcome(True)
             return result
 
         wrapper.__resilience_fallback__ = fallback  # type: ignore[attr-defined]

@@ -27,7 +27,14 @@ from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .model import DegradationLevel, parse_level
 
-__all__ = ["GracefulDegradation", "check_levels", "exception_types", "fallback_caller", "run_with_fallback"]
+__all__ = [
+    "GracefulDegradation",
+    "check_levels",
+    "exception_types",
+    "fallback_caller",
+    "primary_failed",
+    "run_with_fallback",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +80,53 @@ def run_with_fallback(
     try:
         result = primary(*args, **kw)
     except Exception as exc:
-        if is_failure is not None and not is_failure(exc):
-            if on_outcome is not None:
-                on_outcome(True)
-            raise
-        if on_outcome is not None:
-            on_outcome(False)
-        if level >= fallback_on_error_at and isinstance(exc, fallback_on):
-            log.warning(
-                "%s failed at level %s; serving its fallback: %s",
-                getattr(primary, "__qualname__", "primary"),
-                level.name,
-                describe_error(exc),
-            )
-            return fallback(args, kw)
-        raise
+        return primary_failed(
+            exc,
+            level,
+            primary,
+            fallback,
+            args,
+            kw,
+            fallback_on_error_at=fallback_on_error_at,
+            fallback_on=fallback_on,
+            on_outcome=on_outcome,
+            is_failure=is_failure,
+        )
     if on_outcome is not None:
         on_outcome(True)
     return result
+
+
+def primary_failed(  # noqa: PLR0917 - the whole failure context
+    exc: Exception,
+    level: DegradationLevel,
+    primary: Callable[..., T],
+    fallback: Callable[[tuple[Any, ...], dict[str, Any]], T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    fallback_on_error_at: DegradationLevel,
+    fallback_on: tuple[type[BaseException], ...],
+    on_outcome: Callable[[bool], object] | None,
+    is_failure: Callable[[BaseException], bool] | None,
+) -> T:
+    """What happens when the primary raised ``exc`` (called from an ``except`` block,
+    which a bare ``raise`` here re-raises): the fallback, or the error."""
+    if is_failure is not None and not is_failure(exc):
+        if on_outcome is not None:
+            on_outcome(True)
+        raise exc
+    if on_outcome is not None:
+        on_outcome(False)
+    if level >= fallback_on_error_at and isinstance(exc, fallback_on):
+        log.warning(
+            "%s failed at level %s; serving its fallback: %s",
+            getattr(primary, "__qualname__", "primary"),
+            level.name,
+            describe_error(exc),
+        )
+        return fallback(args, kwargs)
+    raise exc
 
 
 class GracefulDegradation:

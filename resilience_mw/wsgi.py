@@ -81,11 +81,16 @@ def _watching(
     key = middleware._key
     try:
         yield b""
+        # still to be counted (the app called start_response lazily): one local test per
+        # chunk, and only until the status is there
+        pending = environ.get(key) == _outcomes.PENDING
         for chunk in body:
-            if status[0] and environ.get(key) == _outcomes.PENDING:
-                middleware._count(environ, status[0])
+            if pending and status[0]:
+                pending = False
+                if environ.get(key) == _outcomes.PENDING:
+                    middleware._count(environ, status[0])
             yield chunk
-        if environ.get(key) == _outcomes.PENDING:
+        if pending and environ.get(key) == _outcomes.PENDING:
             middleware._count(environ, status[0])  # an empty body: the status came at the end
     except GeneratorExit:  # closed early: the client went away, not a failure
         raise
