@@ -8,7 +8,8 @@ manager count it once:
 
 * absent: no middleware of this manager sees the request; a decorator or
   ``GracefulDegradation`` counts the outcome itself;
-* ``"pending"``: a middleware will count it by its status when the app returns;
+* the middleware object itself (pending): it will count it by its status when the
+  app returns (an inner middleware of the same manager then counts nothing);
 * ``"ok"`` / ``"fail"``: counted.
 
 Code that has no environ in hand (``GracefulDegradation.execute`` in a view) asks
@@ -24,9 +25,7 @@ from typing import Any
 
 from .degradation import ErrorWindow
 
-__all__ = ["PENDING", "environ_provider", "key", "record", "record_failure"]
-
-PENDING = "pending"
+__all__ = ["environ_provider", "key", "record", "record_failure"]
 
 Environ = MutableMapping[str, Any]
 
@@ -68,8 +67,8 @@ def record_failure(environ: Environ, window: ErrorWindow) -> None:
     success into a failure, does nothing after a counted failure, counts one otherwise."""
     k = key(window)
     state = environ.get(k)
-    if state is None or state == PENDING:
-        window.fail()
-    elif state == "ok":
+    if state == "ok":
         window.fail_after_ok()
+    elif state != "fail":  # absent, or pending with a middleware
+        window.fail()
     environ[k] = "fail"

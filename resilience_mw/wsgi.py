@@ -83,14 +83,14 @@ def _watching(
         yield b""
         # still to be counted (the app called start_response lazily): one local test per
         # chunk, and only until the status is there
-        pending = environ.get(key) == _outcomes.PENDING
+        pending = environ.get(key) is middleware
         for chunk in body:
             if pending and status[0]:
                 pending = False
-                if environ.get(key) == _outcomes.PENDING:
+                if environ.get(key) is middleware:
                     middleware._count(environ, status[0])
             yield chunk
-        if pending and environ.get(key) == _outcomes.PENDING:
+        if pending and environ.get(key) is middleware:
             middleware._count(environ, status[0])  # an empty body: the status came at the end
     except GeneratorExit:  # closed early: the client went away, not a failure
         raise
@@ -178,7 +178,10 @@ class ResilienceMiddleware:
         if not self.record_outcomes:
             return self.app(environ, start_response)
         key = self._key
-        environ[key] = _outcomes.PENDING  # this middleware counts it (see _outcomes)
+        # This middleware counts the request (see _outcomes): its own object marks it as
+        # pending, unless an outer middleware of the same manager already did.
+        if environ.setdefault(key, self) is not self:
+            return self.app(environ, start_response)
         status = [""]
 
         def capture(
@@ -190,26 +193,30 @@ class ResilienceMiddleware:
         try:
             body = self.app(environ, capture)
         except BaseException:
-            if self.count_exceptions and environ[key] == _outcomes.PENDING:
+            if self.count_exceptions and environ[key] is self:
                 self._window.fail()
                 environ[key] = "fail"
             raise
         code = status[0]
         # Counted now, by the status the app gave. The rule is written out here rather
         # than in _count: this is the per-request hot path, and a call costs.
-        if code and environ[key] == _outcomes.PENDING:
+        if code and environ[key] is self:
             if self._is_failure(code) if self._is_failure is not None else "5" <= code < "6":
                 self._window.fail()
-                environ[key] = "fail"
+                counted = "fail"
             else:
                 self._window.ok()
-                environ[key] = "ok"
-        if type(body) is list and code:  # fully built: nothing can fail later
+                counted = "ok"
+            if type(body) is list:  # fully built: nothing can change it later
+                return body
+            environ[key] = counted  # a body that breaks while sent turns it (record_failure)
+        elif type(body) is list and code:
             return body
-        if code and (not self.count_exceptions or type(body) is environ.get("wsgi.file_wrapper")):
+        wrapper_type: object = environ.get("wsgi.file_wrapper")
+        if code and (not self.count_exceptions or type(body) is wrapper_type):
             # A file_wrapper goes back unwrapped, or the server could not send it with
             # sendfile; a failure while sending the file is then not counted.
-            return body
+            return body  # type: ignore[no-any-return]  # (narrowed to Any by the type() test)
         # A lazy body, or an app that calls start_response only when iterated.
         watching = _watching(body, environ, self, status)
         next(watching)  # to the first, empty yield; see _watching
