@@ -56,87 +56,81 @@ ARGS = [
 ]
 
 
-def _browser(p: Any) -> Any:
-    return p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-
-
-def test_dashboard_shows_failover_and_gated_features(demo_url: str) -> None:
+@pytest.fixture
+def browser() -> Any:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        browser = _browser(p)
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page()
-            page.goto(demo_url)
-            page.wait_for_selector('tr[data-node="primary"] td.health[data-healthy="true"]', timeout=15_000)
-            served_before = int(page.inner_text('tr[data-node="secondary"] td.served'))
-
-            page.click('button[data-node="primary"][data-node-action="kill"]')
-            page.wait_for_selector('tr[data-node="primary"] td.health[data-healthy="false"]', timeout=15_000)
-            page.wait_for_function(
-                f"() => Number(document.querySelector('tr[data-node=\"secondary\"] td.served').textContent) > {served_before + 3}",
-                timeout=15_000,
-            )
-            assert "failover" in page.inner_text("#events")
-
-            page.select_option("#force-level", "Level3")
-            page.click("#force")
-            page.wait_for_selector('#level[data-level="Level3"]', timeout=10_000)
-            page.wait_for_selector('.feature[data-feature="Caching"][data-available="false"]', timeout=10_000)
-            for feat, available in [
-                ("CoreFunction", "true"),
-                ("Analytics", "false"),
-                ("DetailedLogs", "false"),
-                ("NonEssential", "false"),
-            ]:
-                assert page.get_attribute(f'.feature[data-feature="{feat}"]', "data-available") == available
+            yield launched
         finally:
-            browser.close()
+            launched.close()
 
 
-def test_every_click_at_human_speed_takes_effect(demo_url: str) -> None:
+def test_dashboard_shows_failover_and_gated_features(demo_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(demo_url)
+    page.wait_for_selector('tr[data-node="primary"] td.health[data-healthy="true"]', timeout=15_000)
+    served_before = int(page.inner_text('tr[data-node="secondary"] td.served'))
+
+    page.click('button[data-node="primary"][data-node-action="kill"]')
+    page.wait_for_selector('tr[data-node="primary"] td.health[data-healthy="false"]', timeout=15_000)
+    page.wait_for_function(
+        f"() => Number(document.querySelector('tr[data-node=\"secondary\"] td.served').textContent) > {served_before + 3}",
+        timeout=15_000,
+    )
+    assert "failover" in page.inner_text("#events")
+
+    page.select_option("#force-level", "Level3")
+    page.click("#force")
+    page.wait_for_selector('#level[data-level="Level3"]', timeout=10_000)
+    page.wait_for_selector('.feature[data-feature="Caching"][data-available="false"]', timeout=10_000)
+    for feat, available in [
+        ("CoreFunction", "true"),
+        ("Analytics", "false"),
+        ("DetailedLogs", "false"),
+        ("NonEssential", "false"),
+    ]:
+        assert page.get_attribute(f'.feature[data-feature="{feat}"]', "data-available") == available
+
+
+
+def test_every_click_at_human_speed_takes_effect(demo_url: str, browser: Any) -> None:
     """The table updates in place while a person clicks: 20 kills of the primary (each
     followed by a revive), at a person's pace, each one lands."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = _browser(p)
-        try:
-            page = browser.new_page()
-            page.goto(demo_url)
-            proc = 'tr[data-node="primary"] td.proc'
-            page.wait_for_selector(f'{proc}[data-state="running"]', timeout=15_000)
-            landed = 0
-            for _ in range(20):
-                # a person: move to the button, pause, press, release
-                page.hover('button[data-node="primary"][data-node-action="kill"]')
-                page.wait_for_timeout(120)
-                page.click('button[data-node="primary"][data-node-action="kill"]', delay=80)
-                page.wait_for_selector(f'{proc}[data-state="killed"]', timeout=5_000)
-                landed += 1
-                page.wait_for_timeout(150)
-                page.click('button[data-node="primary"][data-node-action="revive"]', delay=80)
-                page.wait_for_selector(f'{proc}[data-state="running"]', timeout=5_000)
-            assert landed == 20
-            latency = page.inner_text('tr[data-node="primary"] td.latency')
-            assert latency  # the row was never rebuilt under the pointer: the same cells
-        finally:
-            browser.close()
+    page = browser.new_page()
+    page.goto(demo_url)
+    proc = 'tr[data-node="primary"] td.proc'
+    page.wait_for_selector(f'{proc}[data-state="running"]', timeout=15_000)
+    landed = 0
+    for _ in range(20):
+        # a person: move to the button, pause, press, release
+        page.hover('button[data-node="primary"][data-node-action="kill"]')
+        page.wait_for_timeout(120)
+        page.click('button[data-node="primary"][data-node-action="kill"]', delay=80)
+        page.wait_for_selector(f'{proc}[data-state="killed"]', timeout=5_000)
+        landed += 1
+        page.wait_for_timeout(150)
+        page.click('button[data-node="primary"][data-node-action="revive"]', delay=80)
+        page.wait_for_selector(f'{proc}[data-state="running"]', timeout=5_000)
+    assert landed == 20
+    latency = page.inner_text('tr[data-node="primary"] td.latency')
+    assert latency  # the row was never rebuilt under the pointer: the same cells
+
 
 
 @pytest.mark.parametrize(("width", "height"), [(800, 900), (390, 844)])
-def test_dashboard_fits_small_screens(demo_url: str, width: int, height: int, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = _browser(p)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.goto(demo_url)
-            page.wait_for_selector('tr[data-node="primary"] td.proc[data-state="running"]', timeout=15_000)
-            # nothing wider than the screen but the node table, which scrolls in its own box
-            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 0
-            for selector in ("#level", "#why", "#force", 'button[data-node="primary"][data-node-action="kill"]'):
-                box = page.locator(selector).bounding_box()
-                assert box is not None and box["width"] > 0
-            page.screenshot(path=str(tmp_path / f"dashboard-{width}.png"), full_page=True)
-        finally:
-            browser.close()
+def test_dashboard_fits_small_screens(
+    demo_url: str, browser: Any, width: int, height: int, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(demo_url)
+    page.wait_for_selector('tr[data-node="primary"] td.proc[data-state="running"]', timeout=15_000)
+    # nothing wider than the screen but the node table, which scrolls in its own box
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
+    for selector in ("#level", "#why", "#force", 'button[data-node="primary"][data-node-action="kill"]'):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["width"] > 0
+    page.screenshot(path=str(tmp_path / f"dashboard-{width}.png"), full_page=True)
+
