@@ -67,7 +67,11 @@ def record_failure(environ: WSGIEnvironment, degradation: AutoDegradationManager
 
 
 def _watching(
-    body: Iterable[bytes], environ: WSGIEnvironment, middleware: ResilienceMiddleware, status: list[str]
+    body: Iterable[bytes],
+    environ: WSGIEnvironment,
+    middleware: ResilienceMiddleware,
+    status: list[str],
+    pending: bool,
 ) -> Generator[bytes, None, None]:
     """A lazy response body that counts its request once its status is known (an app
     may call ``start_response`` only when iterated), counts a failure if iterating it
@@ -81,9 +85,8 @@ def _watching(
     key = middleware._key
     try:
         yield b""
-        # still to be counted (the app called start_response lazily): one local test per
-        # chunk, and only until the status is there
-        pending = environ.get(key) is middleware
+        # ``pending``: the app had not called start_response when it returned, so the
+        # request is counted when its status comes: one local test per chunk until then
         for chunk in body:
             if pending and status[0]:
                 pending = False
@@ -179,9 +182,9 @@ class ResilienceMiddleware:
             return self.app(environ, start_response)
         key = self._key
         # This middleware counts the request (see _outcomes): its own object marks it as
-        # pending, unless an outer middleware of the same manager already did.
-        if environ.setdefault(key, self) is not self:
-            return self.app(environ, start_response)
+        # pending. An inner middleware of the same manager overwrites the mark with its
+        # own and counts instead; this one then finds the mark not its own.
+        environ[key] = self
         status = [""]
 
         def capture(
@@ -218,7 +221,7 @@ class ResilienceMiddleware:
             # sendfile; a failure while sending the file is then not counted.
             return body  # type: ignore[no-any-return]  # (narrowed to Any by the type() test)
         # A lazy body, or an app that calls start_response only when iterated.
-        watching = _watching(body, environ, self, status)
+        watching = _watching(body, environ, self, status, not code)
         next(watching)  # to the first, empty yield; see _watching
         return watching
 
