@@ -219,7 +219,7 @@ class ResilienceMiddleware:
         if code and (not self.count_exceptions or type(body) is wrapper_type):
             # A file_wrapper goes back unwrapped, or the server could not send it with
             # sendfile; a failure while sending the file is then not counted.
-            return body  # type: ignore[no-any-return]  # (narrowed to Any by the type() test)
+            return body
         # A lazy body, or an app that calls start_response only when iterated.
         watching = _watching(body, environ, self, status, not code)
         next(watching)  # to the first, empty yield; see _watching
