@@ -23,7 +23,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._harness import emit
 from demo_app.cluster import free_port, wait_listening
+from tests.helpers import stop_process
 
 BIN = Path(sys.executable).parent
 PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
@@ -79,12 +79,7 @@ def server(kind: str, factory: str) -> Iterator[tuple[str, int]]:
             raise RuntimeError(f"{kind} did not start on port {port}")
         yield f"http://127.0.0.1:{port}/", worker_pid(proc.pid) if kind == "gunicorn" else proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def load(url: str, duration: float, pid: int) -> tuple[float, float, float]:

@@ -1,39 +1,30 @@
-"""Redaction: the one place that decides what of a URL, header or text may be shown.
+"""Redaction: the one place that decides what of a URL, an error or a token may be shown.
 
-Every message, ``repr``, log line and document the library produces that shows a URL,
-a header or a token goes through these functions:
+Every message, ``repr``, log line and document the library produces that shows a URL
+or a token goes through these functions (the library shows no request headers):
 
 * :func:`redact_url` hides ``user:password@`` (even when the password holds ``/``,
   ``?``, ``#`` or ``@``, which ``urllib.parse`` would take for the path);
   ``query=False`` also drops the query string and fragment (for log lines).
 * :func:`redact_text` does the same to every URL inside free text (exception
   messages from urllib3 quote the URL they failed on) and hides bearer tokens.
-* :func:`redact_headers` replaces the values of credential-carrying headers.
 * :func:`redact_value` is what :class:`~resilience_mw.ConfigError` shows of a value.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "MASK",
-    "SENSITIVE_HEADERS",
     "describe_error",
-    "redact_headers",
     "redact_text",
     "redact_url",
     "redact_value",
 ]
 
 MASK = "***"
-
-#: request and response headers whose values are credentials (compared lower-case)
-SENSITIVE_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
-)
 
 # scheme://, then anything up to the *last* "@" of the same token: a password may hold
 # "/", "?", "#" or "@", and hiding a little too much beats showing a secret.
@@ -62,12 +53,6 @@ def redact_text(text: str) -> str:
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     text = _QUERY.sub(lambda m: f"{m['path']}?{MASK}", text)
     return _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
-
-
-def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
-    """A copy of ``headers`` with the values of :data:`SENSITIVE_HEADERS` masked."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return {k: (MASK if k.lower() in SENSITIVE_HEADERS else v) for k, v in items}
 
 
 def redact_value(value: Any, *, secret: bool = False) -> Any:

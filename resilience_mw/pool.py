@@ -20,7 +20,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +101,6 @@ class CallOrder:
                 by_priority=view.by_priority or None,
             )[1:]
         return self._rest
-
-    def __iter__(self) -> Iterator[ServiceNode]:
-        yield self.first
-        yield from self.rest()
 
 
 class NodePool:

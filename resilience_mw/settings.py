@@ -53,6 +53,12 @@ class Setting:
 
 
 _HEALTH = {f.name: f for f in fields(HealthCheckConfig)}
+
+
+def _health_key(field: str) -> str:
+    """The flat Flask key of a HealthCheckConfig field (``check_interval`` ->
+    ``RESILIENCE_HEALTH_CHECK_INTERVAL``)."""
+    return "RESILIENCE_HEALTH_CHECK_" + field.removeprefix("check_").upper()
 _MIDDLEWARE = {f.name: f for f in fields(MiddlewareConfig)}
 
 #: every key the extension reads, in the order the reference lists them
@@ -73,7 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESILIENCE_HEALTH_CHECK", True, "actively check the configured nodes"),
     *(
         Setting(
-            "RESILIENCE_HEALTH_CHECK_" + name.removeprefix("check_").upper(),
+            _health_key(name),
             f.default,
             f.metadata["doc"],
         )
@@ -89,7 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
 #: key -> default
 DEFAULTS: Mapping[str, Any] = {s.key: s.default for s in SETTINGS}
 
-_HEALTH_KEYS = {"RESILIENCE_HEALTH_CHECK_" + n.removeprefix("check_").upper(): n for n in _HEALTH}
+_HEALTH_KEYS = {_health_key(n): n for n in _HEALTH}
 _MIDDLEWARE_KEYS = {
     "RESILIENCE_SHED_LEVEL": "shed_level",
     "RESILIENCE_CORE_PATHS": "core_paths",
@@ -163,6 +169,7 @@ class ResilienceSettings:
             raise ConfigError(
                 f"{pool_name}.strategy", pool_options["strategy"], "has its own key", hint="set RESILIENCE_STRATEGY"
             )
+        v.reject_unknown_keys(pool_name, pool_options, [f.name for f in fields(PoolConfig)])
         strategy_name = called["RESILIENCE_STRATEGY"]
         pool = _grouped(
             PoolConfig,
@@ -238,22 +245,18 @@ def _sub(cls: type[C], name: str, value: Any) -> C:
         return cls()
     if isinstance(value, cls):
         return value
-    return _grouped(cls, _mapping(name, value), lambda f: f"{name}.{f}")
+    values = _mapping(name, value)
+    v.reject_unknown_keys(name, values, [f.name for f in fields(cls)])
+    return _grouped(cls, values, lambda f: f"{name}.{f}")
 
 
 _FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(.*)$", re.S)
 
 
 def _grouped(cls: type[C], values: Mapping[str, Any], name_of: Callable[[str], str]) -> C:
-    """``cls(**values)``, with every error renamed from the field to the user's name
-    for it (``core_paths[0]`` -> ``RESILIENCE_CORE_PATHS[0]``)."""
+    """``cls(**values)`` (keys already checked), with every error renamed from the field
+    to the user's name for it (``core_paths[0]`` -> ``RESILIENCE_CORE_PATHS[0]``)."""
     known = [f.name for f in fields(cls)]
-    for key, value in values.items():
-        if key not in known:
-            near = v.closest(str(key), known)
-            raise ConfigError(
-                name_of(str(key)), value, "is not a known setting", hint=f"did you mean {near!r}?" if near else None
-            )
     try:
         return cls(**values)
     except ConfigError as exc:

@@ -232,7 +232,7 @@ class ResilienceMiddleware:
         elif self._is_failure is not None:
             failed = self._is_failure(status)
         else:
-            failed = status[:1] == "5"
+            failed = "5" <= status < "6"  # the same test as the inline one in __call__
         if failed:
             self._window.fail()
         else:

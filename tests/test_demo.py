@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -120,9 +122,4 @@ def test_demo_left_alone_stays_at_normal() -> None:
         assert levels and set(levels) == {"Normal"}, levels
         assert status["traffic"]["ok"] > 0 and status["traffic"]["failed"] == 0
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, signal.SIGINT, 20)
