@@ -270,8 +270,7 @@ class ServiceBackup:
 
         :raises AllNodesFailedError: every tried tier failed.
         """
-        offered = set(self.manager.failover_order())
-        order = [n for n in self.tiers if n in offered and self.manager.is_healthy(n.id)] or list(self.tiers)
+        order = [n for n in self.tiers if self.manager.is_healthy(n.id)] or list(self.tiers)
         return self.manager.run_in_order(order, operation)
 
     def __repr__(self) -> str:

@@ -1,17 +1,18 @@
-"""NodePool: the nodes, their health and the picker, owned under one RLock.
+"""NodePool: the nodes, their health and the picker, owned under one lock.
 
-Health changes (passive marks from real traffic, active health checks, manual
-updates) take the lock, update the node's record, and when the healthy set changes
-rebuild an immutable view holding the picker of the configured strategy. Choosing a
-node reads that view with no lock and no scan. Transitions are reported through
+Each node's health is a :class:`~resilience_mw._node_state.NodeState` (the state
+machine: healthy, suspect, probation, ejected, held-off, down). Events (passive marks
+from real traffic, active health checks, manual updates) take the lock, step the
+node's state and, when the set of offered nodes changes, rebuild an immutable view
+holding the picker and the orderer of the configured strategy. Choosing a node reads
+that view with no lock and no scan. Transitions are logged and reported through
 :mod:`resilience_mw.signals` after the lock is released.
 
-Passive ejection follows Envoy's outlier detection: ``failure_threshold``
-consecutive failures eject a node for ``base_ejection_time x ejections`` (capped at
-``max_ejection_time``); when that expires the node is offered again on probation
-(one more failure ejects it again, for longer); a success or a passing health check
-restores it at once. At most ``max_ejection_percent`` of the nodes (and always at
-least one) can be ejected passively at the same time.
+An ejection or hold-off that has run out is applied on every read (picking, ordering,
+:meth:`NodePool.is_healthy`, :meth:`NodePool.health`, :meth:`NodePool.snapshot`), at
+the first read at or after its expiry by the pool's clock: every reader agrees. At most
+``max_ejection_percent`` of the nodes (and always at least one) can be out on a timer
+at the same time.
 """
 
 from __future__ import annotations
@@ -24,82 +25,50 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from blinker import Signal
-
 from . import _fork, signals
+from ._node_state import NodeState, Phase, Transition
 from .config import PoolConfig, nodes_check
 from .exceptions import ConfigError, UnknownNodeError
 from .model import FailoverStrategy, NodeHealth, ServiceNode
-from .strategies import Picker, build_picker, failover_order, priority_order
+from .strategies import Orderer, Picker, build_orderer, build_picker
 
-__all__ = ["NodePool"]
+__all__ = ["CallOrder", "NodePool"]
 
 log = logging.getLogger(__name__)
 
-_Transition = tuple[Signal, dict[str, Any]]
-
-#: why a node is down
-PASSIVE, ACTIVE, MANUAL = "passive", "active", "manual"
-#: the node asked for time (Retry-After): only its timer or a real success ends it
-HOLD = "retry-after"
-
-
-@dataclass(slots=True)
-class _NodeState:
-    """Mutable record of one node; only touched with the pool's lock held."""
-
-    node: ServiceNode
-    healthy: bool = True
-    consecutive_failures: int = 0
-    check_failures: int = 0
-    check_passes: int = 0
-    last_check: float | None = None
-    last_failure: float | None = None
-    down_reason: str | None = None
-    ejections: int = 0
-    ejected_until: float | None = None
-    healthy_since: float | None = None
+_Event = Callable[[NodeState, float], Transition | None]
 
 
 @dataclass(frozen=True, slots=True)
 class _View:
-    """What selection reads: rebuilt whole whenever the healthy set changes."""
+    """What selection reads: rebuilt whole whenever the offered set changes."""
 
     healthy: tuple[ServiceNode, ...]
     candidates: tuple[ServiceNode, ...]
     pick: Picker | None
+    order: Orderer | None
+    #: the earliest timer to run out (``None``: no node is out on a timer)
     recheck_at: float | None
     panic: bool
-    #: candidates by priority (what Priority tries, in order), sorted once per rebuild
-    by_priority: tuple[ServiceNode, ...]
 
 
 class CallOrder:
     """The nodes one call may try, each once: the picked node at once, the rest only when
-    a failover needs them (computing them costs a scan or a sort; most calls never do)."""
+    a failover needs them (most calls never do)."""
 
-    __slots__ = ("_pool", "_rest", "_view", "first")
+    __slots__ = ("_order", "_rest", "first")
 
-    def __init__(self, pool: NodePool, view: _View, first: ServiceNode, rest: tuple[ServiceNode, ...] | None) -> None:
-        self._pool = pool
-        self._view = view
+    def __init__(self, first: ServiceNode, order: Orderer | None, rest: tuple[ServiceNode, ...] | None = None) -> None:
         #: the node to try first
         self.first = first
+        self._order = order
         self._rest = rest
 
     def rest(self) -> tuple[ServiceNode, ...]:
         """The nodes to try after :attr:`first`, in the strategy's order."""
         if self._rest is None:
-            view, first = self._view, self.first
-            pool = self._pool
-            self._rest = failover_order(
-                pool.strategy,
-                first,
-                view.candidates,
-                latency=pool._latency,
-                rng=pool._rng,
-                by_priority=view.by_priority or None,
-            )[1:]
+            assert self._order is not None
+            self._rest = self._order(self.first)[1:]
         return self._rest
 
 
@@ -146,7 +115,9 @@ class NodePool:
         self._nodes = node_list
         self._max_ejectable = max(1, int(len(node_list) * self.config.max_ejection_percent / 100))
         self._lock = threading.RLock()
-        self._states = {n.id: _NodeState(n) for n in node_list}
+        self._states = {n.id: NodeState(n) for n in node_list}
+        #: nodes out on a timer (ejected or held off): what the ejection cap counts
+        self._timed = 0
         # Decaying-average latency per node id. Written under the lock, read without it
         # (a dict lookup is atomic), so FastestResponse needs no rebuild per sample.
         self._latency: dict[str, float] = {}
@@ -166,11 +137,7 @@ class NodePool:
 
         With ``panic=True`` and no healthy node, picks among all nodes instead.
         """
-        # _current_view(), inline: this is the per-request pick, and a call costs a third of it
-        view = self._view
-        if view.recheck_at is not None and self._clock() >= view.recheck_at:
-            view = self._readmit_expired()
-        pick = view.pick
+        pick = self._current_view().pick
         return pick() if pick is not None else None
 
     def failover_order(self) -> tuple[ServiceNode, ...]:
@@ -181,8 +148,12 @@ class NodePool:
         best candidate first (the shortest remaining ejection or hold-off, then the least
         recently failed). Empty only with ``panic=False`` and several nodes all down.
         """
-        order = self.call_order()
-        return () if order is None else (order.first, *order.rest())
+        view = self._current_view()
+        if view.pick is None or view.order is None:
+            return ()
+        if view.panic:
+            return self._best_first()
+        return view.order(view.pick())
 
     def call_order(self) -> CallOrder | None:
         """:meth:`failover_order` for one call, the rest computed only if asked for;
@@ -192,16 +163,18 @@ class NodePool:
             return None
         if view.panic:
             best = self._best_first()
-            return CallOrder(self, view, best[0], best[1:])
-        return CallOrder(self, view, view.pick(), None)
+            return CallOrder(best[0], None, best[1:])
+        return CallOrder(view.pick(), view.order)
 
     def healthy_nodes(self) -> tuple[ServiceNode, ...]:
         """The nodes currently offered by health (not counting panic mode)."""
-        return self._view.healthy
+        return self._current_view().healthy
 
     def is_healthy(self, node_id: str) -> bool:
-        """Whether ``node_id`` is currently offered."""
-        return self._state(node_id).healthy
+        """Whether ``node_id`` is currently offered (on probation counts)."""
+        state = self._state(node_id)
+        self._current_view()
+        return state.offered
 
     def latency(self, node_id: str) -> float | None:
         """Decaying-average latency of ``node_id`` in seconds, ``None`` if never measured."""
@@ -210,18 +183,25 @@ class NodePool:
 
     def health(self, node_id: str) -> NodeHealth:
         """A :class:`NodeHealth` snapshot of one node."""
+        self._current_view()
         with self._lock:
             st = self._state(node_id)
             return NodeHealth(
                 node_id=node_id,
-                is_healthy=st.healthy,
+                is_healthy=st.offered,
                 last_check=st.last_check if st.last_check is not None else 0.0,
                 consecutive_failures=st.consecutive_failures,
                 latency=self._latency.get(node_id, 0.0),
             )
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Every node's state as plain data (JSON-ready; endpoints redacted)."""
+        """Every node's state as plain data (JSON-ready; endpoints redacted).
+
+        ``state`` is the node's :class:`~resilience_mw._node_state.Phase` (``healthy``,
+        ``suspect``, ``probation``, ``ejected``, ``held-off``, ``down``);
+        ``down_reason`` the first cause of its outage while it is out.
+        """
+        self._current_view()
         now = self._clock()
         with self._lock:
             return [
@@ -230,13 +210,14 @@ class NodePool:
                     "endpoint": st.node.safe_endpoint,
                     "priority": st.node.priority,
                     "weight": st.node.weight,
-                    "healthy": st.healthy,
-                    "down_reason": st.down_reason,
+                    "healthy": st.offered,
+                    "state": st.phase.value,
+                    "down_reason": None if st.reason is None else st.reason.value,
                     "consecutive_failures": st.consecutive_failures,
                     "latency": self._latency.get(st.node.id),
                     "last_check_age": (None if st.last_check is None else max(0.0, now - st.last_check)),
                     "ejections": st.ejections,
-                    "ejected_for": (None if st.ejected_until is None else max(0.0, st.ejected_until - now)),
+                    "ejected_for": (None if st.until is None else max(0.0, st.until - now)),
                 }
                 for st in self._states.values()
             ]
@@ -245,54 +226,37 @@ class NodePool:
 
     def mark_failure(self, node_id: str) -> None:
         """Record a failed call to ``node_id`` (passive health)."""
-        transitions: list[_Transition] = []
-        with self._lock:
-            st = self._state(node_id)
-            now = self._clock()
-            st.consecutive_failures += 1
-            st.last_check = st.last_failure = now
-            if st.healthy and st.consecutive_failures >= self.config.failure_threshold:
-                if self._passively_ejected() < self._max_ejectable:
-                    transitions.append(self._eject(st, now))
-                else:
-                    log.debug(
-                        "node %s failing but not ejected: %d of %d nodes already ejected",
-                        node_id,
-                        self._passively_ejected(),
-                        len(self._nodes),
-                    )
-        self._emit(transitions)
+        rules = self.config
+        capped = False
+
+        def fail(st: NodeState, now: float) -> Transition | None:
+            nonlocal capped
+            room = self._timed < self._max_ejectable
+            capped = not room and st.offered and st.consecutive_failures + 1 >= rules.failure_threshold
+            return st.on_failure(now, rules, room)
+
+        self._apply(node_id, fail)
+        if capped:
+            log.debug("node %s failing but not ejected: %d of %d nodes already out", node_id, self._timed, len(self._nodes))
 
     def mark_success(self, node_id: str, latency: float) -> None:
         """Record a successful call to ``node_id`` that took ``latency`` seconds."""
         st = self._state(node_id)
-        if st.healthy and not st.consecutive_failures:
+        if st.phase is Phase.HEALTHY:
             # Nothing changes state: no lock. A sample lost to a concurrent update only
             # nudges a decaying average.
             st.last_check = self._clock()
             self._add_latency(node_id, latency)
             return
-        transitions: list[_Transition] = []
-        with self._lock:
-            st.consecutive_failures = 0
-            st.last_check = self._clock()
-            self._add_latency(node_id, latency)
-            if not st.healthy:
-                transitions.append(self._restore(st, "success"))
-        self._emit(transitions)
+        self._add_latency(node_id, latency)
+        self._apply(node_id, lambda st, now: st.on_success(now))
 
     def hold_off(self, node_id: str, seconds: float) -> None:
         """Take ``node_id`` out for ``seconds`` because it asked to be left alone
         (``Retry-After`` on a 503 or 429), within the ejection cap and capped at
         ``max_ejection_time``. It comes back like an expired ejection."""
-        transitions: list[_Transition] = []
-        with self._lock:
-            st = self._state(node_id)
-            seconds = min(max(0.0, seconds), self.config.max_ejection_time)
-            st.last_failure = self._clock()
-            if st.healthy and seconds > 0 and self._passively_ejected() < self._max_ejectable:
-                transitions.append(self._take_down(st, self._clock(), HOLD, seconds))
-        self._emit(transitions)
+        seconds = min(max(0.0, seconds), self.config.max_ejection_time)
+        self._apply(node_id, lambda st, now: st.on_hold(now, seconds, self._timed < self._max_ejectable))
 
     def record_check(
         self,
@@ -305,66 +269,60 @@ class NodePool:
     ) -> None:
         """Record one active health check, with Envoy-style hysteresis.
 
-        ``unhealthy_threshold`` consecutive failed checks mark a healthy node down;
-        ``healthy_threshold`` consecutive passes bring a node that checks took down
-        back. A node ejected by passive failures is restored by a single pass.
+        ``unhealthy_threshold`` consecutive failed checks take an offered node out;
+        ``healthy_threshold`` consecutive passes bring back a node that is down (for
+        failed checks, a manual update, or a passive ejection that checks confirmed). A
+        node ejected by passive failures and not yet confirmed down is restored by a
+        single pass; a node that asked for time (``Retry-After``) is not restored by
+        checks at all.
         """
-        transitions: list[_Transition] = []
-        with self._lock:
-            st = self._state(node_id)
-            now = self._clock()
-            st.last_check = now
-            if passed:
-                st.check_passes += 1
-                st.check_failures = 0
-                if latency is not None:
-                    self._add_latency(node_id, latency)
-                if (
-                    not st.healthy
-                    and st.down_reason != HOLD  # the node asked for time: checks do not end that
-                    and (st.down_reason == PASSIVE or st.check_passes >= healthy_threshold)
-                ):
-                    transitions.append(self._restore(st, "health-check"))
-            else:
-                st.last_failure = now
-                st.check_failures += 1
-                st.check_passes = 0
-                if st.healthy and st.check_failures >= unhealthy_threshold:
-                    transitions.append(self._take_down(st, now, ACTIVE, None))
-                elif not st.healthy and st.down_reason == PASSIVE:
-                    # The checker confirms the node is down: keep it out until checks pass,
-                    # rather than letting the ejection timer offer it to live traffic.
-                    st.down_reason = ACTIVE
-                    st.ejected_until = None
-                    self._rebuild()
-        self._emit(transitions)
+        if passed and latency is not None:
+            self._add_latency(node_id, latency)
+        self._apply(
+            node_id,
+            lambda st, now: st.on_check(
+                now, passed, unhealthy_threshold=unhealthy_threshold, healthy_threshold=healthy_threshold
+            ),
+        )
 
     def update_health(self, node_id: str, health: NodeHealth) -> None:
         """Replace ``node_id``'s health with ``health`` (the seed's manual update).
 
-        A node set unhealthy this way stays out until a success, a passing check or
-        another update brings it back.
+        A node set unhealthy this way stays out until a success, ``healthy_threshold``
+        passing checks or another update brings it back.
         """
-        transitions: list[_Transition] = []
-        with self._lock:
-            st = self._state(node_id)
+
+        def update(st: NodeState, now: float) -> Transition | None:
             st.last_check = health.last_check
             st.consecutive_failures = health.consecutive_failures
             if health.latency > 0:
                 self._latency[node_id] = health.latency
-            if health.is_healthy and not st.healthy:
-                transitions.append(self._restore(st, MANUAL))
-            elif not health.is_healthy and st.healthy:
-                transitions.append(self._take_down(st, self._clock(), MANUAL, None))
-        self._emit(transitions)
+            return st.on_manual(now, health.is_healthy)
+
+        self._apply(node_id, update)
 
     # -------------------------------------------------------------- internals
 
-    def _state(self, node_id: str) -> _NodeState:
+    def _state(self, node_id: str) -> NodeState:
         try:
             return self._states[node_id]
         except KeyError:
             raise UnknownNodeError(node_id, tuple(self._states)) from None
+
+    def _apply(self, node_id: str, event: _Event) -> None:
+        """Step one node's state under the lock; report what changed after releasing it."""
+        st = self._state(node_id)
+        with self._lock:
+            now = self._clock()
+            transitions = self._readmit(now) if self._due(now) else []
+            offered, until, timed = st.offered, st.until, st.timed_out
+            transition = event(st, now)
+            self._timed += st.timed_out - timed
+            if st.offered != offered or st.until != until:
+                self._rebuild()
+        if transition is not None:
+            transitions.append(transition)
+        self._report(transitions)
 
     def _add_latency(self, node_id: str, sample: float) -> None:
         old = self._latency.get(node_id)
@@ -375,81 +333,47 @@ class NodePool:
         with self._lock:
             keys = {
                 st.node.id: (
-                    inf if st.ejected_until is None else st.ejected_until,
+                    inf if st.until is None else st.until,
                     -inf if st.last_failure is None else st.last_failure,
                 )
                 for st in self._states.values()
             }
         return tuple(sorted(self._nodes, key=lambda n: keys[n.id]))
 
-    def _passively_ejected(self) -> int:
-        return sum(1 for s in self._states.values() if not s.healthy and s.down_reason in (PASSIVE, HOLD))
-
-    def _eject(self, st: _NodeState, now: float) -> _Transition:
-        if st.healthy_since is not None and now - st.healthy_since >= self.config.max_ejection_time:
-            st.ejections = 0  # healthy long enough: forget earlier ejections
-        st.ejections += 1
-        duration = min(self.config.base_ejection_time * st.ejections, self.config.max_ejection_time)
-        return self._take_down(st, now, PASSIVE, duration)
-
-    def _take_down(self, st: _NodeState, now: float, reason: str, duration: float | None) -> _Transition:
-        st.healthy = False
-        st.down_reason = reason
-        st.healthy_since = None
-        st.check_passes = 0
-        st.ejected_until = None if duration is None else now + duration
-        self._rebuild()
-        log.warning(
-            "node %s marked unhealthy (%s, %d consecutive failures)%s",
-            st.node.id,
-            reason,
-            max(st.consecutive_failures, st.check_failures),
-            "" if duration is None else f"; offered again in {duration:.0f}s",
-        )
-        return signals.node_marked_unhealthy, {
-            "node": st.node,
-            "reason": reason,
-            "consecutive_failures": max(st.consecutive_failures, st.check_failures),
-            "ejected_for": duration,
-        }
-
-    def _restore(self, st: _NodeState, reason: str, *, probation: bool = False) -> _Transition:
-        st.healthy = True
-        st.down_reason = None
-        st.ejected_until = None
-        st.check_failures = 0
-        st.healthy_since = self._clock()
-        # On probation one more failure ejects the node again (for longer).
-        st.consecutive_failures = self.config.failure_threshold - 1 if probation else 0
-        self._rebuild()
-        log.info("node %s recovered (%s)", st.node.id, reason)
-        return signals.node_recovered, {"node": st.node, "reason": reason}
+    def _due(self, now: float) -> bool:
+        recheck_at = self._view.recheck_at
+        return recheck_at is not None and now >= recheck_at
 
     def _current_view(self) -> _View:
-        """The view to select from, after offering again nodes whose ejection expired."""
+        """The view, after offering again every node whose timer has run out."""
         view = self._view
         if view.recheck_at is not None and self._clock() >= view.recheck_at:
-            view = self._readmit_expired()
+            with self._lock:
+                transitions = self._readmit(self._clock())
+                view = self._view
+            self._report(transitions)
         return view
 
-    def _readmit_expired(self) -> _View:
-        transitions: list[_Transition] = []
-        with self._lock:
-            now = self._clock()
-            for st in self._states.values():
-                if st.ejected_until is not None and now >= st.ejected_until:
-                    transitions.append(self._restore(st, "ejection-expired", probation=True))
-            view = self._view
-        self._emit(transitions)
-        return view
+    def _readmit(self, now: float) -> list[Transition]:
+        """Offer again, on probation, the nodes whose timer ran out (lock held)."""
+        transitions = []
+        for st in self._states.values():
+            timed = st.timed_out
+            transition = st.expire(now, self.config)
+            if transition is not None:
+                self._timed -= timed
+                transitions.append(transition)
+        if transitions:
+            self._rebuild()
+        return transitions
 
     def _build_view(self) -> _View:
-        healthy = tuple(n for n in self._nodes if self._states[n.id].healthy)
+        healthy = tuple(n for n in self._nodes if self._states[n.id].offered)
         # Panic routing: with nothing healthy, every node is tried rather than none; a
         # one-node pool always does, so its only node is never shut out.
         panic = not healthy and (self.config.panic or len(self._nodes) == 1)
         candidates = self._nodes if panic else healthy
-        expiries = [s.ejected_until for s in self._states.values() if s.ejected_until is not None]
+        expiries = [s.until for s in self._states.values() if s.until is not None]
         self._rebuilds += 1
         return _View(
             healthy=healthy,
@@ -462,17 +386,35 @@ class NodePool:
                 power_of_two=self.config.power_of_two,
                 offset=self._rebuilds,
             ),
+            order=build_orderer(self.strategy, candidates, latency=self._latency, rng=self._rng) if candidates else None,
             recheck_at=min(expiries) if expiries else None,
             panic=panic,
-            by_priority=priority_order(candidates) if self.strategy is FailoverStrategy.Priority else (),
         )
 
     def _rebuild(self) -> None:
         self._view = self._build_view()
 
-    def _emit(self, transitions: Sequence[_Transition]) -> None:
-        for signal, kwargs in transitions:
-            signals.send(signal, self, **kwargs)
+    def _report(self, transitions: Sequence[Transition]) -> None:
+        for t in transitions:
+            if t.healthy:
+                log.info("node %s recovered (%s)", t.node.id, t.reason)
+                signals.send(signals.node_recovered, self, node=t.node, reason=t.reason)
+                continue
+            log.warning(
+                "node %s marked unhealthy (%s, %d consecutive failures)%s",
+                t.node.id,
+                t.reason,
+                t.consecutive_failures,
+                "" if t.ejected_for is None else f"; offered again in {t.ejected_for:.0f}s",
+            )
+            signals.send(
+                signals.node_marked_unhealthy,
+                self,
+                node=t.node,
+                reason=t.reason,
+                consecutive_failures=t.consecutive_failures,
+                ejected_for=t.ejected_for,
+            )
 
     def _after_fork_in_child(self) -> None:
         # Another thread may have held the lock when the process forked.

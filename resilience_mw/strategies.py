@@ -18,7 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .model import FailoverStrategy, ServiceNode
 
-__all__ = ["Picker", "build_picker", "failover_order", "priority_order", "smooth_weighted_sequence"]
+__all__ = [
+    "Orderer",
+    "Picker",
+    "build_orderer",
+    "build_picker",
+    "failover_order",
+    "priority_order",
+    "smooth_weighted_sequence",
+]
 
 Picker = Callable[[], ServiceNode]
 
@@ -131,6 +139,54 @@ def build_picker(
     return _fastest_picker(nodes, latency, rng, power_of_two)
 
 
+Orderer = Callable[[ServiceNode], tuple[ServiceNode, ...]]
+
+
+def build_orderer(
+    strategy: FailoverStrategy,
+    nodes: tuple[ServiceNode, ...],
+    *,
+    latency: Mapping[str, float],
+    rng: random.Random,
+) -> Orderer:
+    """Return ``order(first)``: every node of ``nodes`` once, ``first`` leading, the rest
+    in the strategy's order. Built once per healthy set, so a call costs what the
+    strategy needs and no more: Priority returns a precomputed tuple, RoundRobin slices
+    at a precomputed index, WeightedRoundRobin filters a presorted tuple; Random and
+    FastestResponse order afresh (their order changes from call to call).
+    """
+    if strategy is FailoverStrategy.Priority:
+        ranked = priority_order(nodes)
+        return lambda first: ranked if ranked and ranked[0] is first else _leading(first, ranked)
+    if strategy is FailoverStrategy.RoundRobin:
+        index = {id(n): i for i, n in enumerate(nodes)}  # by identity: == compares every field
+
+        def rotate(first: ServiceNode) -> tuple[ServiceNode, ...]:
+            i = index.get(id(first))
+            return _leading(first, nodes) if i is None else nodes[i:] + nodes[:i]
+
+        return rotate
+    if strategy is FailoverStrategy.WeightedRoundRobin:
+        heaviest = tuple(sorted(nodes, key=lambda n: -n.weight))
+        return lambda first: _leading(first, heaviest)
+    if strategy is FailoverStrategy.Random:
+
+        def shuffled(first: ServiceNode) -> tuple[ServiceNode, ...]:
+            others = _others(first, nodes)
+            return (first, *rng.sample(others, len(others)))
+
+        return shuffled
+    return lambda first: (first, *sorted(_others(first, nodes), key=lambda n: latency.get(n.id, _UNKNOWN)))
+
+
+def _others(first: ServiceNode, nodes: tuple[ServiceNode, ...]) -> list[ServiceNode]:
+    return [n for n in nodes if n is not first]
+
+
+def _leading(first: ServiceNode, ranked: tuple[ServiceNode, ...]) -> tuple[ServiceNode, ...]:
+    return (first, *(n for n in ranked if n is not first))
+
+
 def failover_order(
     strategy: FailoverStrategy,
     first: ServiceNode,
@@ -138,30 +194,7 @@ def failover_order(
     *,
     latency: Mapping[str, float],
     rng: random.Random,
-    by_priority: tuple[ServiceNode, ...] | None = None,
 ) -> tuple[ServiceNode, ...]:
-    """Every node of ``nodes`` once, ``first`` leading, the rest in the strategy's order.
-
-    ``by_priority`` is ``priority_order(nodes)`` when the caller already has it (the pool
-    keeps it with each view): Priority then costs no sort.
-    """
-    rest: Sequence[ServiceNode]
-    if strategy is FailoverStrategy.RoundRobin:
-        # by identity: ServiceNode's == compares every field
-        i = next((i for i, n in enumerate(nodes) if n is first), None)
-        if i is not None:
-            return nodes[i:] + nodes[:i]
-    if strategy is FailoverStrategy.Priority and by_priority is not None:
-        if by_priority and by_priority[0] is first:
-            return by_priority
-        return (first, *(n for n in by_priority if n is not first))
-    others = [n for n in nodes if n is not first]
-    if strategy is FailoverStrategy.Random:
-        rest = rng.sample(others, len(others))
-    elif strategy is FailoverStrategy.WeightedRoundRobin:
-        rest = sorted(others, key=lambda n: -n.weight)
-    elif strategy is FailoverStrategy.FastestResponse:
-        rest = sorted(others, key=lambda n: latency.get(n.id, _UNKNOWN))
-    else:
-        rest = priority_order(others)
-    return (first, *rest)
+    """Every node of ``nodes`` once, ``first`` leading, the rest in the strategy's order
+    (a one-off :func:`build_orderer`)."""
+    return build_orderer(strategy, nodes, latency=latency, rng=rng)(first)

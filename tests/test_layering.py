@@ -20,6 +20,7 @@ LAYERS = {
     "_fork": 0,
     "config": 1,
     "strategies": 1,
+    "_node_state": 1,
     "pool": 2,
     "features": 2,
     "sampling": 2,

@@ -1,0 +1,241 @@
+"""One node's health state machine: states, events and the rules between them.
+
+Pure: no lock, no clock, no signal. Every event takes ``now`` (seconds of the pool's
+clock) and returns the :class:`Transition` it caused (``None`` when the node stays
+offered or stays out). :class:`~resilience_mw.pool.NodePool` owns one
+:class:`NodeState` per node, applies events under its lock and reports transitions
+after releasing it.
+
+======================  =====================================================  ==========
+state                   left by                                                offered
+======================  =====================================================  ==========
+``healthy``             failures (-> suspect, ejected, down)                   yes
+``suspect``             a success or passing check (-> healthy); more failures yes
+``probation``           a success (-> healthy); one failure (-> ejected)       yes
+``ejected``             its timer (-> probation); one passing check or a       no
+                        success (-> healthy); a failed check (-> down)
+``held-off``            its timer (-> probation); a success (-> healthy)       no
+``down``                ``healthy_threshold`` passing checks, a success or a   no
+                        manual update (-> healthy)
+======================  =====================================================  ==========
+
+Passive ejection follows Envoy's outlier detection: ``failure_threshold`` consecutive
+failures of real traffic eject a node for ``base_ejection_time x ejections`` (capped at
+``max_ejection_time``; the count is forgotten after ``max_ejection_time`` healthy). The
+:class:`DownReason` of an outage is its first cause and is kept until the node is
+offered again: a failed health check confirming a passive ejection keeps it out until
+checks pass, but the node is still shown as down for ``passive``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .config import PoolConfig
+from .model import ServiceNode
+
+__all__ = ["DownReason", "NodeState", "Phase", "RecoveryReason", "Transition"]
+
+
+class DownReason(str, enum.Enum):
+    """Why a node was taken out: the first cause of the outage."""
+
+    #: failures of real traffic (passive outlier detection)
+    PASSIVE = "passive"
+    #: failed active health checks
+    ACTIVE = "active"
+    #: the node asked for time (``Retry-After`` on a 503 or 429)
+    RETRY_AFTER = "retry-after"
+    #: :meth:`~resilience_mw.pool.NodePool.update_health` (an operator or a test)
+    MANUAL = "manual"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RecoveryReason(str, enum.Enum):
+    """Why a node is offered again."""
+
+    #: a call to it succeeded
+    SUCCESS = "success"
+    #: active health checks passed
+    HEALTH_CHECK = "health-check"
+    #: its ejection or hold-off ran out: offered again on probation
+    EJECTION_EXPIRED = "ejection-expired"
+    #: :meth:`~resilience_mw.pool.NodePool.update_health`
+    MANUAL = "manual"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Phase(str, enum.Enum):
+    """Where a node stands (the table in :mod:`resilience_mw._node_state`)."""
+
+    HEALTHY = "healthy"
+    SUSPECT = "suspect"
+    PROBATION = "probation"
+    EJECTED = "ejected"
+    HELD_OFF = "held-off"
+    DOWN = "down"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_OFFERED = frozenset({Phase.HEALTHY, Phase.SUSPECT, Phase.PROBATION})
+#: out on a timer of their own, and counted against ``max_ejection_percent``
+_TIMED = frozenset({Phase.EJECTED, Phase.HELD_OFF})
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A node went out (``healthy=False``) or came back (``healthy=True``)."""
+
+    node: ServiceNode
+    healthy: bool
+    reason: DownReason | RecoveryReason
+    consecutive_failures: int = 0
+    #: seconds out before it is offered again on probation; ``None``: until checks pass
+    ejected_for: float | None = None
+
+
+@dataclass(slots=True)
+class NodeState:
+    """Mutable record of one node; its owner serialises the calls."""
+
+    node: ServiceNode
+    phase: Phase = Phase.HEALTHY
+    #: first cause of the current outage (``None`` while offered)
+    reason: DownReason | None = None
+    #: when a timed phase (ejected, held-off) ends
+    until: float | None = None
+    consecutive_failures: int = 0
+    check_failures: int = 0
+    check_passes: int = 0
+    ejections: int = 0
+    last_check: float | None = None
+    last_failure: float | None = None
+    healthy_since: float | None = None
+
+    @property
+    def offered(self) -> bool:
+        """Whether selection may pick the node."""
+        return self.phase in _OFFERED
+
+    @property
+    def timed_out(self) -> bool:
+        """Out on a timer (ejected or held off): what ``max_ejection_percent`` caps."""
+        return self.phase in _TIMED
+
+    # ------------------------------------------------------------------ events
+
+    def on_failure(self, now: float, rules: PoolConfig, may_eject: bool) -> Transition | None:
+        """A call to the node failed. ``may_eject``: the ejection cap leaves room."""
+        self.consecutive_failures += 1
+        self.last_check = self.last_failure = now
+        if not self.offered:
+            return None
+        if self.consecutive_failures >= rules.failure_threshold and may_eject:
+            if self.healthy_since is not None and now - self.healthy_since >= rules.max_ejection_time:
+                self.ejections = 0  # healthy long enough: forget earlier ejections
+            self.ejections += 1
+            duration = min(rules.base_ejection_time * self.ejections, rules.max_ejection_time)
+            return self._take_out(Phase.EJECTED, DownReason.PASSIVE, now, duration)
+        if self.phase is Phase.HEALTHY:
+            self.phase = Phase.SUSPECT
+        return None
+
+    def on_success(self, now: float) -> Transition | None:
+        """A call to the node succeeded: whatever kept it out, it answers."""
+        self.consecutive_failures = 0
+        self.last_check = now
+        if self.offered:
+            self.phase = Phase.SUSPECT if self.check_failures else Phase.HEALTHY
+            return None
+        return self._bring_back(RecoveryReason.SUCCESS, now)
+
+    def on_hold(self, now: float, seconds: float, may_eject: bool) -> Transition | None:
+        """The node asked to be left alone for ``seconds`` (``Retry-After``)."""
+        self.last_failure = now
+        if self.offered and seconds > 0 and may_eject:
+            return self._take_out(Phase.HELD_OFF, DownReason.RETRY_AFTER, now, seconds)
+        return None
+
+    def on_check(
+        self, now: float, passed: bool, *, unhealthy_threshold: int, healthy_threshold: int
+    ) -> Transition | None:
+        """An active health check ended, with Envoy-style hysteresis."""
+        self.last_check = now
+        if passed:
+            self.check_passes += 1
+            self.check_failures = 0
+            if self.offered:
+                if self.phase is Phase.SUSPECT and not self.consecutive_failures:
+                    self.phase = Phase.HEALTHY
+                return None
+            if self.phase is Phase.EJECTED or (
+                self.phase is Phase.DOWN and self.check_passes >= healthy_threshold
+            ):
+                # (a held-off node asked for time: only its timer or a real success ends that)
+                return self._bring_back(RecoveryReason.HEALTH_CHECK, now)
+            return None
+        self.last_failure = now
+        self.check_failures += 1
+        self.check_passes = 0
+        if self.offered:
+            if self.check_failures >= unhealthy_threshold:
+                return self._take_out(Phase.DOWN, DownReason.ACTIVE, now, None)
+            if self.phase is Phase.HEALTHY:
+                self.phase = Phase.SUSPECT
+        elif self.phase is Phase.EJECTED:
+            # The checker confirms the node is down: keep it out until checks pass rather
+            # than let the timer offer it to live traffic. Its reason stays the first cause.
+            self.phase = Phase.DOWN
+            self.until = None
+        return None
+
+    def on_manual(self, now: float, healthy: bool) -> Transition | None:
+        """Set up or down by hand; a node set down stays out until a success,
+        ``healthy_threshold`` passing checks or another update."""
+        if healthy and not self.offered:
+            return self._bring_back(RecoveryReason.MANUAL, now)
+        if not healthy and self.offered:
+            return self._take_out(Phase.DOWN, DownReason.MANUAL, now, None)
+        return None
+
+    def expire(self, now: float, rules: PoolConfig) -> Transition | None:
+        """Offer the node again on probation if its timer ran out by ``now``."""
+        if self.until is None or now < self.until:
+            return None
+        transition = self._bring_back(RecoveryReason.EJECTION_EXPIRED, now)
+        self.phase = Phase.PROBATION
+        # one more failure ejects it again, for longer
+        self.consecutive_failures = rules.failure_threshold - 1
+        return transition
+
+    # --------------------------------------------------------------- internals
+
+    def _take_out(self, phase: Phase, reason: DownReason, now: float, duration: float | None) -> Transition:
+        self.phase = phase
+        self.reason = reason
+        self.healthy_since = None
+        self.check_passes = 0
+        self.until = None if duration is None else now + duration
+        return Transition(
+            self.node,
+            False,
+            reason,
+            consecutive_failures=max(self.consecutive_failures, self.check_failures),
+            ejected_for=duration,
+        )
+
+    def _bring_back(self, reason: RecoveryReason, now: float) -> Transition:
+        self.phase = Phase.HEALTHY
+        self.reason = None
+        self.until = None
+        self.check_failures = 0
+        self.consecutive_failures = 0
+        self.healthy_since = now
+        return Transition(self.node, True, reason)
