@@ -76,7 +76,7 @@ def detection(interval: float, timeout: float, threshold: int) -> dict[str, floa
     checker = HealthChecker(
         interval, timeout, unhealthy_threshold=threshold, healthy_threshold=threshold, jitter=0
     )
-    checker.start(manager.nodes, manager)
+    checker.start(manager)
     try:
         time.sleep(interval * 2)
         t0 = time.monotonic()

@@ -137,7 +137,7 @@ def step_health(cluster: Cluster, c: Checks) -> None:
     interval, timeout, threshold = 0.5, 0.5, 2
     manager = FailoverManager(cluster.service_nodes)
     checker = HealthChecker(interval, timeout, unhealthy_threshold=threshold, healthy_threshold=threshold)
-    checker.start(manager.nodes, manager)
+    checker.start(manager)
     print(
         f"  health checker started (every {interval}s, timeout {timeout}s, threshold {threshold})", flush=True
     )

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import signals
+from ._node_state import DownReason, Phase, RecoveryReason
 from .alerts import AlertRules
 from .config import DegradationConfig
 from .degradation import AutoDegradationManager
@@ -28,9 +29,9 @@ from .exceptions import (
 from .failover import FailoverManager, ServiceBackup
 from .features import FeatureTable
 from .graceful import GracefulDegradation
-from .health import HealthChecker
+from .health import HealthChecker, HttpProbe
 from .logfilter import DetailedLogsFilter
-from .model import DegradationLevel, FailoverStrategy, Feature, NodeHealth, ServiceNode
+from .model import CheckResult, DegradationLevel, FailoverStrategy, Feature, NodeHealth, ServiceNode
 from .pool import NodePool
 from .readiness import readiness_document
 from .sampling import Sample, SystemSampler
@@ -70,11 +71,13 @@ __all__ = [
     "AllNodesFailedError",
     "Attempt",
     "AutoDegradationManager",
+    "CheckResult",
     "ConfigError",
     "DeadlineExceeded",
     "DegradationConfig",
     "DegradationLevel",
     "DetailedLogsFilter",
+    "DownReason",
     "FailoverAdapter",
     "FailoverError",
     "FailoverManager",
@@ -85,9 +88,12 @@ __all__ = [
     "FeatureUnavailableHTTP",
     "GracefulDegradation",
     "HealthChecker",
+    "HttpProbe",
     "NoAvailableNodeError",
     "NodeHealth",
     "NodePool",
+    "Phase",
+    "RecoveryReason",
     "Resilience",
     "ResilienceError",
     "ResilienceMiddleware",

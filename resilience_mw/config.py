@@ -296,8 +296,15 @@ class PoolConfig(_Validated):
 class HealthCheckConfig(_Validated):
     """Active health checks of a :class:`~resilience_mw.HealthChecker`."""
 
-    check_interval: float = option(5.0, "seconds between rounds of checks", v.seconds(minimum=0.01))
-    timeout: float = option(2.0, "seconds one check may take, connect and read together", v.seconds(maximum=300))
+    check_interval: float = option(5.0, "seconds between checks of a node that is offered", v.seconds(minimum=0.01))
+    unhealthy_interval: float | None = option(
+        None,
+        "seconds between checks of a node that is out (Envoy's unhealthy_interval); default: check_interval",
+        v.optional(v.seconds(minimum=0.01)),
+    )
+    timeout: float = option(
+        2.0, "seconds one check may take from its own start, connect and read together", v.seconds(maximum=300)
+    )
     path: str = option("/health", "request path appended to each node's endpoint", v.path())
     unhealthy_threshold: int = option(
         3, "consecutive failed checks that take a node out", v.integer(ge=1, le=1000)
@@ -306,7 +313,9 @@ class HealthCheckConfig(_Validated):
         2, "consecutive passed checks that bring it back (one after a passive ejection)", v.integer(ge=1, le=1000)
     )
     jitter: float = option(0.1, "up to this share of the interval is added at random to each wait", v.number(ge=0, le=1))
-    max_workers: int = option(8, "most checks running at the same time", v.integer(ge=1, le=1024))
+    max_workers: int = option(
+        8, "most checks running at the same time (threads, the scheduling one included)", v.integer(ge=1, le=1024)
+    )
     max_body_bytes: int = option(64 * 1024, "most bytes of a health response read", v.integer(ge=1))
 
 

@@ -21,7 +21,8 @@ Background threads (the sampler and the health checker) start on the first reque
 process serves (``RESILIENCE_START="lazy"``, the default; safe with gunicorn
 ``--preload``, whose master then holds no threads), or in ``init_app`` with
 ``"eager"`` (a worker started before a fork is restarted in the child), or never with
-``"off"``. They stop at interpreter exit.
+``"off"``. They hold the app's state only weakly: an app that is dropped takes its
+threads with it. Interpreter exit tells them to stop and does not wait for them.
 
 Endpoints (each path configurable; an empty value turns it off):
 
@@ -38,12 +39,10 @@ Endpoints (each path configurable; an empty value turns it off):
 
 from __future__ import annotations
 
-import atexit
 import copy
 import dataclasses
 import hmac
 import logging
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,7 +95,7 @@ class ResilienceState:
         """Start the sampler (and the health checker) in this process; idempotent."""
         self.degradation.start(self.settings.check_interval)
         if self.health_checker is not None and self.failover is not None:
-            self.health_checker.start(self.failover.nodes, self.failover)
+            self.health_checker.start(self.failover)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the background threads."""
@@ -117,21 +116,12 @@ class ResilienceState:
         )
 
 
-_states: weakref.WeakSet[ResilienceState] = weakref.WeakSet()
-
-
 def _request_environ() -> Any:
     return request.environ if has_request_context() else None
 
 
 # GracefulDegradation in a view counts its outcome through the request it serves.
 _outcomes.environ_provider = _request_environ
-
-
-@atexit.register
-def _stop_all() -> None:
-    for state in list(_states):
-        state.stop(timeout=1.0)
 
 
 class Resilience:
@@ -162,7 +152,6 @@ class Resilience:
         app.register_blueprint(_blueprint(settings))
         if settings.start == "eager":
             state.start()
-        _states.add(state)
         return state
 
     @staticmethod

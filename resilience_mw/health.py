@@ -1,51 +1,159 @@
-"""HealthChecker: active HTTP health checks that take nodes out and bring them back.
+"""HealthChecker: active health checks that take nodes out and bring them back.
 
-Every ``check_interval`` seconds (plus jitter) a daemon thread GETs
-``<endpoint><path>`` on every node concurrently (a bounded set of threads). A 2xx
-answer within ``timeout`` passes; anything else fails: other statuses, redirects
-(never followed), connection errors, and checks still running at the deadline. At
-most ``max_body_bytes`` of the body are read. Results feed
-:meth:`~resilience_mw.FailoverManager.record_check`, which applies the hysteresis
-(``unhealthy_threshold`` failures down, ``healthy_threshold`` passes up) and sends
-``node_marked_unhealthy`` / ``node_recovered`` once per transition::
+Each node is checked on its own schedule: every ``check_interval`` seconds while it is
+offered, every ``unhealthy_interval`` while it is out, each wait stretched by up to
+``jitter`` at random so checks spread out. Due checks run at most ``max_workers`` at a
+time, and each gets its full ``timeout`` from its own start: a node waiting for a free
+worker is never failed for the wait, and a round reports only nodes it checked.
+
+The default probe, :class:`HttpProbe`, GETs ``<endpoint><path>``: a 2xx answer whose
+body (at most ``max_body_bytes`` read) arrives within the timeout passes; anything else
+fails (other statuses, redirects, which are never followed, connection errors). A
+watchdog shuts the socket of a check at its timeout, so a node that trickles its answer
+holds a thread no longer than that. It keeps no cookies and uses no proxy from the
+environment. Results feed the pool's state machine
+(:meth:`~resilience_mw.pool.NodePool.record_check`: ``unhealthy_threshold`` failures
+take a node out, ``healthy_threshold`` passes bring it back)::
 
     checker = HealthChecker(check_interval=5, timeout=2)
-    checker.start(manager.nodes, manager)
+    checker.start(manager)   # the pool (a FailoverManager) whose nodes to check
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import requests
 import urllib3
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3.util import make_headers, parse_url
 
-from . import _fork
+from . import _fork, _http
+from ._redact import describe_error
 from .config import HealthCheckConfig
 from .exceptions import ConfigError
-from .failover import FailoverManager
-from .model import NodeHealth, ServiceNode
+from .model import CheckResult, ServiceNode
+from .pool import NodePool
 from .worker import BackgroundWorker
 
-__all__ = ["HealthChecker"]
+__all__ = ["HealthChecker", "HttpProbe", "Probe"]
 
 log = logging.getLogger(__name__)
 
+#: ``probe(node, timeout)``: returning ``False`` or raising fails the check, returning
+#: anything else passes it. It must return within ``timeout`` seconds (a round waits
+#: for its checks).
+Probe = Callable[[ServiceNode, float], object]
+
+
+class CheckFailed(Exception):
+    """The node answered, but not as a healthy node does (its status, for one)."""
+
+
+class HttpProbe:
+    """GET ``<endpoint><path>`` with a per-check deadline; see the module docstring.
+
+    One urllib3 pool per node keeps a connection alive between checks (``pools`` of them
+    at most). Credentials in a node's endpoint are sent as Basic auth.
+    """
+
+    def __init__(self, path: str = "/health", max_body_bytes: int = 64 * 1024, *, pools: int = 1024) -> None:
+        self.path = path
+        self.max_body_bytes = max_body_bytes
+        self._pools = pools
+        self._lock = threading.Lock()
+        self._http: urllib3.PoolManager | None = None
+        self._pid = -1
+        self._targets: dict[str, tuple[str, dict[str, str]]] = {}
+        _fork.register(self)
+
+    def _manager(self) -> urllib3.PoolManager:
+        # One per process: a forked child must not share the parent's sockets.
+        http, pid = self._http, os.getpid()
+        if http is None or self._pid != pid:
+            with self._lock:
+                if self._http is None or self._pid != pid:
+                    self._http = urllib3.PoolManager(
+                        num_pools=self._pools, maxsize=1, block=False, retries=False, ca_certs=DEFAULT_CA_BUNDLE_PATH
+                    )
+                    self._http.pool_classes_by_scheme = _http.POOL_CLASSES  # the watchdog can cut them
+                    self._pid = pid
+                http = self._http
+        return http
+
+    def _target(self, node: ServiceNode) -> tuple[str, dict[str, str]]:
+        target = self._targets.get(node.endpoint)
+        if target is None:
+            url = parse_url(node.endpoint + self.path)
+            headers = {"User-Agent": "resilience_mw-health", "Accept": "*/*"}
+            if url.auth:
+                headers.update(make_headers(basic_auth=url.auth))
+                url = url._replace(auth=None)
+            target = self._targets[node.endpoint] = (url.url, headers)
+        return target
+
+    def __call__(self, node: ServiceNode, timeout: float) -> bool:
+        url, headers = self._target(node)
+        with _http.attempt(time.monotonic() + timeout):
+            resp = self._manager().request(
+                "GET",
+                url,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                redirect=False,
+                retries=False,
+                preload_content=False,
+            )
+            complete = False
+            try:
+                read = 0
+                while read <= self.max_body_bytes:
+                    chunk = resp.read1(16 * 1024)
+                    if not chunk:
+                        complete = True
+                        break
+                    read += len(chunk)
+            finally:
+                if complete:
+                    resp.release_conn()  # keep the connection for the next check
+                else:
+                    resp.close()
+        if not 200 <= resp.status < 300:
+            raise CheckFailed(f"status {resp.status}")
+        return True
+
+    def close(self) -> None:
+        """Close every kept connection."""
+        http = self._http
+        if http is not None:
+            http.clear()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # the manager itself is replaced by pid
+
+    def __repr__(self) -> str:
+        return f"HttpProbe(path={self.path!r}, max_body_bytes={self.max_body_bytes})"
+
 
 class HealthChecker:
-    """Active health checks for a set of nodes.
+    """Active health checks of one pool's nodes.
 
-    :param check_interval: seconds between rounds.
-    :param timeout: seconds one check may take, connect and read together.
-    :param path: request path appended to each node's endpoint.
+    :param check_interval: seconds between checks of a node that is offered.
+    :param timeout: seconds one check may take from its own start.
+    :param path: request path appended to each node's endpoint (by :class:`HttpProbe`).
     :param config: a :class:`~resilience_mw.config.HealthCheckConfig`; or pass its
-        fields (``unhealthy_threshold``, ``healthy_threshold``, ``jitter``,
-        ``max_workers``, ``max_body_bytes``) as keyword arguments.
+        fields (``unhealthy_interval``, ``unhealthy_threshold``, ``healthy_threshold``,
+        ``jitter``, ``max_workers``, ``max_body_bytes``) as keyword arguments.
+    :param probe: how one node is checked (see :data:`Probe`); default an
+        :class:`HttpProbe` for ``path``.
+    :param clock: monotonic clock in seconds, for schedules and latencies; tests pass a fake.
+    :param rng: random source for the jitter.
     """
 
     def __init__(
@@ -55,160 +163,181 @@ class HealthChecker:
         path: str | None = None,
         *,
         config: HealthCheckConfig | None = None,
+        probe: Probe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
         **options: Any,
     ) -> None:
         for key, value in (("check_interval", check_interval), ("timeout", timeout), ("path", path)):
             if value is not None:
                 options[key] = value
-        #: the settings in force (replace it with ``dataclasses.replace`` to change them)
-        self.config = HealthCheckConfig.from_options(config, options)
-        self._session_pid = -1
-        self._session: requests.Session | None = None
-        self._session_lock = threading.Lock()
-        self._worker: BackgroundWorker | None = None
+        #: the settings in force
+        self.config = cfg = HealthCheckConfig.from_options(config, options)
+        if probe is not None and not callable(probe):
+            raise ConfigError("probe", probe, "must be a callable probe(node, timeout)")
+        if not callable(clock):
+            raise ConfigError("clock", clock, "must be a callable returning seconds")
+        self.probe: Probe = probe if probe is not None else HttpProbe(cfg.path, cfg.max_body_bytes)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._pool: NodePool | None = None
+        #: node id -> when its next check is due (by ``clock``)
+        self._due: dict[str, float] = {}
+        self._halt = False
+        #: rounds run by the background thread
+        self.rounds = 0
+        self._worker = BackgroundWorker("resilience_mw-health", self._tick, cfg.check_interval)
         _fork.register(self)
-
-    def _after_fork_in_child(self) -> None:
-        self._session_lock = threading.Lock()  # the Session itself is replaced by pid
 
     # ---------------------------------------------------------------- checks
 
-    def _http(self) -> requests.Session:
-        # One Session per process: a forked child must not share the parent's sockets.
-        pid = os.getpid()
-        if self._session is None or self._session_pid != pid:
-            with self._session_lock:
-                if self._session is None or self._session_pid != pid:
-                    s = requests.Session()
-                    s.trust_env = False  # no proxies from the environment for node probes
-                    adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.config.max_workers)
-                    s.mount("http://", adapter)
-                    s.mount("https://", adapter)
-                    self._session, self._session_pid = s, pid
-        return self._session
-
-    def check_node(self, node: ServiceNode) -> NodeHealth:
+    def check_node(self, node: ServiceNode) -> CheckResult:
         """Check one node now and return what was seen (no state is changed)."""
-        start = time.monotonic()
-        deadline = start + self.config.timeout
-        passed = False
+        timeout = self.config.timeout
+        start = self._clock()
+        detail = ""
         try:
-            with self._http().get(
-                node.endpoint + self.config.path,
-                timeout=(self.config.timeout, self.config.timeout),
-                allow_redirects=False,
-                stream=True,
-                headers={"User-Agent": "resilience_mw-health"},
-            ) as resp:
-                passed = 200 <= resp.status_code < 300
-                read = 0
-                # read1 returns whatever has arrived, so a trickled body meets the deadline
-                while (chunk := resp.raw.read1(8192)) and read < self.config.max_body_bytes:
-                    read += len(chunk)
-                    if time.monotonic() > deadline:
-                        passed = False  # the answer did not arrive within the timeout
-                        break
-                if not passed:
-                    log.debug("health check of %s: status %d", node.id, resp.status_code)
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            log.debug("health check of %s failed: %s", node.id, type(exc).__name__)
-        except Exception:
-            log.exception("health check of %s raised unexpectedly", node.id)
-        now = time.monotonic()
-        if now > deadline + 0.05:
-            passed = False  # too slow is unhealthy, even if the answer was 2xx
-        return NodeHealth(
-            node_id=node.id,
-            is_healthy=passed,
-            last_check=now,
-            consecutive_failures=0 if passed else 1,
-            latency=now - start,
-        )
+            passed = self.probe(node, timeout) is not False
+        except Exception as exc:
+            passed, detail = False, describe_error(exc)
+        latency = self._clock() - start
+        if passed and latency > timeout:
+            passed, detail = False, f"took {latency:.3g}s, more than timeout={timeout:g}s"
+        elif not passed and not detail:
+            detail = "the probe returned False"
+        if not passed:
+            log.debug("health check of %s failed: %s", node.id, detail)
+        return CheckResult(node.id, passed, latency, detail)
 
-    def check_all_nodes_parallel(self, nodes: Sequence[ServiceNode]) -> list[NodeHealth]:
-        """Check ``nodes`` concurrently; results in the same order.
-
-        A check still running ``timeout`` seconds after the round started is reported
-        failed (its thread finishes on its own, bounded by the socket timeouts).
-        """
-        nodes = list(nodes)
-        results: list[NodeHealth | None] = [None] * len(nodes)
-        lock = threading.Lock()
-        next_index = iter(range(len(nodes)))
+    def check_nodes(
+        self, nodes: Iterable[ServiceNode], on_result: Callable[[CheckResult], object] | None = None
+    ) -> list[CheckResult]:
+        """Check ``nodes``, at most ``max_workers`` at a time (the calling thread is one),
+        each with its full timeout; ``on_result`` is called as each check ends. Returns
+        the results in the order of ``nodes``, only for nodes actually checked (a stop
+        in the middle leaves the rest unchecked and unreported)."""
+        todo = list(enumerate(nodes))
+        results: list[CheckResult | None] = [None] * len(todo)
+        claim = threading.Lock()
+        next_item = iter(todo)
 
         def work() -> None:
-            while True:
-                with lock:
-                    i = next(next_index, None)
-                if i is None:
+            while not self._halt:
+                with claim:
+                    item = next(next_item, None)
+                if item is None:
                     return
-                results[i] = self.check_node(nodes[i])
+                i, node = item
+                results[i] = result = self.check_node(node)
+                if on_result is not None:
+                    on_result(result)
 
-        threads = [
+        helpers = [
             threading.Thread(target=work, name="resilience_mw-health-check", daemon=True)
-            for _ in range(min(self.config.max_workers, len(nodes)))
+            for _ in range(min(self.config.max_workers, len(todo)) - 1)
         ]
-        start = time.monotonic()
-        for t in threads:
+        for t in helpers:
             t.start()
-        for t in threads:
-            t.join(max(0.0, start + self.config.timeout + 0.1 - time.monotonic()))
-        now = time.monotonic()
-        return [
-            r if r is not None else NodeHealth(n.id, False, now, 1, now - start)
-            for n, r in zip(nodes, results, strict=True)
-        ]
+        try:
+            work()
+        finally:
+            for t in helpers:
+                t.join()  # each check ends by its timeout: the watchdog sees to it
+        return [r for r in results if r is not None]
 
-    def run_once(self, nodes: Sequence[ServiceNode], manager: FailoverManager) -> list[NodeHealth]:
-        """One round: check ``nodes`` and feed the results to ``manager``."""
-        results = self.check_all_nodes_parallel(nodes)
-        for h in results:
-            manager.record_check(
-                h.node_id,
-                h.is_healthy,
-                h.latency if h.is_healthy else None,
-                unhealthy_threshold=self.config.unhealthy_threshold,
-                healthy_threshold=self.config.healthy_threshold,
+    def run_once(self, pool: NodePool | None = None) -> list[CheckResult]:
+        """Check every node of ``pool`` (default: the started one) now and record the results."""
+        pool = self._pool_or(pool)
+        return self.check_nodes(pool.nodes, lambda result: self._record(pool, result))
+
+    def _record(self, pool: NodePool, result: CheckResult) -> None:
+        cfg = self.config
+        pool.record_check(
+            result.node_id,
+            result.passed,
+            result.latency if result.passed else None,
+            unhealthy_threshold=cfg.unhealthy_threshold,
+            healthy_threshold=cfg.healthy_threshold,
+        )
+        interval = cfg.check_interval
+        if cfg.unhealthy_interval is not None and not pool.is_healthy(result.node_id):
+            interval = cfg.unhealthy_interval
+        with self._lock:
+            self._due[result.node_id] = self._clock() + interval * (1 + self._rng.random() * cfg.jitter)
+
+    def run_due(self) -> list[CheckResult]:
+        """Check and record the nodes of the started pool whose check is due (what the
+        background thread does each time it wakes); the results."""
+        pool = self._pool_or(None)
+        now = self._clock()
+        with self._lock:
+            due = [n for n in pool.nodes if self._due.get(n.id, now) <= now]
+        return self.check_nodes(due, lambda result: self._record(pool, result)) if due else []
+
+    def next_due(self) -> float | None:
+        """When the next check is due (by the checker's clock); ``None`` before any."""
+        with self._lock:
+            return min(self._due.values(), default=None)
+
+    def _tick(self) -> None:
+        self.run_due()
+        self.rounds += 1
+        nxt = self.next_due()
+        # wake when the next node is due (never busy-loop, never sleep past a check)
+        self._worker.interval = self.config.check_interval if nxt is None else max(0.005, nxt - self._clock())
+
+    def _pool_or(self, pool: NodePool | None) -> NodePool:
+        if pool is None:
+            pool = self._pool
+            if pool is None:
+                raise RuntimeError("no pool: pass one, or start(pool) first")
+        elif not isinstance(pool, NodePool):
+            raise ConfigError(
+                "pool", pool, "must be the NodePool (e.g. a FailoverManager) whose nodes to check"
             )
-        return results
+        return pool
 
     # ------------------------------------------------------------- lifecycle
 
-    def start(self, nodes: Sequence[ServiceNode], failover_manager: FailoverManager) -> None:
-        """Check ``nodes`` every interval in a daemon thread, feeding ``failover_manager``."""
-        if not isinstance(failover_manager, FailoverManager):
-            raise ConfigError("failover_manager", failover_manager, "must be a FailoverManager")
-        nodes = tuple(nodes)
-        unknown = [n for n in nodes if not isinstance(n, ServiceNode) or n not in failover_manager.nodes]
-        if unknown or not nodes:
-            raise ConfigError("nodes", unknown or nodes, "must be nodes of failover_manager")
-        if self._worker is not None and self._worker.alive:
-            return
-        self._worker = BackgroundWorker(
-            "resilience_mw-health",
-            lambda: self.run_once(nodes, failover_manager),
-            self.config.check_interval,
-            jitter=self.config.jitter,
-        )
+    def start(self, pool: NodePool) -> None:
+        """Check ``pool``'s nodes in a daemon thread until :meth:`stop`. Idempotent;
+        safe from many threads at once; after any stop it runs again."""
+        pool = self._pool_or(pool)
+        with self._lock:
+            if self._pool is not None and self._pool is not pool:
+                if self._worker.running:
+                    raise ConfigError("pool", pool, "this checker is already checking another pool")
+                self._due.clear()
+            self._pool = pool
+            self._halt = False
         self._worker.start()
 
     def stop(self, timeout: float | None = 5.0) -> bool:
-        """Stop checking; ``True`` once the thread is gone."""
-        worker = self._worker
-        return True if worker is None else worker.stop(timeout)
+        """Stop checking (checks in progress end by their timeout); ``True`` once the
+        thread is gone."""
+        self._halt = True
+        return self._worker.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._worker is not None and self._worker.alive
+        """Whether checks are running in the background."""
+        return self._worker.running
 
     def close(self) -> None:
-        """Stop and release the HTTP connections."""
+        """Stop and release the probe's connections."""
         self.stop()
-        if self._session is not None:
-            self._session.close()
+        close = getattr(self.probe, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
+        cfg = self.config
         return (
-            f"HealthChecker(path={self.config.path!r}, interval={self.config.check_interval}, timeout={self.config.timeout}, "
-            f"thresholds={self.config.unhealthy_threshold}/{self.config.healthy_threshold}, running={self.running})"
+            f"HealthChecker(path={cfg.path!r}, interval={cfg.check_interval}, timeout={cfg.timeout}, "
+            f"thresholds={cfg.unhealthy_threshold}/{cfg.healthy_threshold}, running={self.running})"
         )

@@ -16,6 +16,7 @@ from ._redact import redact_url
 from .exceptions import ConfigError
 
 __all__ = [
+    "CheckResult",
     "DegradationLevel",
     "FailoverStrategy",
     "Feature",
@@ -90,6 +91,18 @@ class NodeHealth:
     last_check: float
     consecutive_failures: int = 0
     latency: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one active health check saw."""
+
+    node_id: str
+    passed: bool
+    #: seconds the check took, by the checker's clock
+    latency: float
+    #: why it failed (a status, an error type and message; redacted), ``""`` if it passed
+    detail: str = ""
 
 
 class FailoverStrategy(enum.Enum):

@@ -25,6 +25,7 @@ Signals report; they never control. Example::
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from blinker import Namespace, Signal
@@ -72,7 +73,8 @@ alert: Signal = _signals.signal("alert")
 
 
 def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
-    """Send ``signal``, logging (not raising) any receiver's exception.
+    """Send ``signal``, logging (not raising) any receiver's exception (in a background
+    thread ``SystemExit`` and ``KeyboardInterrupt`` too: they would only end the thread).
 
     Never call this with a lock held: receivers are user code.
     """
@@ -84,4 +86,14 @@ def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
         except Exception:
             log.exception(
                 "receiver %r of signal %r raised; ignored", receiver, getattr(signal, "name", signal)
+            )
+        except (SystemExit, KeyboardInterrupt):
+            if threading.current_thread() is threading.main_thread():
+                raise  # the user's own exit or Ctrl-C
+            # in a background thread no one can catch it: it would only end the thread
+            log.exception(
+                "receiver %r of signal %r raised; ignored in thread %s",
+                receiver,
+                getattr(signal, "name", signal),
+                threading.current_thread().name,
             )

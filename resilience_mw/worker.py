@@ -1,33 +1,52 @@
 """BackgroundWorker: the one way resilience_mw runs a periodic task in a thread.
 
-The thread is a daemon (it never keeps the process from exiting), waits on an
-Event between ticks (so :meth:`BackgroundWorker.stop` returns promptly), logs and
-survives an exception in any tick, and after ``os.fork()`` is running again in the
-child if it was running in the parent (with fresh locks). Nothing starts in
-``__init__``.
+* The thread is a daemon, and at interpreter exit every worker is told to stop without
+  being waited on for more than a moment: exit never waits on a tick.
+* It waits on an Event between ticks, so :meth:`BackgroundWorker.stop` returns
+  promptly; :meth:`~BackgroundWorker.start` and :meth:`~BackgroundWorker.stop` are
+  idempotent and safe to call from many threads at once, and a ``start()`` after any
+  ``stop()`` runs again (after a stop that timed out, the new thread waits for the old
+  one's last tick, so ticks never overlap).
+* A tick given as a bound method is held through a weak reference: the thread never
+  keeps its owner alive, and ends as soon as the owner is collected (a discarded app's
+  threads do not run on).
+* An exception in a tick, even ``SystemExit`` or ``KeyboardInterrupt`` raised by a
+  signal receiver, is logged and the loop goes on.
+* After ``os.fork()`` it is running again in the child if it was running in the
+  parent (with fresh locks). Nothing starts in ``__init__``.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import random
 import threading
-from collections.abc import Callable
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from types import MethodType
 
 from . import _fork
 
-__all__ = ["BackgroundWorker"]
+__all__ = ["BackgroundWorker", "stop_all", "suppressed"]
 
 log = logging.getLogger(__name__)
+
+#: what a tick may raise without ending the thread (a receiver's ``sys.exit()`` included)
+_SURVIVED = (Exception, SystemExit, KeyboardInterrupt)
 
 
 class BackgroundWorker:
     """Run ``tick()`` every ``interval`` seconds in a daemon thread.
 
     :param name: thread name (shown in logs and ``threading.enumerate()``).
-    :param tick: the periodic work; exceptions are logged and the loop goes on.
-    :param interval: seconds between the end of one tick and the start of the next.
+    :param tick: the periodic work; exceptions are logged and the loop goes on. A bound
+        method is held weakly (see the module docstring).
+    :param interval: seconds between the end of one tick and the start of the next
+        (read before every wait, so the owner may change it).
     :param jitter: extra random share of the interval added to each wait (``0.1`` = up
         to 10 %), so workers in many processes do not tick in lock-step.
     :param on_start: called once in the new thread before the first tick (e.g. to prime
@@ -50,33 +69,48 @@ class BackgroundWorker:
         self.name = name
         self.interval = interval
         self.jitter = jitter
-        self._tick = tick
+        self._tick: Callable[[], Callable[[], object] | None]
+        if isinstance(tick, MethodType):
+            self._tick = weakref.WeakMethod(tick)
+            # the owner's collection wakes the thread at once instead of after a wait
+            weakref.finalize(tick.__self__, _owner_collected, weakref.ref(self))
+        else:
+            self._tick = lambda: tick
         self._on_start = on_start
         self._first_delay = first_delay
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._wanted = False
         self.ticks = 0
         self.errors = 0
         _fork.register(self)
+        _workers.add(self)
 
     @property
     def alive(self) -> bool:
-        """Whether the thread is running in this process."""
+        """Whether a thread of this worker is running in this process (it may be
+        finishing its last tick after :meth:`stop`)."""
         t = self._thread
         return t is not None and t.is_alive()
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker is started and not told to stop."""
+        return self.alive and not self._stop_event.is_set()
 
     def start(self) -> None:
         """Start the thread; a no-op if it is already running."""
         with self._lock:
-            self._wanted = True
-            if self.alive:
+            if _suppressed:
+                log.debug("%s: not started (background workers are off for testing)", self.name)
                 return
-            self._stop_event = threading.Event()
-            self._thread = threading.Thread(
-                target=self._run, args=(self._stop_event,), name=self.name, daemon=True
-            )
+            self._wanted = True
+            if self.running:
+                return
+            previous = self._thread if self.alive else None
+            self._stop_event = stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(stop, previous), name=self.name, daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float | None = 5.0) -> bool:
@@ -92,13 +126,19 @@ class BackgroundWorker:
             thread.join(timeout)
         return not self.alive
 
-    def _run(self, stop: threading.Event) -> None:
+    def _run(self, stop: threading.Event, previous: threading.Thread | None) -> None:
+        if previous is not None:
+            previous.join()  # its last tick, after a stop that timed out: never two at once
         if self._on_start is not None:
             self._guarded(self._on_start)
         if self._first_delay and stop.wait(self._first_delay):
             return
         while not stop.is_set():
-            self._guarded(self._tick)
+            tick = self._tick()
+            if tick is None:
+                return  # the owner was collected
+            self._guarded(tick)
+            del tick  # hold no reference to the owner while waiting
             self.ticks += 1
             wait = self.interval * (1 + random.random() * self.jitter) if self.jitter else self.interval
             if stop.wait(wait):
@@ -107,12 +147,12 @@ class BackgroundWorker:
     def _guarded(self, fn: Callable[[], object]) -> None:
         try:
             fn()
-        except Exception:
+        except _SURVIVED:
             self.errors += 1
             log.exception("%s: tick failed; will try again in %.3gs", self.name, self.interval)
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._thread = None
         self._stop_event = threading.Event()
         if self._wanted:
@@ -120,5 +160,53 @@ class BackgroundWorker:
             self.start()
 
     def __repr__(self) -> str:
-        state = "alive" if self.alive else "stopped"
+        state = "running" if self.running else "stopping" if self.alive else "stopped"
         return f"BackgroundWorker({self.name!r}, interval={self.interval}, {state}, ticks={self.ticks})"
+
+
+def _owner_collected(ref: weakref.ref[BackgroundWorker]) -> None:
+    worker = ref()
+    if worker is not None:
+        worker._wanted = False
+        worker._stop_event.set()
+
+
+_workers: weakref.WeakSet[BackgroundWorker] = weakref.WeakSet()
+#: while above zero, :meth:`BackgroundWorker.start` starts nothing (see :func:`suppressed`)
+_suppressed = 0
+_suppressed_lock = threading.Lock()
+
+#: the most interpreter exit waits for ticks in progress, all workers together
+EXIT_GRACE = 0.1
+
+
+def stop_all(timeout: float) -> bool:
+    """Tell every worker of this process to stop, then wait up to ``timeout`` seconds in
+    total; ``True`` when all threads are gone."""
+    workers = list(_workers)
+    for worker in workers:
+        with worker._lock:
+            worker._wanted = False
+            worker._stop_event.set()
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        thread = worker._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(w.alive for w in workers)
+
+
+@contextlib.contextmanager
+def suppressed() -> Iterator[None]:
+    """No worker starts while this is active (what :mod:`resilience_mw.testing` uses)."""
+    global _suppressed
+    with _suppressed_lock:
+        _suppressed += 1
+    try:
+        yield
+    finally:
+        with _suppressed_lock:
+            _suppressed -= 1
+
+
+atexit.register(stop_all, EXIT_GRACE)

@@ -305,6 +305,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_ADAPTER": ["x", {"default_timeout": "5"}, {"retry_non_idempotent": "false"}, {"deadlin": 1}],
     "RESILIENCE_HEALTH_CHECK": ["yes", 1, None],
     "RESILIENCE_HEALTH_CHECK_INTERVAL": SECONDS,
+    "RESILIENCE_HEALTH_CHECK_UNHEALTHY_INTERVAL": [0, -1, NAN, "5", True],
     "RESILIENCE_HEALTH_CHECK_TIMEOUT": SECONDS,
     "RESILIENCE_HEALTH_CHECK_PATH": ["health", 5, None],
     "RESILIENCE_HEALTH_CHECK_UNHEALTHY_THRESHOLD": COUNT,

@@ -142,7 +142,7 @@ def test_nodes_configured_with_redacted_readiness(node_factory: Any) -> None:
         RESILIENCE_HEALTH_CHECK_UNHEALTHY_THRESHOLD=1,
     )
     state = a.extensions["resilience"]
-    state.health_checker.run_once(state.failover.nodes, state.failover)
+    state.health_checker.run_once(state.failover)
     r = a.test_client().get("/readyz")
     text = r.get_data(as_text=True)
     assert "hunter2" not in text and "pw@" not in text

@@ -33,9 +33,9 @@ def node_for(server: Any, name: str | None = None) -> ServiceNode:
 def test_check_node_status_rules(node_factory: Any, mode: str, healthy: bool) -> None:
     server = node_factory("n", mode)
     h = HealthChecker(timeout=1.0).check_node(node_for(server))
-    assert h.is_healthy is healthy and h.node_id == "n"
+    assert h.passed is healthy and h.node_id == "n"
     if healthy:
-        assert 0 < h.latency < 1.0 and h.consecutive_failures == 0
+        assert 0 < h.latency < 1.0 and h.detail == ""
 
 
 def test_redirect_is_not_followed(node_factory: Any) -> None:
@@ -47,7 +47,7 @@ def test_redirect_is_not_followed(node_factory: Any) -> None:
 def test_closed_port_is_unhealthy_fast() -> None:
     node = ServiceNode("dead", f"http://127.0.0.1:{free_port()}")
     t0 = time.monotonic()
-    assert not HealthChecker(timeout=1.0).check_node(node).is_healthy
+    assert not HealthChecker(timeout=1.0).check_node(node).passed
     assert time.monotonic() - t0 < 0.5
 
 
@@ -55,7 +55,7 @@ def test_hung_node_costs_at_most_timeout(node_factory: Any) -> None:
     server = node_factory("hung", "hang")
     t0 = time.monotonic()
     h = HealthChecker(timeout=0.3).check_node(node_for(server))
-    assert not h.is_healthy
+    assert not h.passed
     assert time.monotonic() - t0 < 0.3 + 0.2
 
 
@@ -66,7 +66,7 @@ def test_endless_body_is_bounded_in_time_and_memory(node_factory: Any) -> None:
     h = HealthChecker(timeout=1.0, max_body_bytes=256 * 1024).check_node(node_for(server))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert h.is_healthy  # 200 within the timeout; only 256 KiB were read
+    assert h.passed  # 200 within the timeout; only 256 KiB were read
     assert time.monotonic() - t0 < 1.0
     assert peak < 4 * 1024 * 1024
 
@@ -74,16 +74,16 @@ def test_endless_body_is_bounded_in_time_and_memory(node_factory: Any) -> None:
 def test_slow_answer_past_timeout_is_unhealthy(node_factory: Any) -> None:
     server = node_factory("slow", "slow")
     server.delay = 0.6
-    assert not HealthChecker(timeout=0.3).check_node(node_for(server)).is_healthy
+    assert not HealthChecker(timeout=0.3).check_node(node_for(server)).passed
 
 
 def test_parallel_checks_are_concurrent(node_factory: Any) -> None:
     servers = [node_factory(f"h{i}", "hang") for i in range(4)] + [node_factory("ok", "ok")]
     checker = HealthChecker(timeout=0.4, max_workers=8)
     t0 = time.monotonic()
-    results = checker.check_all_nodes_parallel([node_for(s) for s in servers])
+    results = checker.check_nodes([node_for(s) for s in servers])
     elapsed = time.monotonic() - t0
-    assert [r.is_healthy for r in results] == [False] * 4 + [True]
+    assert [r.passed for r in results] == [False] * 4 + [True]
     assert elapsed < 0.4 + 0.3  # not 4 x 0.4
 
 
@@ -106,7 +106,7 @@ def test_background_checking_hysteresis_and_signals(node_factory: Any) -> None:
     checker = HealthChecker(
         check_interval=0.05, timeout=0.5, unhealthy_threshold=2, healthy_threshold=2, jitter=0
     )
-    checker.start(manager.nodes, manager)
+    checker.start(manager)
     try:
         assert manager.get_available_node().id == "a"  # type: ignore[union-attr]
         a.stop()  # port closed
@@ -130,7 +130,7 @@ def test_health_check_brings_back_passively_ejected_node(node_factory: Any) -> N
     for _ in range(3):
         manager.mark_failure("a")
     assert not manager.is_healthy("a")
-    HealthChecker(timeout=1).run_once(manager.nodes, manager)
+    HealthChecker(timeout=1).run_once(manager)
     assert manager.is_healthy("a")
 
 
@@ -154,5 +154,5 @@ def test_trickled_body_is_bounded_by_timeout(node_factory: Any) -> None:
     server = node_factory("trickle", "trickle")
     t0 = time.monotonic()
     h = HealthChecker(timeout=0.4).check_node(node_for(server))
-    assert not h.is_healthy  # 200, but it did not finish within the timeout
+    assert not h.passed  # 200, but it did not finish within the timeout
     assert time.monotonic() - t0 < 0.4 + 0.2

@@ -24,6 +24,7 @@ LAYERS = {
     "pool": 2,
     "features": 2,
     "sampling": 2,
+    "testing": 6,
     "worker": 2,
     "failover": 3,
     "degradation": 3,

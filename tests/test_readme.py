@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from resilience_mw import flask_ext
+from resilience_mw import testing
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -50,8 +50,7 @@ def test_readme_python_blocks_run_as_written(node_factory: Any, capsys: pytest.C
         namespace["degradation"].force_level("Level3")
         assert "ALERT degradation" in capsys.readouterr().out
     finally:
-        for state in list(flask_ext._states):
-            state.stop()
+        testing.stop_all_workers()
         degradation = namespace.get("degradation")
         if degradation is not None:
             degradation.stop()

@@ -122,7 +122,7 @@ def test_running_service_shows_no_secret(node_factory: Any, caplog: pytest.LogCa
             assert ENCODED_PASSWORD not in (req.url or "")
 
     assert state.health_checker is not None and state.failover is not None
-    state.health_checker.run_once(state.failover.nodes, state.failover)
+    state.health_checker.run_once(state.failover)
 
     client = app.test_client()
     texts.append(client.get("/readyz").get_data(as_text=True))

@@ -95,7 +95,7 @@ def test_chaos_through_failover_adapter(capsys: Any) -> None:
         base_ejection_time=1.0,
     )
     checker = HealthChecker(INTERVAL, TIMEOUT, unhealthy_threshold=THRESHOLD, healthy_threshold=THRESHOLD)
-    checker.start(manager.nodes, manager)
+    checker.start(manager)
     session = requests.Session()
     session.mount("http://svc/", FailoverAdapter(manager, pool_maxsize=8))
     served_by: Counter[str] = Counter()
