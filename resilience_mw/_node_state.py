@@ -13,8 +13,10 @@ state                   left by                                                o
 ``suspect``             a success or passing check (-> healthy); more failures yes
 ``probation``           a success (-> healthy); one failure (-> ejected)       yes
 ``ejected``             its timer (-> probation); one passing check or a       no
-                        success (-> healthy); a failed check (-> down)
-``held-off``            its timer (-> probation); a success (-> healthy)       no
+                        success (-> healthy); a failed check or a manual
+                        down (-> down)
+``held-off``            its timer (-> probation); a success (-> healthy); a    no
+                        manual down (-> down)
 ``down``                ``healthy_threshold`` passing checks, a success or a   no
                         manual update (-> healthy)
 ======================  =====================================================  ==========
@@ -203,6 +205,10 @@ class NodeState:
             return self._bring_back(RecoveryReason.MANUAL, now)
         if not healthy and self.offered:
             return self._take_out(Phase.DOWN, DownReason.MANUAL, now, None)
+        if not healthy and self.timed_out:
+            # out already, on a timer: now it stays out (the first cause is kept)
+            self.phase = Phase.DOWN
+            self.until = None
         return None
 
     def expire(self, now: float, rules: PoolConfig) -> Transition | None:

@@ -185,7 +185,7 @@ class HealthChecker:
         #: node id -> when its next check is due (by ``clock``)
         self._due: dict[str, float] = {}
         self._halt = False
-        #: rounds run by the background thread
+        #: rounds of due checks run by the background thread
         self.rounds = 0
         self._worker = BackgroundWorker("resilience_mw-health", self._tick, cfg.check_interval)
         _fork.register(self)
@@ -266,10 +266,10 @@ class HealthChecker:
         with self._lock:
             self._due[result.node_id] = self._clock() + interval * (1 + self._rng.random() * cfg.jitter)
 
-    def run_due(self) -> list[CheckResult]:
-        """Check and record the nodes of the started pool whose check is due (what the
-        background thread does each time it wakes); the results."""
-        pool = self._pool_or(None)
+    def run_due(self, pool: NodePool | None = None) -> list[CheckResult]:
+        """Check and record the nodes of ``pool`` (default: the started one) whose check
+        is due (what the background thread does each time it wakes); the results."""
+        pool = self._pool_or(pool)
         now = self._clock()
         with self._lock:
             due = [n for n in pool.nodes if self._due.get(n.id, now) <= now]
@@ -281,8 +281,8 @@ class HealthChecker:
             return min(self._due.values(), default=None)
 
     def _tick(self) -> None:
-        self.run_due()
-        self.rounds += 1
+        if self.run_due():
+            self.rounds += 1
         nxt = self.next_due()
         # wake when the next node is due (never busy-loop, never sleep past a check)
         self._worker.interval = self.config.check_interval if nxt is None else max(0.005, nxt - self._clock())

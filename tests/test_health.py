@@ -11,6 +11,7 @@ import pytest
 
 from resilience_mw import ConfigError, FailoverManager, ServiceNode, signals
 from resilience_mw.health import HealthChecker
+from resilience_mw.testing import FakeClock
 from tests.nodes import free_port
 from tests.test_worker import wait_for
 
@@ -156,3 +157,62 @@ def test_trickled_body_is_bounded_by_timeout(node_factory: Any) -> None:
     h = HealthChecker(timeout=0.4).check_node(node_for(server))
     assert not h.passed  # 200, but it did not finish within the timeout
     assert time.monotonic() - t0 < 0.4 + 0.2
+
+
+def test_schedules_by_state_with_an_injected_probe_and_clock() -> None:
+    # socket-free and sleep-free: the probe is a function, the clock a FakeClock
+    clock = FakeClock()
+    up = {"a": True, "b": False}
+    calls: list[str] = []
+
+    def probe(node: ServiceNode, timeout: float) -> bool:
+        calls.append(node.id)
+        clock.advance(0.01)
+        return up[node.id]
+
+    pool = FailoverManager([ServiceNode("a", "http://a"), ServiceNode("b", "http://b")], clock=clock)
+    checker = HealthChecker(
+        check_interval=10, unhealthy_interval=2, jitter=0, unhealthy_threshold=1, healthy_threshold=1,
+        probe=probe, clock=clock, max_workers=1,
+    )
+    assert [r.node_id for r in checker.run_due(pool)] == ["a", "b"]  # never checked: both due
+    assert pool.is_healthy("a") and not pool.is_healthy("b")
+    clock.advance(2)
+    assert [r.node_id for r in checker.run_due(pool)] == ["b"]  # out: every 2 s
+    up["b"] = True
+    clock.advance(2)
+    assert [r.node_id for r in checker.run_due(pool)] == ["b"] and pool.is_healthy("b")
+    clock.advance(2)
+    assert checker.run_due(pool) == []  # b is back: every 10 s now
+    clock.advance(4)
+    assert [r.node_id for r in checker.run_due(pool)] == ["a"]
+
+
+def test_a_probe_slower_than_the_timeout_fails_and_its_error_is_the_detail() -> None:
+    clock = FakeClock()
+    node = ServiceNode("a", "http://user:pw@a")
+
+    def slow(node: ServiceNode, timeout: float) -> bool:
+        clock.advance(timeout + 0.1)
+        return True
+
+    def broken(node: ServiceNode, timeout: float) -> bool:
+        raise OSError(f"cannot reach {node.endpoint}")
+
+    result = HealthChecker(timeout=1, probe=slow, clock=clock).check_node(node)
+    assert not result.passed and "timeout=1s" in result.detail
+    result = HealthChecker(timeout=1, probe=broken, clock=clock).check_node(node)
+    assert not result.passed and result.detail.startswith("OSError") and "pw" not in result.detail
+
+
+def test_start_takes_the_pool() -> None:
+    with pytest.raises(ConfigError) as info:
+        HealthChecker().start([ServiceNode("a", "http://a")])  # type: ignore[arg-type]
+    assert info.value.field == "pool"
+
+
+def test_basic_auth_from_the_endpoint_and_the_status_in_the_detail(node_factory: Any) -> None:
+    server = node_factory("n", "unavailable")
+    node = ServiceNode("n", server.url.replace("http://", "http://user:secret@"))
+    result = HealthChecker(timeout=1.0).check_node(node)
+    assert not result.passed and result.detail == "CheckFailed: status 503"
