@@ -168,6 +168,30 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "<= 1.10x",
             )
         )
+    hb = b.get("health")
+    if hb:
+        for n in ("n3", "n1000"):
+            o = hb["results"]["order"][n]
+            r.append(
+                (
+                    f"failover_order(), {n[1:]} nodes: Priority / RoundRobin",
+                    f"{o['Priority_ns']:.0f} / {o['RoundRobin_ns']:.0f} ns",
+                    f"{o['Priority_x_pick']:.1f}x / {o['RoundRobin_x_pick']:.1f}x a pick ({o['pick_ns']:.0f} ns); "
+                    f"naive sort {o['naive_ns']:.0f} ns",
+                    "",
+                )
+            )
+        for key, label in (("round_delay0", "at once"), ("round_delay50ms", "in 50 ms")):
+            x = hb["results"][key]
+            r.append(
+                (
+                    f"health round, 1,000 nodes answering {label}, {hb['workers']} workers",
+                    f"{x['checker_wall_s']:.2f} s wall, {x['checker_cpu_s']:.2f} s CPU",
+                    f"{x['wall_x_floor']:.2f}x / {x['cpu_x_floor']:.2f}x plain urllib3 "
+                    f"({x['floor_wall_s']:.2f} s, {x['floor_cpu_s']:.2f} s)",
+                    "0 false downs",
+                )
+            )
     for key in ("throughput", "throughput_waitress"):
         t = b.get(key)
         if t and "skipped" not in t:

@@ -5,19 +5,7 @@ from typing import Any
 import pytest
 
 from resilience_mw import ServiceNode
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from resilience_mw.testing import FakeClock
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from resilience_mw import ConfigError, DegradationLevel, Feature, signals
 from resilience_mw.config import DegradationConfig
 from resilience_mw.degradation import AutoDegradationManager, ErrorWindow
 from resilience_mw.sampling import Sample, SystemSampler, cgroup_memory_percent
-from tests.conftest import FakeClock
+from resilience_mw.testing import FakeClock
 from tests.test_worker import wait_for
 
 L = DegradationLevel

@@ -12,7 +12,7 @@ from resilience_mw.config import DegradationConfig
 from resilience_mw.degradation import AutoDegradationManager
 from resilience_mw.graceful import GracefulDegradation
 from resilience_mw.sampling import Sample
-from tests.conftest import FakeClock
+from resilience_mw.testing import FakeClock
 
 L = DegradationLevel
 

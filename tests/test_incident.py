@@ -29,7 +29,7 @@ from resilience_mw import (
 )
 from resilience_mw.flask_ext import Resilience
 from resilience_mw.sampling import SystemSampler
-from tests.conftest import FakeClock
+from resilience_mw.testing import FakeClock
 
 
 class Samples:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from resilience_mw import FailoverManager, FailoverStrategy, NodeHealth, ServiceNode, signals
-from tests.conftest import FakeClock
+from resilience_mw.testing import FakeClock
 
 
 class Recorder:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from resilience_mw import FailoverManager, FailoverStrategy, ServiceNode
-from tests.conftest import FakeClock
+from resilience_mw.testing import FakeClock
 
 IDS = ["a", "b", "c", "d"]
 THRESHOLD = 2

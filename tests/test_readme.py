@@ -40,6 +40,7 @@ def test_readme_python_blocks_run_as_written(node_factory: Any, capsys: pytest.C
         assert "{'cached': False, 'results': ['fresh']}" in out
         assert "Level3 10.0" in out
         assert "200 a" in out
+        assert "[('node-marked-unhealthy', 'passive'), ('node-recovered', 'ejection-expired')]" in out
         assert namespace["body"] and namespace["result"]
         # the documented error handler answers a JSON 502 once no node answers
         b.stop()
