@@ -43,7 +43,8 @@ import copy
 import dataclasses
 import hmac
 import logging
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
@@ -177,12 +178,16 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
         adapter = FailoverAdapter(failover, config=settings.adapter)
         if settings.health_check is not None:
             checker = HealthChecker(config=settings.health_check)
+    inner = app.wsgi_app
+    if getattr(inner, "__self__", None) is app:
+        inner = _AppWsgi(app, inner.__func__)  # type: ignore[attr-defined]
     middleware = ResilienceMiddleware(
-        app.wsgi_app,
+        inner,
         degradation,
         config=settings.middleware,
-        # `state` is bound below; the hook only runs on the first request, long after.
-        on_first_request=(lambda: state.start()) if settings.start == "lazy" else None,  # noqa: PLW0108 - late binding
+        # `state` is bound below (the hook runs on the first request, long after), and
+        # held weakly: state -> middleware -> hook -> state would be a cycle.
+        on_first_request=(lambda: _start(started)) if settings.start == "lazy" else None,
     )
     alerts = None
     if settings.alerts is not None:
@@ -200,7 +205,36 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
         middleware=middleware,
         adapter=adapter,
     )
+    started = weakref.WeakMethod(state.start)
     return state
+
+
+def _start(method: weakref.WeakMethod[Any]) -> None:
+    start = method()
+    if start is not None:
+        start()
+
+
+class _AppWsgi:
+    """The app's own ``wsgi_app``, reached through a weak reference.
+
+    The app holds its middleware (``app.wsgi_app``); a middleware holding the app's
+    bound method would make a cycle, and CPython would free a dropped app (and end its
+    threads) only when the cycle collector runs. Flask's suite checks that an app is
+    freed at once.
+    """
+
+    __slots__ = ("_app", "_wsgi")
+
+    def __init__(self, app: Flask, wsgi: Callable[..., Any]) -> None:
+        self._app = weakref.ref(app)
+        self._wsgi = wsgi
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        app = self._app()
+        if app is None:
+            raise RuntimeError("the Flask app behind this middleware has been garbage collected")
+        return self._wsgi(app, environ, start_response)
 
 
 def _blueprint(settings: ResilienceSettings) -> Blueprint:

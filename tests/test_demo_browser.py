@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -80,6 +81,13 @@ def test_dashboard_shows_failover_and_gated_features(demo_url: str, browser: Any
         timeout=15_000,
     )
     assert "failover" in page.inner_text("#events")
+    # the badge shows the first cause, as the event log did, however many checks fail since
+    badge = 'tr[data-node="primary"] td.health .badge'
+    page.wait_for_function("() => /primary marked unhealthy \\((\\w+)\\)/.test(document.querySelector('#events').textContent)")
+    cause = re.search(r"primary marked unhealthy \((\S+)\)", page.inner_text("#events"))
+    assert cause is not None
+    page.wait_for_timeout(1500)  # three health-check intervals
+    assert page.inner_text(badge) == f"unhealthy ({cause[1]})"
 
     page.select_option("#force-level", "Level3")
     page.click("#force")

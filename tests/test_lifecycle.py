@@ -226,3 +226,21 @@ def test_workers_off_starts_nothing(node_factory: Any) -> None:
         assert not state.degradation.running and state.health_checker is not None
         assert not state.health_checker.running
     assert library_threads() == []
+
+
+def test_a_dropped_app_is_freed_at_once_and_its_threads_end(node_factory: Any) -> None:
+    # Flask's own suite checks that an app is freed by reference counting alone
+    node = node_factory("a")
+    gc.collect()
+    gc.disable()
+    try:
+        app = make_app(node.url)
+        assert app.test_client().get("/livez").status_code == 200
+        assert len(library_threads()) >= 2
+        owner = weakref.ref(app)
+        del app
+        assert owner() is None
+        assert wait_for(lambda: not any(t.name in ("resilience_mw-health", "resilience_mw-degradation")
+                                        for t in library_threads()), 0.5)
+    finally:
+        gc.enable()

@@ -70,7 +70,13 @@ OTLP_HTTP = Suite(
     pytest_args=("-p", "no:cacheprovider"),
 )
 
-SUITES = {"requests": REQUESTS, "otlp-http": OTLP_HTTP}
+FLASK = Suite(
+    dist="flask",
+    test_deps=("asgiref", "greenlet", "python-dotenv"),
+    pytest_args=("-p", "no:cacheprovider", "-o", "addopts="),
+)
+
+SUITES = {"requests": REQUESTS, "otlp-http": OTLP_HTTP, "flask": FLASK}
 
 
 def _run(*cmd: str | Path, cwd: Path | None = None) -> None:
@@ -83,7 +89,8 @@ def venv() -> Path:
     pins = sorted(
         {f"{s.dist}=={metadata.version(s.dist)}" for s in SUITES.values()}
         | {d for s in SUITES.values() for d in (*s.test_deps, *s.no_deps)}
-        | {"pytest", "opentelemetry-sdk=={}".format(metadata.version("opentelemetry-sdk"))}
+        # pytest 9 removed _pytest.monkeypatch.notset, which Flask 3.1's test_cli imports
+        | {"pytest<9", "opentelemetry-sdk=={}".format(metadata.version("opentelemetry-sdk"))}
     )
     stamp = VENV / f".ok-{hashlib.sha1('|'.join(pins).encode()).hexdigest()[:12]}"
     python = VENV / "bin" / "python"
@@ -133,6 +140,13 @@ class Result:
     skipped: frozenset[str]
     #: requests that went through a FailoverAdapter (0 in plain mode)
     sent: int = 0
+    #: ``extension`` mode: apps that got the extension, library threads alive at the
+    #: end of the suite and after the dropped apps were collected
+    apps: int = 0
+    threads_at_end: int = -1
+    threads_after_collection: int = -1
+    #: apps with the extension still referenced after the collection (module-level apps)
+    apps_alive: int = -1
 
 
 def run(suite: Suite, mode: str, timeout: float = 900) -> Result:
@@ -153,7 +167,17 @@ def run(suite: Suite, mode: str, timeout: float = 900) -> Result:
     if not report.exists():
         raise RuntimeError(f"{suite.dist} [{mode}] wrote no report:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     found = re.search(r"resilience_mw compat: (\d+) requests sent", done.stdout)
-    return dataclasses.replace(parse(report), sent=int(found[1]) if found else 0)
+    result = dataclasses.replace(parse(report), sent=int(found[1]) if found else 0)
+    threads = re.search(
+        r"(\d+) apps with the extension; library threads at the end (\d+), after collection (\d+); apps alive (\d+)",
+        done.stdout,
+    )
+    if threads:
+        apps, at_end, after, alive = (int(g) for g in threads.groups())
+        result = dataclasses.replace(
+            result, apps=apps, threads_at_end=at_end, threads_after_collection=after, apps_alive=alive
+        )
+    return result
 
 
 def parse(report: Path) -> Result:
@@ -178,6 +202,11 @@ def main() -> None:
         f"{suite.dist} [{mode}]: {len(result.passed)} passed, {len(result.failed)} failed, "
         f"{len(result.skipped)} skipped; {result.sent} requests through FailoverAdapter"
     )
+    if result.apps:
+        print(
+            f"  {result.apps} apps with the extension; library threads at the end {result.threads_at_end}, "
+            f"after collection {result.threads_after_collection}; apps alive {result.apps_alive}"
+        )
     for name in sorted(result.failed):
         print("  FAILED", name)
 

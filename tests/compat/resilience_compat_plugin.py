@@ -8,7 +8,9 @@ suites have a ``tests`` package of their own).
 * ``one``: one node per origin, whose endpoint is that origin: the adapter should be
   invisible;
 * ``two``: a refused node first (never ejected, so every request fails over), then the
-  origin.
+  origin;
+* ``extension``: every ``flask.Flask`` gets the Resilience extension, threads started
+  eagerly (Flask's own suite); the threads still alive at the end are reported.
 
 In every mode a guard refuses connections and name lookups outside loopback before
 anything leaves the machine, so a test that would reach out fails here instead.
@@ -156,7 +158,7 @@ class OriginRouter(HTTPAdapter):
         super().close()  # the pools are the router's
 
 
-if MODE != "plain":
+if MODE in ("one", "two"):
     _real_init = requests.Session.__init__
 
     def _init(self: requests.Session, *args: Any, **kwargs: Any) -> None:
@@ -168,6 +170,41 @@ if MODE != "plain":
     requests.Session.__init__ = _init  # type: ignore[method-assign]
 
 
+#: Flask apps that got the extension (``extension`` mode), and those still alive
+_APPS = itertools.count()
+_LIVE_APPS: Any = None
+
+if MODE == "extension":
+    import flask
+
+    from resilience_mw.flask_ext import Resilience
+
+    _real_flask_init = flask.Flask.__init__
+
+    def _flask_init(self: flask.Flask, *args: Any, **kwargs: Any) -> None:
+        _real_flask_init(self, *args, **kwargs)
+        # the extension as an app would use it, threads running from the start: the
+        # sampler, and health checks of a node that refuses connections (loopback)
+        self.config.update(
+            RESILIENCE_START="eager",
+            RESILIENCE_CHECK_INTERVAL=0.5,
+            RESILIENCE_NODES=[{"id": "upstream", "endpoint": f"http://127.0.0.1:{_dead_port()}"}],
+            RESILIENCE_HEALTH_CHECK_INTERVAL=0.5,
+        )
+        Resilience(self)
+        next(_APPS)
+        _LIVE_APPS.add(self)
+
+    flask.Flask.__init__ = _flask_init  # type: ignore[method-assign]
+    import weakref
+
+    _LIVE_APPS = weakref.WeakSet()
+
+
+def _library_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("resilience_mw") and t.is_alive())
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"resilience_mw compat mode: {MODE}"
 
@@ -175,3 +212,16 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     sent = next(_SENT)
     terminalreporter.write_line(f"resilience_mw compat: {sent} requests sent through FailoverAdapter")
+    if MODE == "extension":
+        import gc
+        import time
+
+        at_end = _library_threads()
+        gc.collect()  # the suite has dropped every app: their threads end with them
+        deadline = time.monotonic() + 2.0
+        while _library_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        terminalreporter.write_line(
+            f"resilience_mw compat: {next(_APPS)} apps with the extension; library threads at the end "
+            f"{at_end}, after collection {_library_threads()}; apps alive {len(_LIVE_APPS)}"
+        )

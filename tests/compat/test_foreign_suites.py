@@ -1,6 +1,7 @@
-"""Suites we did not write, through the adapter: requests' own tests (one node whose
-endpoint is the test server, and a refused node before it) and the OTLP/HTTP exporter's
-own tests. No test may fail that passes with requests' plain HTTPAdapter, except the
+"""Suites we did not write: requests' own tests through the adapter (one node whose
+endpoint is the test server, and a refused node before it), the OTLP/HTTP exporter's
+own tests with the adapter in its session, and Flask's own tests with the extension on
+every app. No test may fail that passes without resilience_mw in the path, except the
 differences listed here, each with its reason (the README lists them too)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.compat.harness import OTLP_HTTP, REQUESTS, Result, run
+from tests.compat.harness import FLASK, OTLP_HTTP, REQUESTS, Result, run
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
@@ -20,6 +21,15 @@ KNOWN_TWO_NODE = {
     "tests.test_requests.TestPreparingURLs::test_different_connection_pool_for_tls_settings_verify_True",
     "tests.test_requests.TestPreparingURLs::test_different_connection_pool_for_tls_settings_verify_bundle_expired_cert",
     "tests.test_requests.TestPreparingURLs::test_different_connection_pool_for_tls_settings_verify_bundle_unexpired_cert",
+}
+
+
+#: failing only with the extension on every app, and why
+KNOWN_FLASK_EXTENSION = {
+    # `flask routes` lists every rule; the expected output has no /livez and /readyz
+    "tests.test_cli.TestRoutes::test_no_routes",
+    "tests.test_cli.TestRoutes::test_simple",
+    "tests.test_cli.TestRoutes::test_sort",
 }
 
 
@@ -46,3 +56,15 @@ def test_otlp_http_exporters_own_suite_with_the_adapter_in_its_session() -> None
     assert len(plain.passed) > 100 and plain.failed == frozenset()
     assert one.sent > 10, "the adapter was not in the path"
     assert one.failed == frozenset() and one.passed == plain.passed
+
+
+def test_flasks_own_suite_with_the_extension_on_every_app() -> None:
+    results = _runs(FLASK, ("plain", "extension"))
+    plain, ext = results["plain"], results["extension"]
+    assert len(plain.passed) > 400, "the baseline did not run"
+    assert ext.apps > 400, "the extension was not on the suite's apps"
+    assert sorted(ext.failed - plain.failed - KNOWN_FLASK_EXTENSION) == []
+    assert "tests.test_basic::test_app_freed_on_zero_refcount" in ext.passed
+    # threads of dropped apps ended: what is left belongs to apps still referenced (a
+    # sampler and a health checker each) and the deadline watchdog
+    assert 0 <= ext.threads_after_collection <= 2 * ext.apps_alive + 1, ext
