@@ -6,20 +6,22 @@ offered or stays out). :class:`~resilience_mw.pool.NodePool` owns one
 :class:`NodeState` per node, applies events under its lock and reports transitions
 after releasing it.
 
-======================  =====================================================  ==========
-state                   left by                                                offered
-======================  =====================================================  ==========
-``healthy``             failures (-> suspect, ejected, down)                   yes
-``suspect``             a success or passing check (-> healthy); more failures yes
-``probation``           a success (-> healthy); one failure (-> ejected)       yes
-``ejected``             its timer (-> probation); one passing check or a       no
-                        success (-> healthy); a failed check or a manual
-                        down (-> down)
-``held-off``            its timer (-> probation); a success (-> healthy); a    no
-                        manual down (-> down)
-``down``                ``healthy_threshold`` passing checks, a success or a   no
-                        manual update (-> healthy)
-======================  =====================================================  ==========
+Offered to traffic:
+
+* ``healthy``: left on failures (to suspect, ejected or down).
+* ``suspect``: failing, below the threshold; a success or a passing check makes it
+  healthy, more failures eject it.
+* ``probation``: offered again after its timer ran out; a success makes it healthy, one
+  failure ejects it again, for longer.
+
+Out:
+
+* ``ejected`` (passive): its timer (to probation), one passing check or a success (to
+  healthy), a failed check or a manual down (to down: out until checks pass).
+* ``held-off`` (``Retry-After``): its timer (to probation), a success (to healthy), a
+  manual down (to down). Checks do not end it: the node asked for time.
+* ``down`` (failed checks, a manual update, or a confirmed ejection):
+  ``healthy_threshold`` passing checks, a success or a manual update (to healthy).
 
 Passive ejection follows Envoy's outlier detection: ``failure_threshold`` consecutive
 failures of real traffic eject a node for ``base_ejection_time x ejections`` (capped at
@@ -73,7 +75,7 @@ class RecoveryReason(str, enum.Enum):
 
 
 class Phase(str, enum.Enum):
-    """Where a node stands (the table in :mod:`resilience_mw._node_state`)."""
+    """Where a node stands (see :mod:`resilience_mw._node_state`)."""
 
     HEALTHY = "healthy"
     SUSPECT = "suspect"
