@@ -15,9 +15,7 @@ Prints one JSON line. Usage: python bench/bench_health.py [--repeats 5] [--worke
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -31,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._harness import emit, interleaved, median, ratio
 from resilience_mw import FailoverManager, FailoverStrategy, HealthChecker, NodeHealth, ServiceNode
-from tests.helpers import stop_process
+from tests.many_ports import ManyNodes
 
 
 def naive_order(nodes: list[ServiceNode]) -> object:
@@ -70,20 +68,6 @@ def bench_order(sizes: list[int], repeats: int, target_s: float) -> dict[str, di
     return out
 
 
-class Nodes:
-    def __init__(self, count: int, delay: float) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.many_ports", str(count), str(delay), "--max-seconds", "600"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        ports = json.loads(self.proc.stdout.readline())
-        self.nodes = [ServiceNode(f"n{i}", f"http://127.0.0.1:{p}") for i, p in enumerate(ports)]
-
-
 def floor_round(nodes: list[ServiceNode], workers: int) -> object:
     http = urllib3.PoolManager(num_pools=len(nodes), maxsize=1, retries=False)
 
@@ -105,13 +89,13 @@ def measure(fn: object) -> tuple[float, float]:
 
 
 def bench_round(delay: float, repeats: int, workers: int) -> dict[str, float]:
-    server = Nodes(1000, delay)
-    try:
-        pool = FailoverManager(server.nodes)
+    with ManyNodes(1000, delay, max_seconds=600) as server:
+        nodes = [ServiceNode(f"n{i}", endpoint) for i, endpoint in enumerate(server.endpoints())]
+        pool = FailoverManager(nodes)
         checker = HealthChecker(timeout=2.0, max_workers=workers)
         variants = {
             "checker": lambda: checker.run_once(pool),
-            "floor": floor_round(server.nodes, workers),
+            "floor": floor_round(nodes, workers),
         }
         for fn in variants.values():
             fn()  # connections up, code warm
@@ -125,8 +109,6 @@ def bench_round(delay: float, repeats: int, workers: int) -> dict[str, float]:
                 wall[name].append(w)
                 cpu[name].append(c)
         assert len(pool.healthy_nodes()) == 1000, "a healthy node was marked down"
-    finally:
-        stop_process(server.proc)
     return {
         "checker_wall_s": round(median(wall["checker"]), 3),
         "checker_cpu_s": round(median(cpu["checker"]), 3),

@@ -42,7 +42,14 @@ from .model import ServiceNode
 __all__ = ["DownReason", "NodeState", "Phase", "RecoveryReason", "Transition"]
 
 
-class DownReason(str, enum.Enum):
+class _Text(str, enum.Enum):
+    """A member that is its value as text (receivers may compare it with a ``str``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class DownReason(_Text):
     """Why a node was taken out: the first cause of the outage."""
 
     #: failures of real traffic (passive outlier detection)
@@ -54,11 +61,8 @@ class DownReason(str, enum.Enum):
     #: :meth:`~resilience_mw.pool.NodePool.update_health` (an operator or a test)
     MANUAL = "manual"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RecoveryReason(str, enum.Enum):
+class RecoveryReason(_Text):
     """Why a node is offered again."""
 
     #: a call to it succeeded
@@ -70,11 +74,8 @@ class RecoveryReason(str, enum.Enum):
     #: :meth:`~resilience_mw.pool.NodePool.update_health`
     MANUAL = "manual"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Phase(str, enum.Enum):
+class Phase(_Text):
     """Where a node stands (see :mod:`resilience_mw._node_state`)."""
 
     HEALTHY = "healthy"
@@ -83,9 +84,6 @@ class Phase(str, enum.Enum):
     EJECTED = "ejected"
     HELD_OFF = "held-off"
     DOWN = "down"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _OFFERED = frozenset({Phase.HEALTHY, Phase.SUSPECT, Phase.PROBATION})

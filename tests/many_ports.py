@@ -5,6 +5,7 @@
 Run as ``python -m tests.many_ports COUNT DELAY``: it prints the ports as one JSON line,
 then answers each ``stats`` line on stdin with a JSON line (requests per port, requests
 that carried a Cookie header) and exits on EOF or after ``--max-seconds``.
+:class:`ManyNodes` runs it for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,48 @@ import argparse
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ManyNodes:
+    """This script in a process of its own (its event loop does not compete with the
+    client for the GIL); a context manager that stops it."""
+
+    def __init__(self, count: int, delay: float, max_seconds: float = 300) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.many_ports", str(count), str(delay), "--max-seconds", str(max_seconds)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        #: the ports, one per node, on 127.0.0.1
+        self.ports: list[int] = json.loads(self.proc.stdout.readline())
+
+    def endpoints(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}" for p in self.ports]
+
+    def stats(self) -> dict[str, Any]:
+        """Requests per port so far (``min``, ``total``, ``ports_hit``) and ``with_cookie``."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        found: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return found
+
+    def __enter__(self) -> ManyNodes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from tests.helpers import stop_process
+
+        stop_process(self.proc)
 
 
 class Nodes:

@@ -3,58 +3,22 @@ threads stay within the configured concurrency, and no cookie is ever sent."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from resilience_mw import FailoverManager, HealthChecker, ServiceNode, signals
 from resilience_mw.testing import record_signals
-from tests.helpers import stop_process
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.many_ports import ManyNodes
 
 
-class ManyNodes:
-    """``python -m tests.many_ports`` in a process of its own (so its event loop does not
-    compete with the checker for the GIL)."""
-
-    def __init__(self, count: int, delay: float) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.many_ports", str(count), str(delay), "--max-seconds", "240"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.ports: list[int] = json.loads(self.proc.stdout.readline())
-
-    def nodes(self) -> list[ServiceNode]:
-        return [ServiceNode(f"n{i}", f"http://127.0.0.1:{p}") for i, p in enumerate(self.ports)]
-
-    def stats(self) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("stats\n")
-        self.proc.stdin.flush()
-        found: dict[str, Any] = json.loads(self.proc.stdout.readline())
-        return found
+def many_nodes(count: int, delay: float) -> ManyNodes:
+    return ManyNodes(count, delay, max_seconds=240)
 
 
-@contextmanager
-def many_nodes(count: int, delay: float) -> Iterator[ManyNodes]:
-    nodes = ManyNodes(count, delay)
-    try:
-        yield nodes
-    finally:
-        stop_process(nodes.proc)
+def nodes_of(server: ManyNodes) -> list[ServiceNode]:
+    return [ServiceNode(f"n{i}", endpoint) for i, endpoint in enumerate(server.endpoints())]
 
 
 def library_threads() -> list[str]:
@@ -65,7 +29,7 @@ def library_threads() -> list[str]:
 def test_a_thousand_nodes_answering_in_50ms_are_never_marked_down() -> None:
     workers = 64
     with many_nodes(1000, 0.05) as server, record_signals(signals.node_marked_unhealthy) as seen:
-        pool = FailoverManager(server.nodes())
+        pool = FailoverManager(nodes_of(server))
         checker = HealthChecker(check_interval=1.0, timeout=2.0, max_workers=workers)
         most_threads = 0
         checker.start(pool)
@@ -90,7 +54,7 @@ def test_24_slow_nodes_each_get_their_whole_timeout() -> None:
     # 24 nodes at 0.8 s with 8 workers: a round takes 2.4 s, longer than the 2 s timeout
     # the old round-wide deadline gave every check
     with many_nodes(24, 0.8) as server:
-        pool = FailoverManager(server.nodes())
+        pool = FailoverManager(nodes_of(server))
         checker = HealthChecker(timeout=2.0, unhealthy_threshold=1)
         with record_signals(signals.node_marked_unhealthy) as seen:
             t0 = time.monotonic()
@@ -103,7 +67,7 @@ def test_24_slow_nodes_each_get_their_whole_timeout() -> None:
 
 def test_no_cookie_is_ever_sent() -> None:
     with many_nodes(3, 0.0) as server:
-        pool = FailoverManager(server.nodes())
+        pool = FailoverManager(nodes_of(server))
         checker = HealthChecker(timeout=2.0)
         for _ in range(5):
             assert all(r.passed for r in checker.run_once(pool))
