@@ -16,7 +16,7 @@ Offered to traffic:
 
 Out:
 
-* ``ejected`` (passive): its timer (to probation), one passing check or a success (to
+* ``ejected`` (passive, or a quorum of other workers' reports): its timer (to probation), one passing check or a success (to
   healthy), a failed check or a manual down (to down: out until checks pass).
 * ``held-off`` (``Retry-After``): its timer (to probation), a success (to healthy), a
   manual down (to down). Checks do not end it: the node asked for time.
@@ -60,6 +60,8 @@ class DownReason(_Text):
     RETRY_AFTER = "retry-after"
     #: :meth:`~resilience_mw.pool.NodePool.update_health` (an operator or a test)
     MANUAL = "manual"
+    #: other workers found it down (a quorum of them, through the state store)
+    SHARED = "shared"
 
 
 class RecoveryReason(_Text):
@@ -73,6 +75,8 @@ class RecoveryReason(_Text):
     EJECTION_EXPIRED = "ejection-expired"
     #: :meth:`~resilience_mw.pool.NodePool.update_health`
     MANUAL = "manual"
+    #: the other workers' reports that took it out were withdrawn
+    SHARED = "shared"
 
 
 class Phase(_Text):
@@ -119,6 +123,7 @@ class NodeState:
     ejections: int = 0
     last_check: float | None = None
     last_failure: float | None = None
+    last_success: float | None = None
     healthy_since: float | None = None
 
     @property
@@ -152,7 +157,7 @@ class NodeState:
     def on_success(self, now: float) -> Transition | None:
         """A call to the node succeeded: whatever kept it out, it answers."""
         self.consecutive_failures = 0
-        self.last_check = now
+        self.last_check = self.last_success = now
         if self.offered:
             self.phase = Phase.SUSPECT if self.check_failures else Phase.HEALTHY
             return None
@@ -209,6 +214,21 @@ class NodeState:
             # out already, on a timer: now it stays out (the first cause is kept)
             self.phase = Phase.DOWN
             self.until = None
+        return None
+
+    def on_hint(self, now: float, down: bool, seconds: float, may_eject: bool, fresh: float) -> Transition | None:
+        """Other workers agree the node is down (``down``) for ``seconds``, or no longer
+        do. A hint never overrides this worker's own success of the last ``fresh``
+        seconds, and releases only what a hint took out."""
+        if down:
+            own_success = self.last_success is not None and now - self.last_success < fresh
+            if self.offered and may_eject and seconds > 0 and not own_success:
+                return self._take_out(Phase.EJECTED, DownReason.SHARED, now, seconds)
+            if self.phase is Phase.EJECTED and self.reason is DownReason.SHARED and self.until is not None:
+                self.until = max(self.until, now + seconds)  # still reported: keep it out
+            return None
+        if self.phase is Phase.EJECTED and self.reason is DownReason.SHARED:
+            return self._bring_back(RecoveryReason.SHARED, now)
         return None
 
     def expire(self, now: float, rules: PoolConfig) -> Transition | None:

@@ -14,6 +14,7 @@ fields as keyword arguments.
 :class:`AdapterConfig`        the ``requests`` failover adapter
 :class:`MiddlewareConfig`     shedding and rerouting in the WSGI middleware
 :class:`AlertConfig`          alert rules
+:class:`StateConfig`          state shared by the workers of a service
 ============================  ===================================================
 """
 
@@ -27,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from . import _validate as v
+from ._redact import redact_url
 from .exceptions import ConfigError
 from .model import DegradationLevel, FailoverStrategy, ServiceNode, parse_level
 
@@ -37,6 +39,7 @@ __all__ = [
     "HealthCheckConfig",
     "MiddlewareConfig",
     "PoolConfig",
+    "StateConfig",
     "level_check",
     "nodes_check",
     "option",
@@ -317,6 +320,40 @@ class HealthCheckConfig(_Validated):
         8, "most checks running at the same time (threads, the scheduling one included)", v.integer(ge=1, le=1024)
     )
     max_body_bytes: int = option(64 * 1024, "most bytes of a health response read", v.integer(ge=1))
+
+
+def _state_url(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    url: str = v.text()(name, value)  # errors show it with its password hidden
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("sqlite", "redis", "rediss"):
+        raise ConfigError(name, url, "must be sqlite:///path/file.db, redis://host:port/db or rediss://...")
+    return url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig(_Validated):
+    """Where the workers of a service share state (:mod:`resilience_mw.store`), and how."""
+
+    url: str | None = option(
+        None,
+        "sqlite:///path/file.db (every worker on this host) or redis://host:port/db (the fleet); unset: "
+        "this process alone",
+        v.Check("a sqlite://, redis:// or rediss:// URL, or unset", _state_url),
+    )
+    sync_interval: float = option(
+        1.0, "seconds between exchanges with the store (never on a request's path)", v.seconds(minimum=0.05, maximum=60)
+    )
+    eject_quorum: int | None = option(
+        None,
+        "distinct workers whose reports take a node out in the others; default 1 on SQLite, 2 on Redis",
+        v.optional(v.integer(ge=1, le=1000)),
+    )
+
+    def __repr__(self) -> str:
+        url = None if self.url is None else redact_url(self.url)
+        return f"StateConfig(url={url!r}, sync_interval={self.sync_interval}, eject_quorum={self.eject_quorum})"
 
 
 def _timeout(name: str, value: Any) -> float | tuple[float | None, float | None] | None:

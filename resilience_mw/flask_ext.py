@@ -43,22 +43,29 @@ import copy
 import dataclasses
 import hmac
 import logging
+import os
 import weakref
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
 
 from . import _outcomes
 from . import _validate as v
+from ._redact import describe_error
 from .adapter import FailoverAdapter
 from .alerts import AlertRules
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .failover import FailoverManager
 from .health import HealthChecker
+from .model import parse_level
 from .readiness import readiness_document
 from .settings import DEFAULTS, PREFIX, ResilienceSettings, warn_unknown_keys
+from .store import StoreError
+from .stores import open_store
+from .sync import StateSync
 from .wsgi import ResilienceMiddleware
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]
@@ -91,22 +98,34 @@ class ResilienceState:
     #: a FailoverAdapter over ``failover`` (``RESILIENCE_ADAPTER`` settings), when nodes
     #: are configured: ``session.mount("http://upstream/", state.adapter)``
     adapter: FailoverAdapter | None = None
+    #: the exchange with the shared store (``RESILIENCE_STATE_URL``), when one is set
+    sync: StateSync | None = None
 
     def start(self) -> None:
-        """Start the sampler (and the health checker) in this process; idempotent."""
+        """Start the sampler, the state sync and the health checker in this process
+        (with a store, the checker runs in the one worker holding its lease); idempotent."""
         self.degradation.start(self.settings.check_interval)
-        if self.health_checker is not None and self.failover is not None:
+        if self.sync is not None:
+            self.sync.start()
+        elif self.health_checker is not None and self.failover is not None:
             self.health_checker.start(self.failover)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the background threads."""
         self.degradation.stop(timeout)
+        if self.sync is not None:
+            self.sync.stop(timeout)
         if self.health_checker is not None:
             self.health_checker.stop(timeout)
 
     def readiness(self) -> tuple[dict[str, Any], int]:
         """The readiness document (IETF health+json draft) and its HTTP status."""
-        return readiness_document(self.degradation, self.failover, self.middleware.shed_level)
+        return readiness_document(
+            self.degradation,
+            self.failover,
+            self.middleware.shed_level,
+            state=None if self.sync is None else self.sync.status(),
+        )
 
     def __repr__(self) -> str:
         nodes = [n.id for n in self.failover.nodes] if self.failover is not None else []
@@ -196,6 +215,10 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
             failover_sender=failover,
             level_sender=degradation,
         )
+    sync = None
+    if settings.state.url is not None:
+        store = open_store(settings.state.url, field="RESILIENCE_STATE_URL")
+        sync = StateSync(store, degradation, failover, checker, config=settings.state)
     state = ResilienceState(
         settings=settings,
         degradation=degradation,
@@ -204,6 +227,7 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
         alerts=alerts,
         middleware=middleware,
         adapter=adapter,
+        sync=sync,
     )
     started = weakref.WeakMethod(state.start)
     return state
@@ -270,18 +294,57 @@ def _admin() -> Response | tuple[Response, int]:
         resp.status_code = 401
         resp.headers["WWW-Authenticate"] = 'Bearer realm="resilience"'
         return resp
-    deg = state.degradation
+    deg, sync = state.degradation, state.sync
+    if request.method == "GET":
+        doc = deg.figures()
+        if sync is not None:
+            doc["state"] = sync.status()
+        return jsonify(doc)
+    level = ttl = None
     if request.method in ("PUT", "POST"):
         body = request.get_json(silent=True)
         level = body.get("level") if isinstance(body, dict) else None
+        ttl = body.get("ttl") if isinstance(body, dict) else None
         try:
             if not isinstance(level, (str, int)):
-                raise ConfigError("level", level, 'send JSON like {"level": "Level3"}')
-            deg.force_level(level)
+                raise ConfigError("level", level, 'send JSON like {"level": "Level3", "ttl": 600}')
+            level = parse_level(level).name
+            ttl = v.optional(v.seconds(maximum=7 * 86_400))("ttl", ttl)
         except ConfigError as exc:
             return jsonify(error=str(exc)), 400
-        log.warning("degradation level forced to %s through the admin endpoint", deg.current_level().name)
-    elif request.method == "DELETE":
-        deg.clear_override()
-        log.warning("degradation override cleared through the admin endpoint")
-    return jsonify(deg.figures())
+    return jsonify(_change_level(deg, sync, level, ttl))
+
+
+def _change_level(
+    deg: AutoDegradationManager, sync: StateSync | None, level: str | None, ttl: float | None
+) -> dict[str, Any]:
+    """Force ``level`` (``None``: clear) through the store when there is one, else in this
+    process; what the admin endpoint answers."""
+    scope, warning, applied_by = "process", None, None
+    if sync is not None:
+        try:
+            override = sync.clear() if level is None else sync.force(level, ttl)
+        except StoreError as exc:
+            warning = f"the state store did not answer ({describe_error(exc)}): changed in this process only"
+        else:
+            scope = sync.scope
+            # every worker applies it at its next sync
+            applied_by = datetime.fromtimestamp(override.set_at + sync.config.sync_interval, timezone.utc).isoformat()
+    if scope == "process":
+        if level is None:
+            deg.clear_override()
+        else:
+            deg.force_level(level)
+    what = "cleared" if level is None else f"forced to {level}" + (f" for {ttl:g} s" if ttl else "")
+    log.warning("degradation level %s through the admin endpoint (scope %s, pid %d)", what, scope, os.getpid())
+    doc = deg.figures()
+    doc.update(
+        scope=scope,
+        pid=os.getpid(),
+        applies_within_s=0.0 if scope == "process" or sync is None else sync.config.sync_interval,
+        applied_by=applied_by,
+        ttl=ttl,
+    )
+    if warning:
+        doc["warning"] = warning
+    return doc

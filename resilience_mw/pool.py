@@ -245,7 +245,7 @@ class NodePool:
         if st.phase is Phase.HEALTHY:
             # Nothing changes state: no lock. A sample lost to a concurrent update only
             # nudges a decaying average.
-            st.last_check = self._clock()
+            st.last_check = st.last_success = self._clock()
             self._add_latency(node_id, latency)
             return
         self._add_latency(node_id, latency)
@@ -284,6 +284,13 @@ class NodePool:
                 now, passed, unhealthy_threshold=unhealthy_threshold, healthy_threshold=healthy_threshold
             ),
         )
+
+    def apply_hint(self, node_id: str, down: bool, seconds: float = 0.0, *, fresh: float = 1.0) -> None:
+        """Other workers report ``node_id`` down for ``seconds`` (``down=True``), or
+        withdrew their reports. Within the ejection cap; never against a success of
+        this worker in the last ``fresh`` seconds. (What the state sync calls.)"""
+        seconds = min(max(0.0, seconds), self.config.max_ejection_time)
+        self._apply(node_id, lambda st, now: st.on_hint(now, down, seconds, self._timed < self._max_ejectable, fresh))
 
     def update_health(self, node_id: str, health: NodeHealth) -> None:
         """Replace ``node_id``'s health with ``health`` (the seed's manual update).

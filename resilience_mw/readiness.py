@@ -7,6 +7,7 @@ with credentials redacted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,8 @@ def readiness_document(
     degradation: AutoDegradationManager,
     failover: FailoverManager | None,
     shed_level: DegradationLevel | None,
+    *,
+    state: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The readiness document and its HTTP status (200 for pass/warn, 503 for fail).
 
@@ -28,7 +31,9 @@ def readiness_document(
     (still ready: taking the instance out would not help its dependencies); ``fail`` when
     the load level (CPU, memory, a forced level; the error rate only with
     ``errors_shed``) is at ``shed_level`` or above, so a load balancer routes away. The
-    document carries the cause of the level and the cooldown.
+    document carries the cause of the level and the cooldown. ``state`` is the shared
+    store's status (:meth:`~resilience_mw.sync.StateSync.status`): a store that does not
+    answer makes it ``warn``, never ``fail`` (the worker serves on local state).
     """
     level = degradation.current_level()
     figures = degradation.figures()
@@ -37,7 +42,11 @@ def readiness_document(
     # outage raises the error rate on every replica, and pulling them all helps no one.
     if shed_level is not None and degradation.load_level >= shed_level:
         status = "fail"
-    elif level > DegradationLevel.Normal or any(not n["healthy"] for n in nodes):
+    elif (
+        level > DegradationLevel.Normal
+        or any(not n["healthy"] for n in nodes)
+        or (state is not None and state["status"] != "pass")
+    ):
         status = "warn"
     else:
         status = "pass"
@@ -76,6 +85,18 @@ def readiness_document(
             }
             for n in nodes
         ]
+    if state is not None:
+        checks["state:store"] = [
+            {
+                "componentType": "datastore",
+                "componentId": state["scope"],
+                "observedValue": state["outage_seconds"],
+                "observedUnit": "s",
+                "status": state["status"],
+                "output": state["last_error"],
+                "time": now,
+            }
+        ]
     doc: dict[str, Any] = {
         "status": status,
         "level": level.name,
@@ -84,7 +105,9 @@ def readiness_document(
     }
     if status != "pass":
         down = [n["id"] for n in nodes if not n["healthy"]]
-        doc["output"] = f"degradation level {level.name}" + (
-            f"; nodes down: {', '.join(down)}" if down else ""
+        doc["output"] = (
+            f"degradation level {level.name}"
+            + (f"; nodes down: {', '.join(down)}" if down else "")
+            + ("; state store not answering: local state only" if state is not None and state["status"] != "pass" else "")
         )
     return doc, 503 if status == "fail" else 200

@@ -26,6 +26,7 @@ from .config import (
     HealthCheckConfig,
     MiddlewareConfig,
     PoolConfig,
+    StateConfig,
     nodes_check,
 )
 from .exceptions import ConfigError
@@ -36,7 +37,7 @@ __all__ = ["PREFIX", "SETTINGS", "ConfigWarning", "ResilienceSettings", "Setting
 
 PREFIX = "RESILIENCE_"
 
-C = TypeVar("C", DegradationConfig, PoolConfig, HealthCheckConfig, AdapterConfig, MiddlewareConfig, AlertConfig)
+C = TypeVar("C", DegradationConfig, PoolConfig, HealthCheckConfig, AdapterConfig, MiddlewareConfig, AlertConfig, StateConfig)
 
 
 class ConfigWarning(UserWarning):
@@ -60,6 +61,8 @@ def _health_key(field: str) -> str:
     ``RESILIENCE_HEALTH_CHECK_INTERVAL``)."""
     return "RESILIENCE_HEALTH_CHECK_" + field.removeprefix("check_").upper()
 _MIDDLEWARE = {f.name: f for f in fields(MiddlewareConfig)}
+_STATE = {f.name: f for f in fields(StateConfig)}
+_STATE_KEYS = {f"RESILIENCE_STATE_{name.upper()}": name for name in _STATE}
 
 #: every key the extension reads, in the order the reference lists them
 SETTINGS: tuple[Setting, ...] = (
@@ -85,6 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
         )
         for name, f in _HEALTH.items()
     ),
+    *(Setting(key, _STATE[name].default, _STATE[name].metadata["doc"]) for key, name in _STATE_KEYS.items()),
     Setting("RESILIENCE_LIVENESS_PATH", "/livez", "liveness endpoint (200 while the process serves); empty: off"),
     Setting("RESILIENCE_READINESS_PATH", "/readyz", "readiness endpoint (application/health+json); empty: off"),
     Setting("RESILIENCE_ADMIN_PATH", "/resilience/level", "admin endpoint: GET figures, PUT a level, DELETE the override"),
@@ -139,6 +143,8 @@ class ResilienceSettings:
     admin_token: str | None = dataclasses.field(repr=False)
     #: ``None`` when alerts are off
     alerts: AlertConfig | None
+    #: where the workers share state (``url`` ``None``: this process alone)
+    state: StateConfig = dataclasses.field(default_factory=StateConfig)
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -215,6 +221,11 @@ class ResilienceSettings:
             admin_path=endpoints["RESILIENCE_ADMIN_PATH"],
             admin_token=token,
             alerts=alerts,
+            state=_grouped(
+                StateConfig,
+                {field: get(key) for key, field in _STATE_KEYS.items()},
+                {field: called[key] for key, field in _STATE_KEYS.items()}.__getitem__,
+            ),
         )
 
 

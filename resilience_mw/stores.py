@@ -1,0 +1,58 @@
+"""Open the state store a URL names (see :mod:`resilience_mw.store` for what each shares)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from ._redact import redact_url
+from ._store_redis import RedisStore
+from ._store_sqlite import SQLiteStore
+from .exceptions import ConfigError
+from .store import StateStore
+
+__all__ = ["describe", "open_store"]
+
+
+def _namespace(query: Mapping[str, list[str]], url: str, field: str) -> str:
+    names = query.get("namespace", ["resilience"])
+    name = names[-1]
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(field, redact_url(url), "namespace= must be letters, digits, '-', '_' or '.'")
+    return name
+
+
+def open_store(url: str, *, field: str = "state_url", timeout: float = 0.5) -> StateStore:
+    """The store ``url`` names, checked at once: a bad URL, an unreachable file or bad
+    credentials raise :class:`~resilience_mw.ConfigError` naming ``field``.
+
+    A Redis that is merely down at startup is not an error: workers start with local
+    state and the sync connects when it can.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(field, url, f"is not a URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    query = parse_qs(parts.query)
+    if scheme == "sqlite":
+        path = parts.path
+        if parts.netloc or not path or path == "/":
+            raise ConfigError(field, url, "must be sqlite:///absolute/path/file.db", hint="three slashes, then the path")
+        return SQLiteStore(path, field=field, timeout=timeout)
+    if scheme in ("redis", "rediss"):
+        # namespace= is ours; every other query parameter is the redis client's
+        rest = urlencode([(k, v) for k, vs in query.items() if k != "namespace" for v in vs])
+        return RedisStore(parts._replace(query=rest).geturl(), _namespace(query, url, field), field=field, timeout=timeout)
+    raise ConfigError(
+        field, redact_url(url), "must be sqlite:///path/file.db, redis://host:port/db or rediss://...", secret=False
+    )
+
+
+def describe(url: str | None) -> dict[str, Any]:
+    """The store ``url`` names, for status pages (credentials redacted)."""
+    if not url:
+        return {"scope": "process", "url": None}
+    scheme = urlsplit(url).scheme.lower()
+    return {"scope": "host" if scheme == "sqlite" else "fleet", "url": redact_url(url)}

@@ -1,0 +1,226 @@
+"""Shared state through real stores (a SQLite file, a real redis-server), several workers
+simulated in one process by several syncs with names of their own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resilience_mw import AutoDegradationManager, ConfigError, DegradationLevel, FailoverManager, ServiceNode
+from resilience_mw.config import StateConfig
+from resilience_mw.health import HealthChecker
+from resilience_mw.store import StateStore, StoreError
+from resilience_mw.stores import open_store
+from resilience_mw.sync import StateSync
+from resilience_mw.testing import FakeClock
+from tests.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/state.db"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url + "?namespace=t"
+
+
+def worker(url: str, name: str, *, nodes: list[ServiceNode] | None = None, **config: Any) -> StateSync:
+    """One simulated worker: its own manager, pool and store connection."""
+    store = open_store(url)
+    pool = FailoverManager(nodes, failure_threshold=1, max_ejection_percent=100) if nodes else None
+    return StateSync(store, AutoDegradationManager(), pool, config=StateConfig(url=url, **config), name=name)
+
+
+def test_a_forced_level_reaches_every_worker_and_a_clear_clears_all(store_url: str) -> None:
+    a, b, c = (worker(store_url, n) for n in "abc")
+    for w in (a, b, c):
+        w.exchange()
+    a.force("Level3")
+    assert a.degradation.current_level() is DegradationLevel.Level3  # the one that was asked: at once
+    for w in (b, c):
+        w.exchange()
+        assert w.degradation.current_level() is DegradationLevel.Level3
+    c.clear()
+    for w in (a, b):
+        w.exchange()
+    assert {w.degradation.current_level() for w in (a, b, c)} == {DegradationLevel.Normal}
+
+
+def test_an_override_with_a_ttl_lapses_everywhere(store_url: str) -> None:
+    a, b = worker(store_url, "a"), worker(store_url, "b")
+    a.force("Level2", ttl=0.3)
+    b.exchange()
+    assert b.degradation.current_level() is DegradationLevel.Level2
+    import time
+
+    time.sleep(0.4)  # a store TTL: the store's clock decides
+    for w in (a, b):
+        w.exchange()
+        assert w.degradation.current_level() is DegradationLevel.Normal
+
+
+NODES = [ServiceNode("x", "http://x"), ServiceNode("y", "http://y")]
+
+
+def test_a_node_one_worker_finds_down_is_avoided_by_the_others(store_url: str) -> None:
+    a, b, c = (worker(store_url, n, nodes=NODES, eject_quorum=1) for n in "abc")
+    assert a.pool is not None and b.pool is not None and c.pool is not None
+    a.pool.mark_failure("x")  # a's own traffic ejects x
+    a.exchange()
+    c.pool.mark_success("x", 0.01)  # c just talked to x: its own evidence wins
+    for w in (b, c):
+        w.exchange()
+    assert not b.pool.is_healthy("x") and next(r for r in b.pool.snapshot() if r["id"] == "x")["down_reason"] == "shared"
+    assert c.pool.is_healthy("x")
+    a.pool.mark_success("x", 0.01)  # x answers a again: a withdraws its report
+    a.exchange()
+    b.exchange()
+    assert b.pool.is_healthy("x")
+
+
+def test_quorum_two_needs_two_reporters(store_url: str) -> None:
+    a, b, c = (worker(store_url, n, nodes=NODES, eject_quorum=2) for n in "abc")
+    assert a.pool is not None and b.pool is not None and c.pool is not None
+    a.pool.mark_failure("x")
+    a.exchange()
+    c.exchange()
+    assert c.pool.is_healthy("x")  # one partitioned worker does not take x out everywhere
+    b.pool.mark_failure("x")
+    b.exchange()
+    c.exchange()
+    assert not c.pool.is_healthy("x")
+
+
+def test_one_checker_holds_the_lease_and_another_takes_over(store_url: str) -> None:
+    syncs = []
+    for n in "abc":
+        w = worker(store_url, n, nodes=NODES)
+        w.checker = HealthChecker(check_interval=0.2, timeout=0.1, probe=lambda node, timeout: True)
+        syncs.append(w)
+    try:
+        for w in syncs:
+            w.exchange()
+        assert [w.leader for w in syncs] == [True, False, False]
+        assert [w.checker.running for w in syncs if w.checker] == [True, False, False]
+        syncs[0].stop()  # the leader goes away (it gives the lease up)
+        for w in syncs[1:]:
+            w.exchange()
+        assert [w.leader for w in syncs[1:]] == [True, False]
+    finally:
+        for w in syncs:
+            w.stop()
+            if w.checker is not None:
+                w.checker.stop()
+
+
+def test_a_store_that_fails_costs_one_log_line_and_is_caught_up_with(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    store = open_store(redis_server.url)
+    sync = StateSync(store, AutoDegradationManager(), config=StateConfig(url=redis_server.url), clock=clock, name="w")
+    other = worker(redis_server.url, "other")
+    sync._tick()
+    assert sync.status()["status"] == "pass"
+    redis_server.kill()
+    with caplog.at_level(logging.WARNING, logger="resilience_mw.sync"):
+        for _ in range(20):
+            clock.advance(1)
+            sync._tick()
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    status = sync.status()
+    assert status["status"] == "warn" and status["outage_seconds"] >= 19
+    redis_server.start()  # same port
+    other.force("Level1")
+    clock.advance(60)  # past the capped back-off
+    sync._tick()
+    assert sync.status()["status"] == "pass"
+    assert sync.degradation.current_level() is DegradationLevel.Level1  # resynchronised
+
+
+def test_store_errors_are_store_errors(tmp_path: Path) -> None:
+    store: StateStore = open_store(f"sqlite://{tmp_path}/s.db")
+    os.remove(tmp_path / "s.db")
+    (tmp_path / "s.db").mkdir()  # the file is now a directory: every statement fails
+    store.close()
+    with pytest.raises(StoreError):
+        store.override()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://localhost/db",
+        "sqlite://relative.db",
+        "sqlite:///no/such/dir/state.db",
+        "redis://127.0.0.1:notaport/0",
+        "redis://127.0.0.1:6379/0?namespace=bad name",
+    ],
+)
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_store(url, field="RESILIENCE_STATE_URL")
+    assert info.value.field == "RESILIENCE_STATE_URL"
+
+
+def test_a_wrong_redis_password_is_a_config_error_without_the_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="right-one").start()
+    try:
+        wrong = server.url.replace("right-one", "wrong-one")
+        with pytest.raises(ConfigError) as info:
+            open_store(wrong, field="RESILIENCE_STATE_URL")
+        assert "wrong-one" not in str(info.value) and "credentials" in str(info.value)
+        assert open_store(server.url).now() > 0
+    finally:
+        server.stop()
+
+
+def test_a_sqlite_file_in_a_read_only_directory_is_refused_at_startup(tmp_path: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="resilience-ro-"))  # /tmp: any user may reach it
+    base.chmod(0o755)
+    locked = base / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from flask import Flask
+        from resilience_mw import ConfigError
+        from resilience_mw.flask_ext import Resilience
+        if os.getuid() == 0:  # root writes anywhere: be a user who cannot
+            os.setgid(65534)
+            os.setuid(65534)
+        app = Flask("ro")
+        app.config["RESILIENCE_STATE_URL"] = "sqlite://{locked}/state.db"
+        try:
+            Resilience(app)
+        except ConfigError as exc:
+            print("ConfigError", exc.field)
+        """
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+        assert not (locked / "state.db").exists()
+    finally:
+        shutil.rmtree(base)
+    assert done.stdout.strip() == "ConfigError RESILIENCE_STATE_URL", done.stdout + done.stderr
