@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 
 #: reasons a worker reports: its own evidence (a hint from others is not passed on)
 _OWN_EVIDENCE = frozenset({"passive", "active", "retry-after"})
-#: longest wait between tries while the store is failing
-MAX_BACKOFF = 30.0
+#: longest wait between tries while the store is failing (so a store that is back is
+#: caught up with within about two seconds)
+MAX_BACKOFF = 2.0
 
 
 class StateSync:
