@@ -133,6 +133,10 @@ class RedisStore:
         held = self._call(self._lease, [self._key("lease", name)], [holder, max(1, int(ttl * 1000))])
         return None if held is None else str(held)
 
+    def holder(self, name: str) -> str | None:
+        held = self._call(self._r.get, self._key("lease", name))
+        return None if held is None else str(held)
+
     def release(self, name: str, holder: str) -> None:
         self._call(self._release, [self._key("lease", name)], [holder])
 

@@ -149,6 +149,10 @@ class SQLiteStore:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
         return current
 
+    def holder(self, name: str) -> str | None:
+        rows = self._run("SELECT value FROM kv WHERE key = ? AND expires_at > ?", (f"lease:{name}", self.now()))
+        return str(rows[0][0]) if rows else None
+
     def release(self, name: str, holder: str) -> None:
         self._run("DELETE FROM kv WHERE key = ? AND value = ?", (f"lease:{name}", holder))
 

@@ -297,6 +297,8 @@ def _admin() -> Response | tuple[Response, int]:
     deg, sync = state.degradation, state.sync
     if request.method == "GET":
         doc = deg.figures()
+        doc["scope"] = "process" if sync is None else sync.scope
+        doc["nodes"] = [] if state.failover is None else state.failover.snapshot()
         if sync is not None:
             doc["state"] = sync.status()
         return jsonify(doc)

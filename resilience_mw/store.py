@@ -99,6 +99,10 @@ class StateStore(Protocol):
         """Take or renew the lease ``name`` for ``holder``; the holder after the call."""
         ...
 
+    def holder(self, name: str) -> str | None:
+        """Who holds the lease ``name`` now (``None``: nobody)."""
+        ...
+
     def release(self, name: str, holder: str) -> None:
         """Give the lease up if ``holder`` has it."""
         ...

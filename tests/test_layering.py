@@ -47,6 +47,7 @@ LAYERS = {
     "flask_ext": 5,
     "decorators": 6,
     "__init__": 7,
+    "__main__": 7,
 }
 FLASK_ALLOWED = {"flask_ext", "decorators"}
 REQUESTS_ALLOWED = {"_http", "health", "adapter"}
