@@ -127,6 +127,23 @@ class RedisStore:
             self._call(self._r.hdel, self._key("reports"), *stale)
         return found
 
+    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float) -> None:
+        self._call(self._r.hset, self._key("counts"), reporter, f"{requests}|{failures}|{self.now() + ttl}")
+
+    def counts(self) -> tuple[int, int]:
+        now = self.now()
+        requests = failures = 0
+        stale = []
+        for reporter, value in self._call(self._r.hgetall, self._key("counts")).items():
+            r, f, expires = value.split("|")
+            if float(expires) <= now:
+                stale.append(reporter)
+            else:
+                requests, failures = requests + int(r), failures + int(f)
+        if stale:
+            self._call(self._r.hdel, self._key("counts"), *stale)
+        return requests, failures
+
     # ------------------------------------------------------ leases, claims
 
     def lease(self, name: str, holder: str, ttl: float) -> str | None:

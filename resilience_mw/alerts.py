@@ -6,7 +6,9 @@
 
 Each alert sends :data:`~resilience_mw.signals.alert` and logs a warning. Alerts of
 one kind are rate-limited to one per ``min_interval`` seconds (a level worse than the
-last one alerted is always reported), so a flapping system does not spam.
+last one alerted is always reported), so a flapping system does not spam. With a shared
+store, ``once`` (:meth:`~resilience_mw.sync.StateSync.once`) makes that once per store
+scope: the first worker to claim an alert raises it, the others do not.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class AlertRules:
     :param failover_sender: only count failovers sent by this object (default: any).
     :param level_sender: only watch levels sent by this object (default: any).
     :param clock: monotonic clock; tests pass a fake.
+    :param once: ``once(key, seconds, fire)``: call ``fire`` unless another worker
+        raised the alert ``key`` in the last ``seconds`` (default: call it at once).
 
     Subscriptions are weak: keep a reference to the rules for as long as they should
     fire (``alerts = AlertRules()``; the Flask extension keeps its own in
@@ -50,11 +54,13 @@ class AlertRules:
         failover_sender: Any = None,
         level_sender: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        once: Callable[[str, float, Callable[[], None]], None] | None = None,
         **options: Any,
     ) -> None:
         #: the settings in force
         self.config = AlertConfig.from_options(config, options)
         self._clock = clock
+        self._once = once
         self._lock = threading.Lock()
         # Bounded: only the newest threshold+1 timestamps matter.
         self._failovers: collections.deque[float] = collections.deque(maxlen=self.config.failover_threshold + 1)
@@ -83,7 +89,7 @@ class AlertRules:
             count = len(self._failovers)
             due = count > self.config.failover_threshold and self._due("failover-rate", now)
         if due:
-            self._fire(
+            self._raise(
                 "failover-rate",
                 f"high failover rate: more than {self.config.failover_threshold} failovers in {self.config.failover_window:g}s",
                 {
@@ -104,8 +110,8 @@ class AlertRules:
                 return  # already alerted at this level or worse within min_interval
             self._last_sent["degradation"] = now
             self._alerted_level = new
-        self._fire(
-            "degradation",
+        self._raise(
+            f"degradation:{new.name}",
             f"system degraded to {new.name}",
             {"old": old.name, "new": new.name, **{k: kw.get(k) for k in ("cpu", "memory", "error_rate")}},
         )
@@ -116,6 +122,13 @@ class AlertRules:
             self._last_sent[kind] = now
             return True
         return False
+
+    def _raise(self, key: str, message: str, details: dict[str, Any]) -> None:
+        kind = key.split(":", 1)[0]
+        if self._once is None:
+            self._fire(kind, message, details)
+        else:
+            self._once(key, self.config.min_interval, lambda: self._fire(kind, message, details))
 
     def _fire(self, kind: str, message: str, details: dict[str, Any]) -> None:
         log.warning("ALERT %s: %s", kind, message)

@@ -351,9 +351,18 @@ class StateConfig(_Validated):
         v.optional(v.integer(ge=1, le=1000)),
     )
 
+    error_rate_scope: str = option(
+        "process",
+        "whose requests the error rate counts: this process's ('process') or every worker's of the store ('fleet')",
+        v.one_of(("process", "fleet")),
+    )
+
     def __repr__(self) -> str:
         url = None if self.url is None else redact_url(self.url)
-        return f"StateConfig(url={url!r}, sync_interval={self.sync_interval}, eject_quorum={self.eject_quorum})"
+        return (
+            f"StateConfig(url={url!r}, sync_interval={self.sync_interval}, eject_quorum={self.eject_quorum}, "
+            f"error_rate_scope={self.error_rate_scope!r})"
+        )
 
 
 def _timeout(name: str, value: Any) -> float | tuple[float | None, float | None] | None:

@@ -218,6 +218,9 @@ class AutoDegradationManager:
         self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0}
         self._cause: dict[str, Any] = {"resources": "Normal", "errors": "Normal", "forced": None}
         self._worker: BackgroundWorker | None = None
+        #: (requests, failures, valid until by the clock): the error window of every
+        #: worker of the store's scope, when the error rate is fleet-wide
+        self._shared_counts: tuple[int, int, float] | None = None
         _fork.register(self)
         _fork.register(self.window)
 
@@ -241,6 +244,12 @@ class AutoDegradationManager:
     def register_feature(self, feature: Hashable, off_at: DegradationLevel | str | None) -> None:
         """Add a feature of your own, off from level ``off_at`` (``None``: never)."""
         self.features.register(feature, off_at)
+
+    def share_counts(self, requests: int, failures: int, valid_for: float) -> None:
+        """Judge the error rate on these counts (every worker's window, summed by the
+        state sync) instead of this process's own, for the next ``valid_for`` seconds;
+        after that, this process's window again."""
+        self._shared_counts = (requests, failures, self._clock() + valid_for)
 
     # ----------------------------------------------------------- sampling
 
@@ -286,6 +295,9 @@ class AutoDegradationManager:
         """
         # Read the window first: it stays current even while the sampler fails.
         requests, failures = self.window.counts()
+        shared = self._shared_counts
+        if shared is not None and self._clock() < shared[2]:
+            requests, failures = shared[0], shared[1]  # every worker's window (the state sync's)
         try:
             sample = self._sampler()
         except Exception:

@@ -208,17 +208,18 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
         # held weakly: state -> middleware -> hook -> state would be a cycle.
         on_first_request=(lambda: _start(started)) if settings.start == "lazy" else None,
     )
+    sync = None
+    if settings.state.url is not None:
+        store = open_store(settings.state.url, field="RESILIENCE_STATE_URL")
+        sync = StateSync(store, degradation, failover, checker, config=settings.state)
     alerts = None
     if settings.alerts is not None:
         alerts = AlertRules(
             config=dataclasses.replace(settings.alerts, failovers=settings.alerts.failovers and failover is not None),
             failover_sender=failover,
             level_sender=degradation,
+            once=None if sync is None else sync.once,
         )
-    sync = None
-    if settings.state.url is not None:
-        store = open_store(settings.state.url, field="RESILIENCE_STATE_URL")
-        sync = StateSync(store, degradation, failover, checker, config=settings.state)
     state = ResilienceState(
         settings=settings,
         degradation=degradation,

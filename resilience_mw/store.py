@@ -95,6 +95,14 @@ class StateStore(Protocol):
         """Every unexpired report."""
         ...
 
+    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float) -> None:
+        """``reporter``'s error window (requests and failures in it), for ``ttl`` seconds."""
+        ...
+
+    def counts(self) -> tuple[int, int]:
+        """Every unexpired error window, summed: ``(requests, failures)``."""
+        ...
+
     def lease(self, name: str, holder: str, ttl: float) -> str | None:
         """Take or renew the lease ``name`` for ``holder``; the holder after the call."""
         ...

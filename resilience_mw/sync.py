@@ -11,7 +11,10 @@ Every ``sync_interval`` seconds a daemon thread (never a request) talks to the s
    that ``eject_quorum`` distinct workers report down is taken out here too, as a hint
    (reason ``shared``), unless this worker's own traffic to it succeeded in the last
    interval; it comes back when the reports are withdrawn or lapse.
-3. **Health checks under a lease.** One worker per store (host or fleet) holds the
+3. **Error rate** (``error_rate_scope="fleet"``): each worker publishes its error
+   window; the level is judged on the sum, so every worker sees the same rate.
+4. **Alerts**: raised by the first worker to claim them (:meth:`StateSync.once`).
+5. **Health checks under a lease.** One worker per store (host or fleet) holds the
    ``health`` lease and runs the checks; its results reach the others as reports they
    apply at once. If it dies, another takes the lease within two intervals.
 
@@ -90,6 +93,7 @@ class StateSync:
         self._outage_since: float | None = None
         self._last_error = ""
         self._last_sync: float | None = None
+        self._alerts: list[tuple[str, float, Callable[[], None]]] = []
         #: whether this worker holds the health-check lease
         self.leader = False
         self._worker = BackgroundWorker("resilience_mw-state", self._tick, self.config.sync_interval)
@@ -147,6 +151,15 @@ class StateSync:
         self._apply_override(override)
         return override
 
+    def once(self, key: str, seconds: float, fire: Callable[[], None]) -> None:
+        """Call ``fire`` at the next sync unless another worker of the scope claimed
+        ``key`` in the last ``seconds`` (what :class:`~resilience_mw.AlertRules` uses to
+        alert once per fleet). Never waits on the store: the claim is made by the sync
+        thread; while the store does not answer, ``fire`` is called anyway."""
+        with self._lock:
+            if len(self._alerts) < 100:  # bounded, should the sync not run
+                self._alerts.append((key, seconds, fire))
+
     def status(self) -> dict[str, Any]:
         """Plain data for status pages: scope, health of the store, lease, override."""
         now = self._clock()
@@ -185,6 +198,25 @@ class StateSync:
         self._apply_override(self.store.override())
         if self.pool is not None:
             self._sync_nodes(self.pool)
+        if self.config.error_rate_scope == "fleet":
+            requests, failures = self.degradation.window.counts()
+            ttl = 3 * self.config.sync_interval
+            self.store.put_counts(self.me, requests, failures, ttl)
+            self.degradation.share_counts(*self.store.counts(), valid_for=ttl)
+        self._raise_alerts()
+
+    def _raise_alerts(self, claim: bool = True) -> None:
+        with self._lock:
+            pending, self._alerts = self._alerts, []
+        for i, (key, seconds, fire) in enumerate(pending):
+            try:
+                won = not claim or self.store.claim(f"alert:{key}", seconds)
+            except StoreError:
+                with self._lock:
+                    self._alerts[:0] = pending[i:]  # raised locally once the outage is noticed
+                raise
+            if won:
+                fire()
 
     def _apply_override(self, override: Override | None) -> None:
         with self._lock:
@@ -269,6 +301,7 @@ class StateSync:
             )
             if self.checker is not None and self.pool is not None and not self.checker.running:
                 self.checker.start(self.pool)  # no lease to follow: check on our own
+        self._raise_alerts(claim=False)  # no one to agree with: alert from here
 
     def _answered(self) -> None:
         now = self._clock()

@@ -316,6 +316,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_STATE_URL": ["mysql://x/db", 5, "  "],
     "RESILIENCE_STATE_SYNC_INTERVAL": [0, -1, NAN, "1", True, 61],
     "RESILIENCE_STATE_EJECT_QUORUM": [0, "2", 1.5, True],
+    "RESILIENCE_STATE_ERROR_RATE_SCOPE": ["host", 1, None],
     "RESILIENCE_LIVENESS_PATH": ["livez", 5],
     "RESILIENCE_READINESS_PATH": ["readyz", 5],
     "RESILIENCE_ADMIN_PATH": ["admin", 5],

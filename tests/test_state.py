@@ -224,3 +224,43 @@ def test_a_sqlite_file_in_a_read_only_directory_is_refused_at_startup(tmp_path: 
     finally:
         shutil.rmtree(base)
     assert done.stdout.strip() == "ConfigError RESILIENCE_STATE_URL", done.stdout + done.stderr
+
+
+def test_an_alert_is_raised_once_per_store_scope(store_url: str) -> None:
+    from resilience_mw import AlertRules, signals
+    from resilience_mw.testing import record_signals
+
+    workers = [worker(store_url, n) for n in "abc"]
+    rules = [AlertRules(level_sender=w.degradation, once=w.once, failovers=False) for w in workers]
+    with record_signals(signals.alert) as seen:
+        for w in workers:
+            w.degradation.force_level("Level3")  # every worker sees the same incident
+        assert seen.events == []  # nothing waits on the store in the sender's thread
+        for w in workers:
+            w.exchange()
+    assert [e["kind"] for e in seen.named("alert")] == ["degradation"]
+    assert rules  # kept alive while the signals were sent
+
+
+def test_a_fleet_error_rate_counts_every_workers_requests(store_url: str) -> None:
+    from resilience_mw.sampling import Sample
+
+    workers = []
+    for n in "abc":
+        w = worker(store_url, n, error_rate_scope="fleet")
+        w.degradation = AutoDegradationManager(sampler=lambda: Sample(cpu=1.0, memory=1.0))
+        workers.append(w)
+    a, b, c = workers
+    for _ in range(60):
+        a.degradation.record_request(False)
+    for _ in range(40):
+        a.degradation.record_request(True)
+    for w in (b, c):
+        for _ in range(100):
+            w.degradation.record_request(True)
+    for w in workers * 2:  # the second round sees every window
+        w.exchange()
+    for w in workers:
+        w.degradation.evaluate()
+        figures = w.degradation.figures()
+        assert figures["requests"] == 300 and figures["error_rate"] == pytest.approx(0.2), figures
