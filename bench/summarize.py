@@ -192,6 +192,27 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "0 false downs",
                 )
             )
+    st = b.get("state")
+    if st:
+        p = st["per_request"]
+        r.append(
+            (
+                "Flask request with a shared store: SQLite / Redis",
+                f"{p['sqlite_x_local']:.3f}x / {p['redis_x_local']:.3f}x",
+                f"no store {p['local_us']:.1f} us per request (sync running)",
+                "<= 1.02x",
+            )
+        )
+        for name in ("sqlite", "redis"):
+            x = st["propagation"][name]
+            r.append(
+                (
+                    f"forced level reaches another worker ({name})",
+                    f"median {x['median_s']:.2f} s, max {x['max_s']:.2f} s",
+                    f"{x['tries']} tries, sync every 1 s",
+                    "<= 1 sync interval",
+                )
+            )
     for key in ("throughput", "throughput_waitress"):
         t = b.get(key)
         if t and "skipped" not in t:
