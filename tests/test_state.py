@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from resilience_mw import AutoDegradationManager, ConfigError, DegradationLevel, FailoverManager, ServiceNode
+from resilience_mw import (
+    AutoDegradationManager,
+    ConfigError,
+    DegradationLevel,
+    FailoverManager,
+    ServiceNode,
+    readiness_document,
+)
 from resilience_mw.config import StateConfig
 from resilience_mw.health import HealthChecker
 from resilience_mw.store import StateStore, StoreError
@@ -132,6 +139,31 @@ def test_one_checker_holds_the_lease_and_another_takes_over(store_url: str) -> N
                 w.checker.stop()
 
 
+def test_a_dead_checker_is_replaced_when_its_lease_lapses(store_url: str) -> None:
+    import time
+
+    syncs = []
+    for n in "ab":
+        w = worker(store_url, n, nodes=NODES, sync_interval=0.1)
+        w.checker = HealthChecker(check_interval=0.2, timeout=0.1, probe=lambda node, timeout: True)
+        syncs.append(w)
+    leader, follower = syncs
+    try:
+        leader.exchange()
+        follower.exchange()
+        assert leader.leader and not follower.leader
+        # the leader dies without a word: no release, no more renewals
+        assert leader.checker is not None
+        leader.checker.stop()
+        time.sleep(0.45)  # the lease: 2 x max(sync, check interval) = 0.4 s
+        follower.exchange()
+        assert follower.leader and follower.checker is not None and follower.checker.running
+    finally:
+        for w in syncs:
+            if w.checker is not None:
+                w.checker.stop()
+
+
 def test_a_store_that_fails_costs_one_log_line_and_is_caught_up_with(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -149,6 +181,9 @@ def test_a_store_that_fails_costs_one_log_line_and_is_caught_up_with(
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
     status = sync.status()
     assert status["status"] == "warn" and status["outage_seconds"] >= 19
+    doc, code = readiness_document(sync.degradation, None, DegradationLevel.Emergency, state=status)
+    assert code == 200 and doc["status"] == "warn" and doc["checks"]["state:store"][0]["status"] == "warn"
+    assert "pass" not in str(doc["checks"]["state:store"][0]["output"])
     redis_server.start()  # same port
     other.force("Level1")
     clock.advance(60)  # past the capped back-off
