@@ -7,11 +7,13 @@ that and never a request. Times are the host's clock (one host, one clock).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .exceptions import ConfigError
@@ -72,6 +74,21 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (workers serialise on the file lock)."""
+        try:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+
     def now(self) -> float:
         return time.time()
 
@@ -90,25 +107,17 @@ class SQLiteStore:
         )
 
     def set_override(self, level: str | None, ttl: float | None, actor: str) -> Override:
-        try:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute("SELECT value FROM kv WHERE key = 'override'").fetchall()
-                version = (json.loads(rows[0][0])["version"] + 1) if rows else 1
-                now = self.now()
-                ov = Override(level, version, now, None if ttl is None or level is None else now + ttl, actor)
-                db.execute(
-                    "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES ('override', ?, ?)",
-                    (json.dumps({"level": ov.level, "version": ov.version, "set_at": ov.set_at,
-                                 "expires_at": ov.expires_at, "actor": ov.actor}), ov.expires_at),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+        with self._transaction() as db:
+            rows = db.execute("SELECT value FROM kv WHERE key = 'override'").fetchall()
+            version = (json.loads(rows[0][0])["version"] + 1) if rows else 1
+            now = self.now()
+            ov = Override(level, version, now, None if ttl is None or level is None else now + ttl, actor)
+            value = {"level": ov.level, "version": ov.version, "set_at": ov.set_at, "expires_at": ov.expires_at,
+                     "actor": ov.actor}
+            db.execute(
+                "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES ('override', ?, ?)",
+                (json.dumps(value), ov.expires_at),
+            )
         return ov
 
     # ------------------------------------------------------------ reports
@@ -145,24 +154,13 @@ class SQLiteStore:
 
     def lease(self, name: str, holder: str, ttl: float) -> str | None:
         key = f"lease:{name}"
-        try:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                now = self.now()
-                rows = db.execute("SELECT value, expires_at FROM kv WHERE key = ?", (key,)).fetchall()
-                current = str(rows[0][0]) if rows and float(rows[0][1]) > now else None
-                if current is None or current == holder:
-                    db.execute(
-                        "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, holder, now + ttl)
-                    )
-                    current = holder
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+        with self._transaction() as db:
+            now = self.now()
+            rows = db.execute("SELECT value, expires_at FROM kv WHERE key = ?", (key,)).fetchall()
+            current = str(rows[0][0]) if rows and float(rows[0][1]) > now else None
+            if current is None or current == holder:
+                db.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, holder, now + ttl))
+                current = holder
         return current
 
     def holder(self, name: str) -> str | None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,3 +69,12 @@ def run_in_forked_child(fn: Any, timeout: float = 10.0) -> bool:
     finally:
         os.waitpid(pid, 0)
         os.close(r)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL: a SQLite file, then a fresh redis-server (stopped at the end)."""
+    from tests.redis_server import state_url_for
+
+    with state_url_for(request.param, tmp_path) as url:
+        yield url

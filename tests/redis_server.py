@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helpers import stop_process
@@ -56,3 +58,17 @@ class RedisServer:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+@contextmanager
+def state_url_for(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A store URL of ``kind`` (``sqlite``: a file in ``tmp_path``; ``redis``: a fresh
+    redis-server, stopped at the end)."""
+    if kind == "sqlite":
+        yield f"sqlite://{tmp_path}/state.db"
+        return
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

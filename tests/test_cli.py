@@ -38,18 +38,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/state.db"
-        return
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 def test_force_status_clear_through_the_store(state_url: str) -> None:
     worker = StateSync(open_store(state_url), AutoDegradationManager(), config=StateConfig(url=state_url), name="w1")
     done = cli("--state-url", state_url, "force", "Level3", "--ttl", "600", "--json")

@@ -91,18 +91,6 @@ def gunicorn(**env: str) -> Iterator[Gunicorn]:
         g.stop()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/state.db"
-        return
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 def all_at(level: str) -> Callable[[dict[int, dict[str, Any]]], bool]:
     return lambda seen: len(seen) == WORKERS and all(b["level"] == level for b in seen.values())
 
