@@ -173,7 +173,9 @@ def with_fallback(
                 on_outcome = functools.partial(_record_app_outcome, m) if record else None
             level = m.level
             if level >= skip_primary_at:
-                skipped: R = run_with_fallback(level, fn, call_fallback, args, kwargs, skip_primary_at=skip_primary_at)
+                skipped: R = run_with_fallback(
+                    level, fn, call_fallback, args, kwargs, skip_primary_at=skip_primary_at, sender=m
+                )
                 return skipped
             # run_with_fallback's primary branch, a call layer less (every decorated
             # request takes it); the failure rule stays in primary_failed
@@ -191,6 +193,7 @@ def with_fallback(
                     fallback_on=fallback_on,
                     on_outcome=on_outcome,
                     is_failure=_is_failure,
+                    sender=m,
                 )
                 return served
             if on_outcome is explicit and explicit is not None and not has_request_context():

@@ -116,7 +116,13 @@ class FailoverLoop:
 
     def succeeded(self, step: Try) -> None:
         """The try worked: the node's passive health hears of it, with its latency."""
-        self.pool.mark_success(step.node.id, self.elapsed())
+        elapsed = self.elapsed()
+        self.pool.mark_success(step.node.id, elapsed)
+        if signals.attempt_ended.receivers:
+            signals.send(
+                signals.attempt_ended, self.pool, node=step.node, outcome="success", duration=elapsed,
+                resend_count=step.position,
+            )
 
     def charge(self, step: Try, *, hold_off: float | None = None) -> None:
         """Count a failure against the node without ending the try (a bad status that is
@@ -145,6 +151,10 @@ class FailoverLoop:
         self.attempts.append(Attempt(step.node.id, error, elapsed))
         if charge:
             self.charge(step, hold_off=hold_off)
+        signals.send(
+            signals.attempt_ended, self.pool, node=step.node, outcome="failure", duration=elapsed,
+            resend_count=step.position,
+        )
         nxt = step.next if go_on else None
         if nxt is not None:
             log.warning(

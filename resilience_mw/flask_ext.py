@@ -31,6 +31,8 @@ Endpoints (each path configurable; an empty value turns it off):
   ``pass`` (Normal), ``warn`` (degraded or a node down) or ``fail`` (at the shedding
   level: 503, so a load balancer routes away); the level, the sampled figures and each
   node's health, with credentials redacted.
+* ``RESILIENCE_METRICS_PATH`` (unset: off): Prometheus metrics; under gunicorn with
+  ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's, summed (see :mod:`resilience_mw.metrics`).
 * ``RESILIENCE_ADMIN_PATH`` (``/resilience/level``): registered only when
   ``RESILIENCE_ADMIN_TOKEN`` is set, and then requires ``Authorization: Bearer <token>``.
   ``GET`` shows the figures, ``PUT``/``POST`` ``{"level": "Level3"}`` forces a level,
@@ -60,6 +62,7 @@ from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
 from .failover import FailoverManager
 from .health import HealthChecker
+from .metrics import Metrics, prometheus_exposition, register
 from .model import parse_level
 from .readiness import readiness_document
 from .settings import DEFAULTS, PREFIX, ResilienceSettings, warn_unknown_keys
@@ -100,6 +103,8 @@ class ResilienceState:
     adapter: FailoverAdapter | None = None
     #: the exchange with the shared store (``RESILIENCE_STATE_URL``), when one is set
     sync: StateSync | None = None
+    #: what the app's components decide, as metrics (``RESILIENCE_METRICS``)
+    metrics: Metrics | None = None
 
     def start(self) -> None:
         """Start the sampler, the state sync and the health checker in this process
@@ -220,7 +225,14 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
             level_sender=degradation,
             once=None if sync is None else sync.once,
         )
+    metrics = None
+    if settings.metrics:
+        metrics = Metrics(prometheus="prometheus" in settings.metrics, otel="otel" in settings.metrics)
+        metrics.watch(degradation=degradation, pool=failover, middleware=middleware, checker=checker, sync=sync)
+        if settings.metrics_registry is not None:
+            register(settings.metrics_registry)
     state = ResilienceState(
+        metrics=metrics,
         settings=settings,
         degradation=degradation,
         failover=failover,
@@ -268,6 +280,8 @@ def _blueprint(settings: ResilienceSettings) -> Blueprint:
         bp.add_url_rule(settings.liveness_path, "liveness", _liveness)
     if settings.readiness_path:
         bp.add_url_rule(settings.readiness_path, "readiness", _readiness)
+    if settings.metrics_path:
+        bp.add_url_rule(settings.metrics_path, "metrics", _metrics)
     if settings.admin_path and settings.admin_token:
         bp.add_url_rule(settings.admin_path, "admin", _admin, methods=["GET", "PUT", "POST", "DELETE"])
     return bp
@@ -275,6 +289,11 @@ def _blueprint(settings: ResilienceSettings) -> Blueprint:
 
 def _liveness() -> Response:
     return jsonify(status="pass")
+
+
+def _metrics() -> Response:
+    body, content_type = prometheus_exposition()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 def _readiness() -> Response:

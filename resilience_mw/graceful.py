@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any, TypeVar
 
-from . import _outcomes
+from . import _outcomes, signals
 from . import _validate as v
 from ._redact import describe_error
 from .degradation import AutoDegradationManager
@@ -65,17 +65,20 @@ def run_with_fallback(
     fallback_on: tuple[type[BaseException], ...] = (Exception,),
     on_outcome: Callable[[bool], object] | None = None,
     is_failure: Callable[[BaseException], bool] | None = None,
+    sender: Any = None,
 ) -> T:
     """The fallback rule (see the module docstring).
 
     ``fallback`` is a caller from :func:`fallback_caller`. ``on_outcome(success)`` is
     told the primary's outcome, not the fallback's. An exception for which
     ``is_failure`` returns ``False`` propagates untouched and counts as a success
-    (e.g. a 404).
+    (e.g. a 404). ``sender`` sends :data:`~resilience_mw.signals.fallback_served` (the
+    degradation manager whose level decided).
     """
     kw = kwargs or {}
     if level >= skip_primary_at:
         log.debug("level %s: using the fallback without trying the primary", level.name)
+        signals.send(signals.fallback_served, sender, reason="level", name=getattr(primary, "__qualname__", "primary"))
         return fallback(args, kw)
     try:
         result = primary(*args, **kw)
@@ -91,6 +94,7 @@ def run_with_fallback(
             fallback_on=fallback_on,
             on_outcome=on_outcome,
             is_failure=is_failure,
+            sender=sender,
         )
     if on_outcome is not None:
         on_outcome(True)
@@ -109,6 +113,7 @@ def primary_failed(  # noqa: PLR0917 - the whole failure context
     fallback_on: tuple[type[BaseException], ...],
     on_outcome: Callable[[bool], object] | None,
     is_failure: Callable[[BaseException], bool] | None,
+    sender: Any = None,
 ) -> T:
     """What happens when the primary raised ``exc`` (called from an ``except`` block,
     which a bare ``raise`` here re-raises): the fallback, or the error."""
@@ -124,7 +129,9 @@ def primary_failed(  # noqa: PLR0917 - the whole failure context
             getattr(primary, "__qualname__", "primary"),
             level.name,
             describe_error(exc),
+            extra={"fallback_reason": "error", "level": level.name},
         )
+        signals.send(signals.fallback_served, sender, reason="error", name=getattr(primary, "__qualname__", "primary"))
         return fallback(args, kwargs)
     raise exc
 
@@ -172,6 +179,7 @@ class GracefulDegradation:
             fallback_on_error_at=self.fallback_on_error_at,
             fallback_on=self.fallback_on,
             on_outcome=(lambda ok: _outcomes.record(window, ok, environ)) if self.record else None,
+            sender=self.manager,
         )
 
     def execute_if_available(self, feature: Hashable, operation: Callable[[], T]) -> T | None:

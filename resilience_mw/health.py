@@ -34,7 +34,7 @@ import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util import make_headers, parse_url
 
-from . import _fork, _http
+from . import _fork, _http, signals
 from ._redact import describe_error
 from .config import HealthCheckConfig
 from .exceptions import ConfigError
@@ -208,6 +208,7 @@ class HealthChecker:
             detail = "the probe returned False"
         if not passed:
             log.debug("health check of %s failed: %s", node.id, detail)
+        signals.send(signals.health_checked, self, node=node, passed=passed, duration=latency, detail=detail)
         return CheckResult(node.id, passed, latency, detail)
 
     def check_nodes(

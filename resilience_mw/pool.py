@@ -176,6 +176,12 @@ class NodePool:
         self._current_view()
         return state.offered
 
+    def phase(self, node_id: str) -> Phase:
+        """Where ``node_id`` stands (:class:`~resilience_mw.Phase`)."""
+        state = self._state(node_id)
+        self._current_view()
+        return state.phase
+
     def latency(self, node_id: str) -> float | None:
         """Decaying-average latency of ``node_id`` in seconds, ``None`` if never measured."""
         self._state(node_id)

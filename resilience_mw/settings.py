@@ -94,6 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESILIENCE_ADMIN_PATH", "/resilience/level", "admin endpoint: GET figures, PUT a level, DELETE the override"),
     Setting("RESILIENCE_ADMIN_TOKEN", None, "bearer token the admin endpoint requires; without one the endpoint does not exist"),
     Setting("RESILIENCE_ALERTS", True, "raise alerts for this app: True, False, or a mapping of AlertConfig fields"),
+    Setting("RESILIENCE_METRICS", (), "metrics exporters: 'prometheus', 'otel' (a list; the extras of those names)"),
+    Setting("RESILIENCE_METRICS_PATH", None, "serve Prometheus metrics at this path (multiprocess-aware); unset: off"),
+    Setting("RESILIENCE_METRICS_REGISTRY", None, "a prometheus_client CollectorRegistry the app already serves"),
 )
 
 #: key -> default
@@ -145,6 +148,10 @@ class ResilienceSettings:
     alerts: AlertConfig | None
     #: where the workers share state (``url`` ``None``: this process alone)
     state: StateConfig = dataclasses.field(default_factory=StateConfig)
+    #: metrics exporters in use (``"prometheus"``, ``"otel"``)
+    metrics: tuple[str, ...] = ()
+    metrics_path: str | None = None
+    metrics_registry: Any = None
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -202,6 +209,10 @@ class ResilienceSettings:
             middleware_values,
             {field: called[key] for key, field in _MIDDLEWARE_KEYS.items()}.__getitem__,
         )
+        metrics_path = check("RESILIENCE_METRICS_PATH", v.Check("a path or empty", _optional_path))
+        metrics_registry = get("RESILIENCE_METRICS_REGISTRY")
+        if metrics_registry is not None and not callable(getattr(metrics_registry, "register", None)):
+            raise ConfigError(called["RESILIENCE_METRICS_REGISTRY"], metrics_registry, "must be a CollectorRegistry")
         alerts_value = get("RESILIENCE_ALERTS")
         alerts = None
         if alerts_value is not False:
@@ -221,12 +232,26 @@ class ResilienceSettings:
             admin_path=endpoints["RESILIENCE_ADMIN_PATH"],
             admin_token=token,
             alerts=alerts,
+            metrics=_metrics(called["RESILIENCE_METRICS"], get("RESILIENCE_METRICS"), metrics_path, metrics_registry),
+            metrics_path=metrics_path,
+            metrics_registry=metrics_registry,
             state=_grouped(
                 StateConfig,
                 {field: get(key) for key, field in _STATE_KEYS.items()},
                 {field: called[key] for key, field in _STATE_KEYS.items()}.__getitem__,
             ),
         )
+
+
+def _metrics(name: str, value: Any, path: str | None, registry: Any) -> tuple[str, ...]:
+    """The exporters: those named, plus Prometheus when a path or a registry is set."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(name, value, "must be a list of exporters: 'prometheus', 'otel'",
+                          hint="write ['prometheus'], not 'prometheus'" if isinstance(value, str) else None)
+    chosen = [v.one_of(("prometheus", "otel"))(f"{name}[{i}]", item) for i, item in enumerate(value)]
+    if (path or registry is not None) and "prometheus" not in chosen:
+        chosen.append("prometheus")
+    return tuple(dict.fromkeys(chosen))
 
 
 def _optional_path(name: str, value: Any) -> str | None:

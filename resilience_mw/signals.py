@@ -32,11 +32,17 @@ from blinker import Namespace, Signal
 
 __all__ = [
     "alert",
+    "attempt_ended",
     "failover",
+    "fallback_served",
+    "health_checked",
     "level_changed",
     "node_marked_unhealthy",
     "node_recovered",
+    "request_rerouted",
+    "request_shed",
     "send",
+    "state_synced",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,33 @@ failover: Signal = _signals.signal("failover")
 #: ``error_rate`` (0..1), ``requests`` (requests in the error window) and ``forced``
 #: (bool: set by :meth:`~resilience_mw.AutoDegradationManager.force_level`).
 level_changed: Signal = _signals.signal("level-changed")
+
+#: One try of a call on one node ended (the requests adapter, ``execute_with_failover``,
+#: ``ServiceBackup``). Sent by the pool with ``node``, ``outcome`` (``"success"`` or
+#: ``"failure"``), ``duration`` (seconds) and ``resend_count`` (0 for the first node
+#: tried, 1 for the next...).
+attempt_ended: Signal = _signals.signal("attempt-ended")
+
+#: An active health check ended. Sent by the :class:`~resilience_mw.HealthChecker`
+#: with ``node``, ``passed`` (bool), ``duration`` (seconds) and ``detail`` (why it
+#: failed, ``""`` if it passed).
+health_checked: Signal = _signals.signal("health-checked")
+
+#: The middleware answered ``503`` instead of the app. Sent with ``path``, ``level``
+#: and ``reason`` (``"level"``).
+request_shed: Signal = _signals.signal("request-shed")
+
+#: The middleware served a lighter path. Sent with ``path``, ``to`` and ``level``.
+request_rerouted: Signal = _signals.signal("request-rerouted")
+
+#: A fallback was served. Sent with ``reason`` (``"level"``: the primary was not tried
+#: at this level; ``"error"``: the primary failed) and ``name`` (the primary's name).
+fallback_served: Signal = _signals.signal("fallback-served")
+
+#: The state sync talked to the store (or tried). Sent by the
+#: :class:`~resilience_mw.sync.StateSync` with ``ok`` (bool), ``lag`` (seconds since
+#: the last exchange that worked, ``None`` before the first) and ``error`` (``""`` if ok).
+state_synced: Signal = _signals.signal("state-synced")
 
 #: An alert rule fired. Sent with ``kind`` (``"failover-rate"`` or ``"degradation"``),
 #: ``message`` (str) and ``details`` (dict of plain data).

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import signals
 from ._redact import describe_error
 from .config import StateConfig
 from .degradation import AutoDegradationManager
@@ -186,9 +187,13 @@ class StateSync:
         try:
             self.exchange()
         except StoreError as exc:
-            self._failed(describe_error(exc.__cause__ or exc))
+            error = describe_error(exc.__cause__ or exc)
+            self._failed(error)
+            last = self._last_sync
+            signals.send(signals.state_synced, self, ok=False, lag=None if last is None else now - last, error=error)
             return
         self._answered()
+        signals.send(signals.state_synced, self, ok=True, lag=0.0, error="")
 
     def exchange(self) -> None:
         """One exchange with the store (what the thread runs every interval).

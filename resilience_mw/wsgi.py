@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _fork, _outcomes
+from . import _fork, _outcomes, signals
 from .config import MiddlewareConfig
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
@@ -255,11 +255,13 @@ class ResilienceMiddleware:
         # not the error rate of a dependency: shedding would not help it.
         load = self.degradation.load_level
         if self.shed_level is not None and load >= self.shed_level and not path.startswith(self.core_paths):
+            signals.send(signals.request_shed, self, path=path, level=load, reason="level")
             return self._shed(load, start_response, environ.get("REQUEST_METHOD") == "HEAD")
         target = self.reroutes.get(path)
         if target is not None and level >= target[1]:
             environ[ORIGINAL_PATH_KEY] = path
             environ["PATH_INFO"] = target[0]
+            signals.send(signals.request_rerouted, self, path=path, to=target[0], level=level)
         return None
 
     def _shed(self, level: DegradationLevel, start_response: StartResponse, head: bool = False) -> list[bytes]:

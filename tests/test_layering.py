@@ -42,6 +42,7 @@ LAYERS = {
     "alerts": 4,
     "wsgi": 5,
     "sync": 5,
+    "metrics": 5,
     "adapter": 5,
     "settings": 4,
     "flask_ext": 5,

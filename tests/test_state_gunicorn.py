@@ -32,10 +32,11 @@ pytestmark = pytest.mark.slow
 
 
 class Gunicorn:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], workers: int = WORKERS, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
+        self.workers = workers
         self.proc = subprocess.Popen(
-            [str(GUNICORN), "-w", str(WORKERS), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "3",
+            [str(GUNICORN), "-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "3", *args,
              "tests.apps.state_app:create_app()"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -46,7 +47,7 @@ class Gunicorn:
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.pids = self.wait_for(lambda seen: len(seen) == WORKERS, timeout=30)
+        self.pids = self.wait_for(lambda seen: len(seen) == workers, timeout=30)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

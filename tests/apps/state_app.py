@@ -1,6 +1,7 @@
 """A Flask app sharing state through ``STATE_URL`` (env), served by a real gunicorn in
-tests/test_state_gunicorn.py. Env: ``STATE_URL``, ``NODES`` (comma-separated
-``id=endpoint``), ``HEALTH_INTERVAL`` (0: no health checks), ``EJECT_QUORUM``."""
+tests/test_state_gunicorn.py and tests/test_metrics_gunicorn.py. Env: ``STATE_URL``,
+``NODES`` (comma-separated ``id=endpoint``), ``HEALTH_INTERVAL`` (0: no health checks),
+``EJECT_QUORUM``, ``SYNC_INTERVAL``, ``METRICS_PATH``, ``SHED_LEVEL``."""
 
 from __future__ import annotations
 
@@ -40,12 +41,18 @@ def create_app() -> Flask:
         RESILIENCE_HEALTH_CHECK_INTERVAL=interval or 5.0,
         RESILIENCE_HEALTH_CHECK_TIMEOUT=0.5,
         RESILIENCE_ALERTS=False,
+        RESILIENCE_METRICS_PATH=os.environ.get("METRICS_PATH") or None,
+        RESILIENCE_SHED_LEVEL=os.environ.get("SHED_LEVEL", "Emergency"),
     )
     Resilience(app)
     session = requests.Session()
     state = Resilience.state(app)
     if state.adapter is not None:
         session.mount("http://upstream/", state.adapter)
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
 
     @app.get("/whoami")
     def whoami() -> object:

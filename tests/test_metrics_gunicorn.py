@@ -1,0 +1,98 @@
+"""Prometheus metrics under a real gunicorn in multiprocess mode: one scrape gives what a
+scripted sequence caused, summed over the workers, and counters never go back when
+workers are recycled."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.nodes import NodeServer
+from tests.test_state_gunicorn import Gunicorn
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+CONF = str(ROOT / "contrib" / "gunicorn" / "gunicorn.conf.py")
+
+
+def scrape(g: Gunicorn) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = requests.get(g.url + "/metrics", headers={"Connection": "close"}, timeout=5).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_one_scrape_counts_what_the_script_did_over_both_workers(tmp_path: Path) -> None:
+    a, b = NodeServer("a").start(), NodeServer("b").start()
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    env = {
+        "STATE_URL": f"sqlite://{tmp_path}/state.db",
+        "NODES": f"a={a.url},b={b.url}",
+        "METRICS_PATH": "/metrics",
+        "SHED_LEVEL": "Level3",
+        "SYNC_INTERVAL": "0.2",
+        "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+    }
+    g = Gunicorn(env, workers=2, args=("-c", CONF))
+    try:
+        a.stop()  # kill a node
+        assert g.get("/call").json()["status"] == 200  # one worker fails over a -> b
+        g.admin("PUT", {"level": "Level3"})  # force a level (every worker, through the store)
+        g.wait_for(lambda seen: len(seen) == 2 and all(s["level"] == "Level3" for s in seen.values()), 3)
+        shed = [g.get("/").status_code for _ in range(10)]  # shed 10 requests
+        assert shed == [503] * 10
+        time.sleep(0.5)  # the other worker has heard of node a (a shared hint)
+        m = scrape(g)
+    finally:
+        g.stop()
+        b.stop()
+    assert value(m, "resilience_requests_shed_total", reason="level") == 10
+    assert value(m, "resilience_failovers_total", from_node="a", to_node="b") == 1
+    assert value(m, "resilience_adapter_attempts_total", node="a", outcome="failure") == 1
+    assert value(m, "resilience_adapter_attempts_total", node="b", outcome="success") == 1
+    assert value(m, "resilience_node_ejections_total", node="a", reason="passive") == 1
+    assert value(m, "resilience_node_ejections_total", node="a", reason="shared") == 1
+    assert value(m, "resilience_degradation_transitions_total", **{"from": "Normal", "to": "Level3", "cause": "forced"}) == 2
+    assert value(m, "resilience_degradation_level") == 3
+    assert value(m, "resilience_feature_enabled", feature="CoreFunction") == 1
+    assert value(m, "resilience_feature_enabled", feature="Analytics") == 0
+    assert value(m, "resilience_node_state", node="b", state="healthy") == 1
+
+
+def test_counters_stay_monotonic_while_workers_are_recycled(tmp_path: Path) -> None:
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    env = {
+        "STATE_URL": f"sqlite://{tmp_path}/state.db",
+        "METRICS_PATH": "/metrics",
+        "SHED_LEVEL": "Level1",
+        "SYNC_INTERVAL": "0.2",
+        "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+    }
+    g = Gunicorn(env, workers=2, args=("-c", CONF, "--max-requests", "15"))
+    try:
+        g.admin("PUT", {"level": "Level1"})
+        time.sleep(0.6)
+        seen, sent, pids = [], 0, set()
+        for _ in range(6):
+            for _ in range(10):
+                r = g.get("/")
+                sent += r.status_code == 503
+            for _ in range(4):
+                pids.add(g.get("/whoami").json()["pid"])
+            seen.append(value(scrape(g), "resilience_requests_shed_total", reason="level"))
+    finally:
+        g.stop()
+    assert len(pids) > 2, "no worker was recycled"
+    assert seen == sorted(seen) and seen[-1] == sent, (seen, sent)
