@@ -43,6 +43,7 @@ LAYERS = {
     "wsgi": 5,
     "sync": 5,
     "metrics": 5,
+    "sampling_otel": 5,
     "adapter": 5,
     "settings": 4,
     "flask_ext": 5,
