@@ -8,7 +8,6 @@ for ``requests`` clients.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 from . import signals
@@ -109,4 +108,5 @@ __all__ = [
     "with_fallback",
 ]
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# No NullHandler: with no logging configured, Python's last-resort handler still shows
+# WARNING and above (a node taken out, a failover, a level change) on stderr.

@@ -162,9 +162,9 @@ class FailoverLoop:
                 self.label,
                 step.node.id,
                 nxt.id,
-                describe_error(error),
+                type(error).__name__,
                 elapsed,
-                extra={"from_node": step.node.id, "to_node": nxt.id, "elapsed": elapsed},
+                extra=self._detail(step, nxt, error, elapsed),
             )
             signals.send(signals.failover, self.pool, from_node=step.node, to_node=nxt, error=error)
             return True
@@ -174,13 +174,23 @@ class FailoverLoop:
                 self.label,
                 step.node.id,
                 "no node left" if step.next is None else "not safe to send elsewhere",
-                describe_error(error),
+                type(error).__name__,
                 elapsed,
-                extra={"from_node": step.node.id, "to_node": None, "elapsed": elapsed},
+                extra=self._detail(step, None, error, elapsed),
             )
             signals.send(signals.failover, self.pool, from_node=step.node, to_node=None, error=error)
         with_attempts(error, self.attempts)
         return False
+
+    def _detail(self, step: Try, nxt: ServiceNode | None, error: BaseException, elapsed: float) -> dict[str, Any]:
+        # the one log line names the error's type; what it said goes with the record
+        return {
+            "from_node": step.node.id,
+            "to_node": None if nxt is None else nxt.id,
+            "elapsed": elapsed,
+            "error": describe_error(error),
+            "attempt": step.position,
+        }
 
 
 class FailoverManager(NodePool):
