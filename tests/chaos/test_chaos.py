@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
+import re
 import threading
 import time
 import tracemalloc
@@ -88,7 +90,8 @@ def wait(cond: Callable[[], bool], limit: float = 10) -> float:
     return time.monotonic() - t0
 
 
-def test_chaos_through_failover_adapter(capsys: Any) -> None:
+def test_chaos_through_failover_adapter(capsys: Any, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="resilience_mw")
     nodes = {name: NodeServer(name).start() for name in ("primary", "secondary", "tertiary")}
     manager = FailoverManager(
         [ServiceNode(n, s.url, priority=p) for (n, s), p in zip(nodes.items(), (100, 80, 60), strict=True)],
@@ -156,6 +159,14 @@ def test_chaos_through_failover_adapter(capsys: Any) -> None:
         "detect_bound_s": BOUND,
     }
     report(capsys, "adapter", data)
+    # the log a person reads: one short line per event, the detail in the record's fields
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("resilience_mw")]
+    assert lines and all("\n" not in line and len(line) <= 160 for line in lines), max(lines, key=len)
+    failovers = [r for r in caplog.records if "failover from" in r.getMessage()]
+    assert failovers and all(
+        re.fullmatch(r"\S+ \S+: failover from \w+ to \w+: \w+ \(\d+\.\d\d s\)", r.getMessage()) for r in failovers
+    ), failovers[0].getMessage()
+    assert all(getattr(r, "error", "") and getattr(r, "from_node", None) for r in failovers)
     assert post_dupes == 0
     assert all(arrivals[rid] == 1 for rid in load.posts_ok)  # every acknowledged POST arrived exactly once
     assert load.stats["GET ok"] >= 0.97 * load.stats["GET sent"]  # GETs fail over
