@@ -263,6 +263,7 @@ def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | No
         RESILIENCE_ADMIN_TOKEN=token,
         RESILIENCE_FAILOVER_OPTIONS={"base_ejection_time": 5.0, "max_ejection_time": 30.0},
         RESILIENCE_START="eager",
+        RESILIENCE_METRICS_PATH="/metrics",  # the dashboard's counter charts read it
         RESILIENCE_HEALTH_CHECK_UNHEALTHY_THRESHOLD=2,
     )
     state = Resilience().init_app(app)

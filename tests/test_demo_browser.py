@@ -81,6 +81,8 @@ def test_dashboard_shows_failover_and_gated_features(demo_url: str, browser: Any
         timeout=15_000,
     )
     assert "failover" in page.inner_text("#events")
+    # the counter charts read /metrics: the failovers just seen are counted there
+    page.wait_for_function("() => Number(document.querySelector('#fo-v').dataset.total) > 0", timeout=10_000)
     # the badge shows the first cause, as the event log did, however many checks fail since
     badge = 'tr[data-node="primary"] td.health .badge'
     page.wait_for_function("() => /primary marked unhealthy \\((\\w+)\\)/.test(document.querySelector('#events').textContent)")
