@@ -213,6 +213,41 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "<= 1 sync interval",
                 )
             )
+    mt = b.get("metrics")
+    if mt:
+        w, g, sc, sm = (mt["results"][k] for k in ("wsgi", "gunicorn", "scrape", "sampler"))
+        r.append(
+            (
+                "request under gunicorn, metrics on / off: Prometheus / OTel / both",
+                f"{g['on_over_off_rps']:.3f}x / {g['otel_over_off_rps']:.3f}x / {g['both_over_off_rps']:.3f}x rps",
+                f"off {g['off_rps']:.0f} rps, 2 workers, a Python client",
+                ">= 0.98x",
+            )
+        )
+        r.append(
+            (
+                "Flask request in-process: Prometheus / OTel / both",
+                f"{w['prometheus_x_off']:.3f}x / {w['otel_x_off']:.3f}x / {w['both_x_off']:.3f}x",
+                f"off {w['off_us']:.1f} us per request",
+                "reported",
+            )
+        )
+        r.append(
+            (
+                "one /metrics scrape, 8 workers x 100 nodes",
+                f"median {sc['median_ms']:.0f} ms, max {sc['max_ms']:.0f} ms",
+                f"{sc['node_state_series']} node-state series, {sc['files']} files",
+                "< 50 ms",
+            )
+        )
+        r.append(
+            (
+                "LevelSampler per span / DetailedLogsFilter per record",
+                f"{sm['level_sampler_ns']:.0f} ns / {sm['log_filter_ns']:.0f} ns",
+                f"{sm['level_x_ratio']:.2f}x TraceIdRatioBased ({sm['ratio_sampler_ns']:.0f} ns)",
+                "reported",
+            )
+        )
     for key in ("throughput", "throughput_waitress"):
         t = b.get(key)
         if t and "skipped" not in t:

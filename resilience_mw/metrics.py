@@ -174,26 +174,34 @@ class Metrics:
         self._prom = _Prometheus.metrics() if prometheus else None
         self._otel = _Otel(None if otel is True else otel) if otel is not False and otel is not None else None
         self._receivers: list[tuple[Any, Any]] = []
+        self._children: dict[tuple[str, ...], Any] = {}
 
     # ---------------------------------------------------------------- sinks
 
+    def _child(self, name: str, labels: dict[str, str]) -> Any:
+        # prometheus_client's labels() builds and locks on every call: keep each child
+        key = (name, *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            metric = self._prom[name]  # type: ignore[index]
+            child = self._children[key] = metric.labels(**labels) if labels else metric
+        return child
+
     def _add(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
         if self._prom is not None:
-            metric = self._prom[name]
-            (metric.labels(**labels) if labels else metric).inc(value)
+            self._child(name, labels).inc(value)
         if self._otel is not None:
             self._otel.instruments[name].add(value, labels)
 
     def _set(self, name: str, labels: dict[str, str], value: float) -> None:
         if self._prom is not None:
-            metric = self._prom[name]
-            (metric.labels(**labels) if labels else metric).set(value)
+            self._child(name, labels).set(value)
         if self._otel is not None:
             self._otel.instruments[name].set(value, labels)
 
     def _observe(self, name: str, labels: dict[str, str], value: float) -> None:
         if self._prom is not None:
-            self._prom[name].labels(**labels).observe(value)
+            self._child(name, labels).observe(value)
         if self._otel is not None:
             self._otel.instruments[name].record(value, labels)
 
