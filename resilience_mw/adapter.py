@@ -72,6 +72,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 
 from . import _fork, _http
 from . import _validate as v
+from ._budget import RetryBudget
 from ._redact import redact_url
 from .config import AdapterConfig, PoolConfig
 from .exceptions import ConfigError, NoAvailableNodeError, ResilienceError, with_attempts
@@ -157,6 +158,13 @@ def _replayable(request: PreparedRequest) -> bool:
     return isinstance(getattr(request, "_body_position", None), int) and hasattr(body, "seek")
 
 
+def _budget_of(cfg: AdapterConfig, manager: FailoverManager) -> RetryBudget | None:
+    if cfg.retry_budget_ratio is None:
+        return None
+    return RetryBudget(cfg.retry_budget_ratio, cfg.retry_budget_min_per_second, cfg.retry_budget_window,
+                       clock=manager._clock)
+
+
 def _unsent(ctx: _http.AttemptContext, exc: BaseException) -> bool:
     """Whether the request provably never reached the node."""
     if ctx.unsent:
@@ -217,6 +225,8 @@ class FailoverAdapter(HTTPAdapter):
         if cfg.pool_connections is not None and cfg.pool_connections < n:
             raise ConfigError("pool_connections", cfg.pool_connections, f"must be >= the node count ({n})")
         self.manager = manager
+        #: extra attempts (failovers, retries) this adapter may make; ``None``: unlimited
+        self.budget = _budget_of(cfg, manager)
         # Credentials in a node's endpoint go in an Authorization header (urllib3 ignores
         # them in the URL) and never into the URL requested, so errors cannot show them.
         self._targets = {node.id: _split_credentials(node.endpoint) for node in manager.nodes}
@@ -255,6 +265,7 @@ class FailoverAdapter(HTTPAdapter):
         HTTPAdapter.__setstate__(self, state)  # type: ignore[attr-defined]
         self.manager = FailoverManager(nodes, config=pool_config)
         self.failover_config = config
+        self.budget = _budget_of(config, self.manager)
         self._targets = {node.id: _split_credentials(node.endpoint) for node in nodes}
         self._any_https = any(ep.startswith("https:") for ep, _ in self._targets.values())
         self._tls_checked = set()
@@ -296,7 +307,7 @@ class FailoverAdapter(HTTPAdapter):
         ends = None if cfg.deadline is None else time.monotonic() + cfg.deadline
         timeout = cfg.default_timeout if timeout is None else timeout
         read_body = not stream and (ends is not None or cfg.max_body_bytes is not None)
-        loop = FailoverLoop(self.manager, order, label=lambda: f"{request.method} {_path(request)}")
+        loop = FailoverLoop(self.manager, order, label=lambda: f"{request.method} {_path(request)}", budget=self.budget)
         for step in loop:
             if ends is not None and time.monotonic() >= ends:
                 exc = DeadlineExceeded(f"deadline of {cfg.deadline:g}s passed before trying {step.node.id}", request=request)

@@ -422,6 +422,16 @@ class AdapterConfig(_Validated):
         "(None: no limit, requests reads the body)",
         v.optional(v.integer(ge=1)),
     )
+    retry_budget_ratio: float | None = option(
+        0.2,
+        "extra attempts (failovers, retries) allowed as a share of requests over retry_budget_window "
+        "(None: no budget)",
+        v.optional(v.number(ge=0, le=10)),
+    )
+    retry_budget_min_per_second: float = option(
+        3.0, "extra attempts always allowed per second, however few the requests", v.number(ge=0, le=1_000_000)
+    )
+    retry_budget_window: float = option(10.0, "seconds the retry budget looks back", v.seconds(minimum=1, maximum=3600))
     pool_connections: int | None = option(
         None, "connection pools kept (None: the node count, at least 10)", v.optional(v.integer(ge=1))
     )

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from . import signals
+from ._budget import RetryBudget
 from ._redact import describe_error
 from .exceptions import AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
 from .model import FailoverStrategy, ServiceNode
@@ -79,12 +80,21 @@ class FailoverLoop:
             return result
     """
 
-    __slots__ = ("_label", "_order", "_started", "attempts", "pool")
+    __slots__ = ("_label", "_order", "_started", "attempts", "budget", "pool")
 
     def __init__(
-        self, pool: NodePool, order: CallOrder | Sequence[ServiceNode], *, label: str | Callable[[], str] = "call"
+        self,
+        pool: NodePool,
+        order: CallOrder | Sequence[ServiceNode],
+        *,
+        label: str | Callable[[], str] = "call",
+        budget: RetryBudget | None = None,
     ) -> None:
         self.pool = pool
+        #: extra attempts are taken from it (counted as one request here)
+        self.budget = budget
+        if budget is not None:
+            budget.request()
         self._order = order if isinstance(order, CallOrder) else tuple(order)
         self._label = label
         #: every failed try so far
@@ -156,6 +166,15 @@ class FailoverLoop:
             resend_count=step.position,
         )
         nxt = step.next if go_on else None
+        spent = nxt is not None and self.budget is not None and not self.budget.try_spend()
+        if spent:
+            nxt = None
+            assert self.budget is not None
+            requests, extra, allowed = self.budget.allowed()
+            _note(error, f"retry budget spent: {extra} extra attempts for {requests} requests in the last "
+                         f"{self.budget.window:g} s (allowed {allowed:.0f})")
+            signals.send(signals.retry_budget_exhausted, self.pool, node=step.node, requests=requests,
+                         extra_attempts=extra, allowed=allowed)
         if nxt is not None:
             log.warning(
                 "%s: failover from %s to %s: %s (%.2f s)",
@@ -173,7 +192,7 @@ class FailoverLoop:
                 "%s: node %s failed, %s: %s (%.2f s)",
                 self.label,
                 step.node.id,
-                "no node left" if step.next is None else "not safe to send elsewhere",
+                "no node left" if step.next is None else "retry budget spent" if spent else "not safe to send elsewhere",
                 type(error).__name__,
                 elapsed,
                 extra=self._detail(step, None, error, elapsed),
@@ -191,6 +210,12 @@ class FailoverLoop:
             "error": describe_error(error),
             "attempt": step.position,
         }
+
+
+def _note(error: BaseException, text: str) -> None:
+    add_note = getattr(error, "add_note", None)  # PEP 678 (Python 3.11+)
+    if add_note is not None:
+        add_note(text)
 
 
 class FailoverManager(NodePool):

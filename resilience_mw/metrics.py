@@ -59,6 +59,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "resilience_failovers_total": ("counter", "calls moved from one node to the next", ("from_node", "to_node"), ""),
     "resilience_adapter_attempts_total": ("counter", "tries of a call on a node, by outcome", ("node", "outcome"), ""),
     "resilience_adapter_attempt_duration_seconds": ("histogram", "how long tries on a node took", ("node",), ""),
+    "resilience_retry_budget_exhausted_total": (
+        "counter", "failovers not made because the retry budget was spent", ("node",), ""),
     "resilience_requests_shed_total": ("counter", "requests answered 503 instead of served", ("reason",), ""),
     "resilience_requests_rerouted_total": ("counter", "requests served from a lighter path", (), ""),
     "resilience_fallbacks_total": ("counter", "fallbacks served, by why", ("outcome",), ""),
@@ -231,6 +233,7 @@ class Metrics:
             self._connect(signals.node_recovered, pool, self._on_node_up)
             self._connect(signals.failover, pool, self._on_failover)
             self._connect(signals.attempt_ended, pool, self._on_attempt)
+            self._connect(signals.retry_budget_exhausted, pool, self._on_budget_spent)
             for node in pool.nodes:
                 self._node_state(node, pool.phase(node.id))
         if middleware is not None:
@@ -294,6 +297,9 @@ class Metrics:
         self._observe("resilience_adapter_attempt_duration_seconds", {"node": node.id}, duration)
         if resend_count or outcome != "success":
             self._event("attempt", {"node": node.id, "outcome": outcome, "http.request.resend_count": resend_count})
+
+    def _on_budget_spent(self, sender: Any, *, node: ServiceNode, **_: Any) -> None:
+        self._add("resilience_retry_budget_exhausted_total", {"node": node.id})
 
     def _on_shed(self, sender: Any, *, reason: str, level: DegradationLevel, path: str, **_: Any) -> None:
         self._add("resilience_requests_shed_total", {"reason": reason})

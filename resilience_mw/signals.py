@@ -41,6 +41,7 @@ __all__ = [
     "node_recovered",
     "request_rerouted",
     "request_shed",
+    "retry_budget_exhausted",
     "send",
     "state_synced",
 ]
@@ -78,6 +79,11 @@ level_changed: Signal = _signals.signal("level-changed")
 #: ``"failure"``), ``duration`` (seconds) and ``resend_count`` (0 for the first node
 #: tried, 1 for the next...).
 attempt_ended: Signal = _signals.signal("attempt-ended")
+
+#: A call could have moved to another node but the retry budget was spent. Sent by the
+#: pool with ``node`` (the node that failed), ``requests`` and ``extra_attempts`` (in the
+#: budget's window) and ``allowed``.
+retry_budget_exhausted: Signal = _signals.signal("retry-budget-exhausted")
 
 #: An active health check ended. Sent by the :class:`~resilience_mw.HealthChecker`
 #: with ``node``, ``passed`` (bool), ``duration`` (seconds) and ``detail`` (why it

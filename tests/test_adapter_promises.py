@@ -385,3 +385,30 @@ def test_adapter_pickles_with_its_session(node_factory: Any) -> None:
     restored = copy.get_adapter(f"{BASE}/x")
     assert isinstance(restored, FailoverAdapter) and restored.manager is not adapter.manager
     assert restored.manager.config.failure_threshold == 7 and restored.failover_config.deadline == 5
+
+
+def test_the_retry_budget_caps_failovers_during_a_full_outage_of_one_node(node_factory: Any) -> None:
+    import resilience_mw.signals as sig
+    from resilience_mw.testing import record_signals
+
+    live = node_factory("live")
+    dead = f"http://127.0.0.1:{free_port()}"  # refuses every connection
+    adapter = FailoverAdapter(
+        [ServiceNode("dead", dead, priority=2), ServiceNode("live", live.url, priority=1)],
+        failure_threshold=1_000_000,  # never ejected: every request meets the dead node first
+    )
+    session = requests.Session()
+    session.mount("http://svc/", adapter)
+    n, served, refused = 300, 0, 0
+    with record_signals(sig.retry_budget_exhausted) as spent:
+        for _ in range(n):
+            try:
+                served += session.get("http://svc/x", timeout=2).status_code == 200
+            except requests.ConnectionError as exc:
+                refused += 1
+                assert "retry budget spent" in "".join(getattr(exc, "__notes__", []))
+    extra = live.hits("/x")  # each one reached the live node after failing over
+    allowed = max(0.2 * n, 3 * 10)  # 20 % of the requests; never fewer than 3 per second of the 10 s window
+    assert served == extra and served + refused == n
+    assert allowed - 5 <= extra <= allowed + 1, (extra, allowed)
+    assert len(spent.events) == refused > 0

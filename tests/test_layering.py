@@ -39,6 +39,7 @@ LAYERS = {
     "graceful": 4,
     "_outcomes": 4,
     "_level_policy": 1,
+    "_budget": 1,
     "alerts": 4,
     "wsgi": 5,
     "sync": 5,
