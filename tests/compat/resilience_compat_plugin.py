@@ -130,7 +130,8 @@ class OriginRouter(HTTPAdapter):
                 if self.mode == "two":
                     dead = ServiceNode("refused", f"{parts.scheme.lower()}://127.0.0.1:{_dead_port()}", priority=2)
                     nodes.insert(0, dead)
-                adapter = FailoverAdapter(nodes, failure_threshold=1_000_000)
+                # the refused node is the harness's own: every request fails over, on purpose
+                adapter = FailoverAdapter(nodes, failure_threshold=1_000_000, retry_budget_ratio=None)
                 adapter.poolmanager = self.poolmanager
                 adapter.proxy_manager = self.proxy_manager
                 self._adapters[origin] = adapter
