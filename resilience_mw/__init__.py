@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import signals
 from ._node_state import DownReason, Phase, RecoveryReason
+from .admission import Criticality
 from .alerts import AlertRules
 from .config import DegradationConfig
 from .degradation import AutoDegradationManager
@@ -37,7 +38,7 @@ from .sampling import Sample, SystemSampler
 
 if TYPE_CHECKING:
     from .adapter import DeadlineExceeded, FailoverAdapter
-    from .decorators import FeatureUnavailableHTTP, feature, with_fallback
+    from .decorators import FeatureUnavailableHTTP, criticality, feature, with_fallback
     from .flask_ext import Resilience
     from .wsgi import ResilienceMiddleware
 
@@ -49,6 +50,7 @@ _LAZY = {
     "FailoverAdapter": "adapter",
     "DeadlineExceeded": "adapter",
     "FeatureUnavailableHTTP": "decorators",
+    "criticality": "decorators",
     "Resilience": "flask_ext",
     "ResilienceMiddleware": "wsgi",
     "feature": "decorators",
@@ -72,6 +74,7 @@ __all__ = [
     "AutoDegradationManager",
     "CheckResult",
     "ConfigError",
+    "Criticality",
     "DeadlineExceeded",
     "DegradationConfig",
     "DegradationLevel",
@@ -102,6 +105,7 @@ __all__ = [
     "SystemSampler",
     "UnknownNodeError",
     "__version__",
+    "criticality",
     "feature",
     "readiness_document",
     "signals",

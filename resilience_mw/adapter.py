@@ -74,6 +74,7 @@ from . import _fork, _http
 from . import _validate as v
 from ._budget import RetryBudget
 from ._redact import redact_url
+from .admission import inbound_deadline
 from .config import AdapterConfig, PoolConfig
 from .exceptions import ConfigError, NoAvailableNodeError, ResilienceError, with_attempts
 from .failover import FailoverLoop, FailoverManager, Try
@@ -305,12 +306,22 @@ class FailoverAdapter(HTTPAdapter):
         )
         replayable = _replayable(request)
         ends = None if cfg.deadline is None else time.monotonic() + cfg.deadline
+        inbound = inbound_deadline.get()
+        if inbound is not None:
+            # serving a request with a deadline: spend no more than what is left of it,
+            # and pass it on to the node
+            deadline, header = inbound
+            left = deadline - time.time()
+            ends = time.monotonic() + left if ends is None else min(ends, time.monotonic() + left)
+            if header and header not in request.headers:
+                request.headers[header] = str(int(deadline * 1000))
         timeout = cfg.default_timeout if timeout is None else timeout
         read_body = not stream and (ends is not None or cfg.max_body_bytes is not None)
         loop = FailoverLoop(self.manager, order, label=lambda: f"{request.method} {_path(request)}", budget=self.budget)
         for step in loop:
             if ends is not None and time.monotonic() >= ends:
-                exc = DeadlineExceeded(f"deadline of {cfg.deadline:g}s passed before trying {step.node.id}", request=request)
+                what = "the inbound request's deadline" if cfg.deadline is None else f"deadline of {cfg.deadline:g}s"
+                exc = DeadlineExceeded(f"{what} passed before trying {step.node.id}", request=request)
                 loop.failed(step, exc, charge=False, go_on=False)
                 raise exc
             with _http.attempt(ends) as ctx:
@@ -387,9 +398,9 @@ class FailoverAdapter(HTTPAdapter):
         return resp
 
     def _deadline_passed(self, request: PreparedRequest, step: Try) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"deadline of {self.failover_config.deadline:g}s passed on node {step.node.id}", request=request
-        )
+        deadline = self.failover_config.deadline
+        what = "the inbound request's deadline" if deadline is None else f"deadline of {deadline:g}s"
+        return DeadlineExceeded(f"{what} passed on node {step.node.id}", request=request)
 
     def _check_caller_tls(self, request: PreparedRequest, verify: bool | str, cert: Any) -> None:
         """Load the caller's CA bundle and client certificate once: if they are broken,

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from . import _validate as v
 from ._redact import redact_url
+from .admission import Criticality
 from .exceptions import ConfigError
 from .model import DegradationLevel, FailoverStrategy, ServiceNode, parse_level
 
@@ -439,6 +440,19 @@ class AdapterConfig(_Validated):
     pool_block: bool = option(False, "wait for a free connection instead of opening another", v.boolean())
 
 
+def _criticality_routes(name: str, value: Any) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, value, "must be a mapping {path prefix: criticality}")
+    clean = {}
+    for path, level in value.items():
+        v.path()(f"{name} key", path)
+        names = [c.value for c in Criticality]
+        if level not in names:
+            raise ConfigError(f"{name}[{path!r}]", level, f"must be one of {names}")
+        clean[path] = str(level)
+    return MappingProxyType(clean)
+
+
 def _reroutes(name: str, value: Any) -> Mapping[str, tuple[str, DegradationLevel]]:
     if not isinstance(value, Mapping):
         raise ConfigError(
@@ -485,6 +499,34 @@ class MiddlewareConfig(_Validated):
     )
     record_outcomes: bool = option(
         True, "count outcomes in the error window (False: only gate, shed and reroute)", v.boolean()
+    )
+    queue_header: str = option(
+        "X-Request-Start", "header in which the proxy stamps when the request arrived", v.text()
+    )
+    max_queue_time: float | None = option(
+        None, "a request that queued longer than this (seconds, per queue_header) gets 503 at once (None: off)",
+        v.optional(v.seconds(minimum=0.001, maximum=3600)),
+    )
+    deadline_header: str | None = option(
+        None, "header carrying the caller's deadline (epoch ms, or a timeout such as 2.5s or 250ms); "
+        "a request past it gets 503 (None: off)", v.optional(v.text()),
+    )
+    criticality_header: str | None = option(
+        None, "trusted header naming a request's criticality (None: not read)", v.optional(v.text())
+    )
+    criticality_routes: Mapping[str, str] = option(
+        {}, "{path prefix: criticality}: critical_plus, critical, sheddable_plus or sheddable",
+        v.Check("a mapping {path prefix: criticality}", _criticality_routes),
+    )
+    criticality_shedding: bool = option(
+        False, "shed by criticality as the load level rises (the lowest classes first, by user)", v.boolean()
+    )
+    user_key: str | None = option(
+        None, "header, else cookie, whose value keeps a user's requests together when shedding by share "
+        "(None: the client address)", v.optional(v.text()),
+    )
+    enforce: bool = option(
+        True, "False: decide and count every shed, but serve the request (shadow mode)", v.boolean()
     )
 
 

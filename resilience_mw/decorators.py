@@ -29,12 +29,13 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from . import _outcomes
 from . import _validate as v
+from .admission import Criticality
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError, FeatureUnavailable, ResilienceError
 from .graceful import check_levels, exception_types, fallback_caller, primary_failed, run_with_fallback
 from .model import DegradationLevel
 
-__all__ = ["FeatureUnavailableHTTP", "feature", "with_fallback"]
+__all__ = ["FeatureUnavailableHTTP", "criticality", "feature", "with_fallback"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -133,6 +134,27 @@ def _record_app_outcome(manager: AutoDegradationManager, success: bool) -> None:
     failure served as a fallback is news to it."""
     if not success:
         _outcomes.record_failure(request.environ, manager.window)
+
+
+def criticality(level: Criticality | str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a view's criticality (``critical_plus``, ``critical``, ``sheddable_plus``,
+    ``sheddable``) for criticality shedding (``RESILIENCE_CRITICALITY_SHEDDING``); the
+    middleware reads it before the view runs::
+
+        @app.get("/recommendations")
+        @criticality("sheddable")
+        def recommendations(): ...
+    """
+    names = [c.value for c in Criticality]
+    if not isinstance(level, (str, Criticality)) or str(level) not in names:
+        raise ConfigError("criticality", level, f"must be one of {names}")
+    chosen = Criticality(str(level))
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        fn.__resilience_criticality__ = chosen  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
 
 
 def with_fallback(

@@ -52,11 +52,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from . import _outcomes
 from . import _validate as v
 from ._redact import describe_error
 from .adapter import FailoverAdapter
+from .admission import Criticality
 from .alerts import AlertRules
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
@@ -213,6 +215,8 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
         # held weakly: state -> middleware -> hook -> state would be a cycle.
         on_first_request=(lambda: _start(started)) if settings.start == "lazy" else None,
     )
+    if settings.middleware.criticality_shedding:
+        middleware.criticality_of = _view_criticality(weakref.ref(app))
     sync = None
     if settings.state.url is not None:
         store = open_store(settings.state.url, field="RESILIENCE_STATE_URL")
@@ -244,6 +248,24 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
     )
     started = weakref.WeakMethod(state.start)
     return state
+
+
+def _view_criticality(app_ref: weakref.ref[Flask]) -> Callable[[Any], Criticality | None]:
+    """The criticality a view declares with ``@criticality``, found by the app's routing
+    (asked only when a class may be shed: the level is above Normal)."""
+
+    def of(environ: Any) -> Criticality | None:
+        app = app_ref()
+        if app is None:
+            return None
+        try:
+            endpoint, _ = app.url_map.bind_to_environ(environ).match()
+        except HTTPException:
+            return None
+        found: Criticality | None = getattr(app.view_functions.get(endpoint), "__resilience_criticality__", None)
+        return found
+
+    return of
 
 
 def _start(method: weakref.WeakMethod[Any]) -> None:

@@ -61,7 +61,9 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "resilience_adapter_attempt_duration_seconds": ("histogram", "how long tries on a node took", ("node",), ""),
     "resilience_retry_budget_exhausted_total": (
         "counter", "failovers not made because the retry budget was spent", ("node",), ""),
-    "resilience_requests_shed_total": ("counter", "requests answered 503 instead of served", ("reason",), ""),
+    "resilience_requests_shed_total": (
+        "counter", "requests answered 503 instead of served (enforced=false: shadow mode, served all the same)",
+        ("reason", "enforced"), ""),
     "resilience_requests_rerouted_total": ("counter", "requests served from a lighter path", (), ""),
     "resilience_fallbacks_total": ("counter", "fallbacks served, by why", ("outcome",), ""),
     "resilience_state_store_errors_total": ("counter", "exchanges with the shared store that failed", (), ""),
@@ -301,9 +303,9 @@ class Metrics:
     def _on_budget_spent(self, sender: Any, *, node: ServiceNode, **_: Any) -> None:
         self._add("resilience_retry_budget_exhausted_total", {"node": node.id})
 
-    def _on_shed(self, sender: Any, *, reason: str, level: DegradationLevel, path: str, **_: Any) -> None:
-        self._add("resilience_requests_shed_total", {"reason": reason})
-        self._event("shed", {"reason": reason, "level": level.name})
+    def _on_shed(self, sender: Any, *, reason: str, level: DegradationLevel, enforced: bool = True, **_: Any) -> None:
+        self._add("resilience_requests_shed_total", {"reason": reason, "enforced": "true" if enforced else "false"})
+        self._event("shed", {"reason": reason, "level": level.name, "enforced": enforced})
 
     def _on_reroute(self, sender: Any, *, path: str, to: str, **_: Any) -> None:
         self._add("resilience_requests_rerouted_total", {})

@@ -61,6 +61,17 @@ def _health_key(field: str) -> str:
     ``RESILIENCE_HEALTH_CHECK_INTERVAL``)."""
     return "RESILIENCE_HEALTH_CHECK_" + field.removeprefix("check_").upper()
 _MIDDLEWARE = {f.name: f for f in fields(MiddlewareConfig)}
+#: middleware fields with a flat key of the same name (RESILIENCE_MAX_QUEUE_TIME, ...)
+_ADMISSION = (
+    "queue_header",
+    "max_queue_time",
+    "deadline_header",
+    "criticality_header",
+    "criticality_routes",
+    "criticality_shedding",
+    "user_key",
+    "enforce",
+)
 _STATE = {f.name: f for f in fields(StateConfig)}
 _STATE_KEYS = {f"RESILIENCE_STATE_{name.upper()}": name for name in _STATE}
 
@@ -75,6 +86,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESILIENCE_EXEMPT_PATHS", ("/metrics",), "exact paths neither counted nor shed (the health endpoints are added)"),
     Setting("RESILIENCE_REROUTES", {}, '{"/search": ["/search/lite", "Level2"]}: serve a lighter path from a level on'),
     Setting("RESILIENCE_RETRY_AFTER", 30, _MIDDLEWARE["retry_after"].metadata["doc"]),
+    *(
+        Setting(f"RESILIENCE_{name.upper()}", _MIDDLEWARE[name].default if name != "criticality_routes" else {},
+                _MIDDLEWARE[name].metadata["doc"])
+        for name in _ADMISSION
+    ),
     Setting("RESILIENCE_NODES", (), "upstream nodes: ServiceNode objects or {id, endpoint, priority, weight} mappings"),
     Setting("RESILIENCE_STRATEGY", "Priority", "FailoverStrategy member or name"),
     Setting("RESILIENCE_FAILOVER_OPTIONS", {}, "a mapping of PoolConfig fields: ejection, panic, latency (strategy has its own key)"),
@@ -109,6 +125,7 @@ _MIDDLEWARE_KEYS = {
     "RESILIENCE_EXEMPT_PATHS": "exempt_paths",
     "RESILIENCE_REROUTES": "reroutes",
     "RESILIENCE_RETRY_AFTER": "retry_after",
+    **{f"RESILIENCE_{name.upper()}": name for name in _ADMISSION},
 }
 
 

@@ -90,8 +90,9 @@ retry_budget_exhausted: Signal = _signals.signal("retry-budget-exhausted")
 #: failed, ``""`` if it passed).
 health_checked: Signal = _signals.signal("health-checked")
 
-#: The middleware answered ``503`` instead of the app. Sent with ``path``, ``level``
-#: and ``reason`` (``"level"``).
+#: The middleware answered ``503`` instead of the app (or, with ``enforced=False``, in
+#: shadow mode, would have). Sent with ``path``, ``level``, ``reason`` (``"level"``,
+#: ``"queue"``, ``"deadline"``, ``"criticality"``) and ``enforced``.
 request_shed: Signal = _signals.signal("request-shed")
 
 #: The middleware served a lighter path. Sent with ``path``, ``to`` and ``level``.

@@ -31,11 +31,22 @@ the level up.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable
+from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 from . import _fork, _outcomes, signals
+from .admission import (
+    Criticality,
+    inbound_deadline,
+    parse_deadline,
+    parse_request_start,
+    shed_share,
+    user_bucket,
+)
 from .config import MiddlewareConfig
 from .degradation import AutoDegradationManager
 from .exceptions import ConfigError
@@ -45,7 +56,30 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["LEVEL_KEY", "ORIGINAL_PATH_KEY", "ResilienceMiddleware", "record_failure"]
+__all__ = [
+    "CRITICALITY_KEY",
+    "DEADLINE_KEY",
+    "LEVEL_KEY",
+    "ORIGINAL_PATH_KEY",
+    "QUEUE_TIME_KEY",
+    "ResilienceMiddleware",
+    "record_failure",
+]
+
+#: environ key: seconds the request queued before the app saw it (per the proxy's stamp)
+QUEUE_TIME_KEY = "resilience.queue_time"
+#: environ key: the caller's deadline, epoch seconds (per the deadline header)
+DEADLINE_KEY = "resilience.deadline"
+#: environ key: the request's :class:`~resilience_mw.admission.Criticality`, when decided
+CRITICALITY_KEY = "resilience.criticality"
+_CRITICALITIES = {c.value: c for c in Criticality}
+
+
+def _environ_key(header: str) -> str:
+    """The WSGI environ key of a request header."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+log = logging.getLogger(__name__)
 
 #: environ key holding the request's :class:`DegradationLevel`
 LEVEL_KEY = "resilience.level"
@@ -165,6 +199,21 @@ class ResilienceMiddleware:
         self._act_from = min(levels) if levels else DegradationLevel.Emergency + 1
         self._window = degradation.window
         self._key = _outcomes.key(degradation.window)
+        self.enforce = cfg.enforce
+        # Admission (queue time, deadline, criticality): checked only when configured.
+        self._queue_key = _environ_key(cfg.queue_header) if cfg.max_queue_time is not None else None
+        self._deadline_key = _environ_key(cfg.deadline_header) if cfg.deadline_header else None
+        self._criticality_key = _environ_key(cfg.criticality_header) if cfg.criticality_header else None
+        self._user_key = _environ_key(cfg.user_key) if cfg.user_key else None
+        self._routes = sorted(
+            ((prefix, Criticality(c)) for prefix, c in cfg.criticality_routes.items()), key=lambda r: -len(r[0])
+        )
+        self._admits = self._queue_key is not None or self._deadline_key is not None or cfg.criticality_shedding
+        #: ``f(environ) -> Criticality | None`` from the app's routing (the Flask
+        #: extension reads ``@criticality`` on views); consulted when a class may be shed
+        self.criticality_of: Callable[[WSGIEnvironment], Criticality | None] | None = None
+        #: request-start stamps that could not be believed (skewed clocks)
+        self.skewed_stamps = 0
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._on_first_request is not None:
@@ -174,56 +223,69 @@ class ResilienceMiddleware:
             return self.app(environ, start_response)
         level = self.degradation.level
         environ[LEVEL_KEY] = level
-        if level >= self._act_from:
-            shed = self._degrade(environ, path, level, start_response)
-            if shed is not None:
-                return shed
-        if not self.record_outcomes:
-            return self.app(environ, start_response)
-        key = self._key
-        # This middleware counts the request (see _outcomes): its own object marks it as
-        # pending. An inner middleware of the same manager overwrites the mark with its
-        # own and counts instead; this one then finds the mark not its own.
-        environ[key] = self
-        status = [""]
-
-        def capture(
-            status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            status[0] = status_
-            return start_response(status_, headers, exc_info)
-
+        token = None
+        if self._admits:
+            refused = self._admit(environ, path, start_response)
+            if refused is not None:
+                return refused
+            deadline = environ.get(DEADLINE_KEY)
+            if deadline is not None:
+                # the app's outbound calls (the requests adapter) see what is left of it
+                token = inbound_deadline.set((deadline, self.config.deadline_header or ""))
         try:
-            body = self.app(environ, capture)
-        except BaseException:
-            if self.count_exceptions and environ[key] is self:
-                self._window.fail()
-                environ[key] = "fail"
-            raise
-        code = status[0]
-        # Counted now, by the status the app gave. The rule is written out here rather
-        # than in _count: this is the per-request hot path, and a call costs.
-        if code and environ[key] is self:
-            if self._is_failure(code) if self._is_failure is not None else "5" <= code < "6":
-                self._window.fail()
-                counted = "fail"
-            else:
-                self._window.ok()
-                counted = "ok"
-            if type(body) is list:  # fully built: nothing can change it later
+            if level >= self._act_from:
+                shed = self._degrade(environ, path, level, start_response)
+                if shed is not None:
+                    return shed
+            if not self.record_outcomes:
+                return self.app(environ, start_response)
+            key = self._key
+            # This middleware counts the request (see _outcomes): its own object marks it as
+            # pending. An inner middleware of the same manager overwrites the mark with its
+            # own and counts instead; this one then finds the mark not its own.
+            environ[key] = self
+            status = [""]
+
+            def capture(
+                status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+            ) -> Callable[[bytes], object]:
+                status[0] = status_
+                return start_response(status_, headers, exc_info)
+
+            try:
+                body = self.app(environ, capture)
+            except BaseException:
+                if self.count_exceptions and environ[key] is self:
+                    self._window.fail()
+                    environ[key] = "fail"
+                raise
+            code = status[0]
+            # Counted now, by the status the app gave. The rule is written out here rather
+            # than in _count: this is the per-request hot path, and a call costs.
+            if code and environ[key] is self:
+                if self._is_failure(code) if self._is_failure is not None else "5" <= code < "6":
+                    self._window.fail()
+                    counted = "fail"
+                else:
+                    self._window.ok()
+                    counted = "ok"
+                if type(body) is list:  # fully built: nothing can change it later
+                    return body
+                environ[key] = counted  # a body that breaks while sent turns it (record_failure)
+            elif type(body) is list and code:
                 return body
-            environ[key] = counted  # a body that breaks while sent turns it (record_failure)
-        elif type(body) is list and code:
-            return body
-        wrapper_type: object = environ.get("wsgi.file_wrapper")
-        if code and (not self.count_exceptions or type(body) is wrapper_type):
-            # A file_wrapper goes back unwrapped, or the server could not send it with
-            # sendfile; a failure while sending the file is then not counted.
-            return body
-        # A lazy body, or an app that calls start_response only when iterated.
-        watching = _watching(body, environ, self, status, not code)
-        next(watching)  # to the first, empty yield; see _watching
-        return watching
+            wrapper_type: object = environ.get("wsgi.file_wrapper")
+            if code and (not self.count_exceptions or type(body) is wrapper_type):
+                # A file_wrapper goes back unwrapped, or the server could not send it with
+                # sendfile; a failure while sending the file is then not counted.
+                return body
+            # A lazy body, or an app that calls start_response only when iterated.
+            watching = _watching(body, environ, self, status, not code)
+            next(watching)  # to the first, empty yield; see _watching
+            return watching
+        finally:
+            if token is not None:
+                inbound_deadline.reset(token)
 
     def _count(self, environ: WSGIEnvironment, status: str) -> None:
         """Count a request whose status arrived after the app returned."""
@@ -248,6 +310,71 @@ class ResilienceMiddleware:
         if hook is not None:
             hook()
 
+    def _admit(self, environ: WSGIEnvironment, path: str, start_response: StartResponse) -> list[bytes] | None:
+        """Queue time, deadline and criticality (see :mod:`resilience_mw.admission`)."""
+        now = time.time()
+        reason = None
+        if self._queue_key is not None and (stamp := environ.get(self._queue_key)):
+            waited = parse_request_start(stamp, now)
+            if waited is None:
+                self.skewed_stamps += 1
+            else:
+                environ[QUEUE_TIME_KEY] = waited
+                if waited > self.config.max_queue_time:  # type: ignore[operator]
+                    reason = "queue"
+        if reason is None and self._deadline_key is not None:
+            deadline = parse_deadline(environ.get(self._deadline_key), now)
+            if deadline is not None:
+                environ[DEADLINE_KEY] = deadline
+                if deadline <= now:
+                    reason = "deadline"
+        load = self.degradation.load_level
+        if reason is None and self.config.criticality_shedding and load > DegradationLevel.Normal:
+            criticality = self._criticality(environ, path)
+            environ[CRITICALITY_KEY] = criticality
+            share = shed_share(load, criticality)
+            if share >= 1 or (share > 0 and user_bucket(self._user(environ)) < share):
+                reason = "criticality"
+        if reason is None:
+            return None
+        return self._refuse(environ, path, load, reason, start_response)
+
+    def _criticality(self, environ: WSGIEnvironment, path: str) -> Criticality:
+        if path.startswith(self.core_paths) and self.core_paths:
+            return Criticality.CRITICAL_PLUS  # core paths are never shed
+        if self._criticality_key is not None:
+            named = environ.get(self._criticality_key, "").strip().lower()
+            if named in _CRITICALITIES:
+                return _CRITICALITIES[named]
+        if self.criticality_of is not None:
+            found = self.criticality_of(environ)
+            if found is not None:
+                return found
+        for prefix, criticality in self._routes:
+            if path.startswith(prefix):
+                return criticality
+        return Criticality.CRITICAL
+
+    def _user(self, environ: WSGIEnvironment) -> str:
+        if self._user_key is not None:
+            value = environ.get(self._user_key)
+            if value:
+                return str(value)
+            cookie = SimpleCookie(environ.get("HTTP_COOKIE", "")).get(self.config.user_key or "")
+            if cookie is not None:
+                return cookie.value
+        return str(environ.get("REMOTE_ADDR", ""))
+
+    def _refuse(
+        self, environ: WSGIEnvironment, path: str, level: DegradationLevel, reason: str, start_response: StartResponse
+    ) -> list[bytes] | None:
+        """Shed the request, or in shadow mode only count it and let it through."""
+        signals.send(signals.request_shed, self, path=path, level=level, reason=reason, enforced=self.enforce)
+        if not self.enforce:
+            log.debug("shadow mode: would have shed %s (%s)", path, reason)
+            return None
+        return self._shed(level, start_response, environ.get("REQUEST_METHOD") == "HEAD")
+
     def _degrade(
         self, environ: WSGIEnvironment, path: str, level: DegradationLevel, start_response: StartResponse
     ) -> list[bytes] | None:
@@ -255,8 +382,9 @@ class ResilienceMiddleware:
         # not the error rate of a dependency: shedding would not help it.
         load = self.degradation.load_level
         if self.shed_level is not None and load >= self.shed_level and not path.startswith(self.core_paths):
-            signals.send(signals.request_shed, self, path=path, level=load, reason="level")
-            return self._shed(load, start_response, environ.get("REQUEST_METHOD") == "HEAD")
+            shed = self._refuse(environ, path, load, "level", start_response)
+            if shed is not None:
+                return shed
         target = self.reroutes.get(path)
         if target is not None and level >= target[1]:
             environ[ORIGINAL_PATH_KEY] = path

@@ -76,6 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         node._count(self.command, self.path, self.headers.get("X-Request-Id"), body)
         node.authorization.append(self.headers.get("Authorization"))
+        node.headers_seen.append(dict(self.headers.items()))
         mode = node.mode if not self.path.startswith("/health") else node.health_mode or node.mode
         if mode == "hang":
             node._release.wait(60)
@@ -157,6 +158,8 @@ class NodeServer:
         self.request_ids: collections.Counter[str] = collections.Counter()
         self.bodies: list[bytes] = []
         self.authorization: list[str | None] = []
+        #: every request's headers, in order
+        self.headers_seen: list[dict[str, str]] = []
 
     @property
     def url(self) -> str:

@@ -57,7 +57,7 @@ def test_one_scrape_counts_what_the_script_did_over_both_workers(tmp_path: Path)
     finally:
         g.stop()
         b.stop()
-    assert value(m, "resilience_requests_shed_total", reason="level") == 10
+    assert value(m, "resilience_requests_shed_total", reason="level", enforced="true") == 10
     assert value(m, "resilience_failovers_total", from_node="a", to_node="b") == 1
     assert value(m, "resilience_adapter_attempts_total", node="a", outcome="failure") == 1
     assert value(m, "resilience_adapter_attempts_total", node="b", outcome="success") == 1
@@ -91,7 +91,7 @@ def test_counters_stay_monotonic_while_workers_are_recycled(tmp_path: Path) -> N
                 sent += r.status_code == 503
             for _ in range(4):
                 pids.add(g.get("/whoami").json()["pid"])
-            seen.append(value(scrape(g), "resilience_requests_shed_total", reason="level"))
+            seen.append(value(scrape(g), "resilience_requests_shed_total", reason="level", enforced="true"))
     finally:
         g.stop()
     assert len(pids) > 2, "no worker was recycled"

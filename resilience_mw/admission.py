@@ -1,0 +1,133 @@
+"""Admission rules for one request: how long it queued, its deadline, its criticality,
+and whether the level sheds it. Pure functions of their inputs (the middleware supplies
+the clock and the headers).
+
+* **Queueing delay** from the proxy's request-start stamp (``X-Request-Start``:
+  ``t=<seconds.fraction>``, ``t=<ms>``, ``t=<us>``, or a bare number; the unit is told by
+  its size). A stamp from the future (beyond a small skew) or from more than an hour ago
+  is ignored: clocks disagree, and a wrong stamp must not shed traffic.
+* **Deadlines**: an absolute epoch time in ms, or a relative timeout (``2.5``, ``2.5s``,
+  ``250ms``).
+* **Criticality**: ``critical_plus`` > ``critical`` (the default) > ``sheddable_plus`` >
+  ``sheddable``. As the level rises the lowest classes are shed first
+  (:data:`DEFAULT_SHED_TABLE`); within the class being shed, a share of the *users* is
+  shed, by a stable hash of their key, so the same users keep full service.
+  ``critical_plus`` is never shed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+
+from .model import DegradationLevel
+
+__all__ = [
+    "DEFAULT_SHED_TABLE",
+    "Criticality",
+    "inbound_deadline",
+    "parse_deadline",
+    "parse_request_start",
+    "shed_share",
+    "user_bucket",
+]
+
+#: the deadline of the request being served (epoch seconds) and the header it came in,
+#: set by the middleware while the app runs; the requests adapter spends no more than
+#: what is left of it and forwards it downstream
+inbound_deadline: ContextVar[tuple[float, str] | None] = ContextVar("resilience_mw_deadline", default=None)
+
+#: a stamp this far in the future is still taken (clock skew between proxy and worker)
+FUTURE_SKEW = 1.0
+#: a stamp older than this is taken for a broken clock, not a queue
+MAX_PLAUSIBLE_QUEUE = 3600.0
+
+
+class Criticality(str, enum.Enum):
+    """How much a request matters when some must be shed (highest first)."""
+
+    CRITICAL_PLUS = "critical_plus"
+    CRITICAL = "critical"
+    SHEDDABLE_PLUS = "sheddable_plus"
+    SHEDDABLE = "sheddable"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+#: level -> share of each class's users shed (a class not listed is not shed)
+DEFAULT_SHED_TABLE: Mapping[DegradationLevel, Mapping[Criticality, float]] = {
+    DegradationLevel.Normal: {},
+    DegradationLevel.Level1: {Criticality.SHEDDABLE: 0.5},
+    DegradationLevel.Level2: {Criticality.SHEDDABLE: 1.0, Criticality.SHEDDABLE_PLUS: 0.5},
+    DegradationLevel.Level3: {Criticality.SHEDDABLE: 1.0, Criticality.SHEDDABLE_PLUS: 1.0, Criticality.CRITICAL: 0.25},
+    DegradationLevel.Emergency: {
+        Criticality.SHEDDABLE: 1.0,
+        Criticality.SHEDDABLE_PLUS: 1.0,
+        Criticality.CRITICAL: 0.5,
+    },
+}
+
+_NUMBER = re.compile(r"^\s*(?:t=)?(\d+(?:\.\d+)?)\s*$")
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
+
+
+def _epoch_seconds(number: float) -> float:
+    """A Unix time given in s, ms, us or ns, as seconds (told apart by size)."""
+    for scale in (1.0, 1e3, 1e6, 1e9):
+        if number / scale < 1e11:  # seconds since 1970 stay below 1e11 for millennia
+            return number / scale
+    return number / 1e9
+
+
+def parse_request_start(value: str | None, now: float) -> float | None:
+    """Seconds the request waited before ``now`` (epoch seconds), from a request-start
+    stamp; ``None`` for a missing, malformed or implausible one."""
+    if not value:
+        return None
+    m = _NUMBER.match(value)
+    if m is None:
+        return None
+    waited = now - _epoch_seconds(float(m[1]))
+    if waited < -FUTURE_SKEW or waited > MAX_PLAUSIBLE_QUEUE:
+        return None
+    return max(0.0, waited)
+
+
+def parse_deadline(value: str | None, now: float) -> float | None:
+    """The deadline, as epoch seconds, from an absolute epoch time in ms (or s, us) or a
+    relative timeout (``2.5``, ``2.5s``, ``250ms``); ``None`` if malformed."""
+    if not value:
+        return None
+    m = _RELATIVE.match(value)
+    if m is None:
+        return None
+    number, unit = float(m[1]), m[2]
+    if unit is None and number >= 1e8:  # an absolute time
+        return _epoch_seconds(number)
+    seconds = number / 1000 if unit == "ms" else number
+    if seconds > 86_400:
+        return None
+    return now + seconds
+
+
+def user_bucket(key: str) -> float:
+    """A stable number in [0, 1) for a user key: the same user, the same number, in
+    every process and on every host."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def shed_share(
+    level: DegradationLevel,
+    criticality: Criticality,
+    table: Mapping[DegradationLevel, Mapping[Criticality, float]] = DEFAULT_SHED_TABLE,
+) -> float:
+    """Share of ``criticality``'s users shed at ``level`` (0: none; ``critical_plus``
+    always 0)."""
+    if criticality is Criticality.CRITICAL_PLUS:
+        return 0.0
+    return table.get(level, {}).get(criticality, 0.0)

@@ -1,0 +1,171 @@
+"""Admission: queue time from the proxy's stamp, deadlines, criticality shedding by
+user, shadow mode; real Flask apps, and the adapter honouring an inbound deadline."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+
+from resilience_mw import DegradationLevel, ServiceNode, signals
+from resilience_mw.adapter import DeadlineExceeded, FailoverAdapter
+from resilience_mw.admission import Criticality, parse_deadline, parse_request_start, shed_share, user_bucket
+from resilience_mw.decorators import criticality
+from resilience_mw.flask_ext import Resilience
+from resilience_mw.testing import force_level, record_signals
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("stamp", "waited"),
+    [
+        ("t=1699999999.750", 0.25),  # seconds with a fraction (nginx t=${msec})
+        ("t=1699999999750", 0.25),  # milliseconds (Heroku)
+        ("t=1699999999750000", 0.25),  # microseconds (Apache %t)
+        ("1699999999750", 0.25),  # a bare number
+        ("1699999999.5", 0.5),
+        ("t=1700000000.4", 0.0),  # a little in the future: clock skew, taken as no wait
+    ],
+)
+def test_request_start_formats(stamp: str, waited: float) -> None:
+    assert parse_request_start(stamp, NOW) == pytest.approx(waited, abs=1e-3)
+
+
+@pytest.mark.parametrize("stamp", ["t=1700000100", "t=1600000000", "yesterday", "t=", "-5", ""])
+def test_implausible_stamps_are_ignored(stamp: str) -> None:
+    assert parse_request_start(stamp, NOW) is None
+
+
+def test_deadline_formats() -> None:
+    assert parse_deadline("1700000002500", NOW) == pytest.approx(NOW + 2.5)
+    assert parse_deadline("2.5", NOW) == pytest.approx(NOW + 2.5)
+    assert parse_deadline("2.5s", NOW) == pytest.approx(NOW + 2.5)
+    assert parse_deadline("250ms", NOW) == pytest.approx(NOW + 0.25)
+    assert parse_deadline("soon", NOW) is None
+
+
+def app_with(**options: Any) -> tuple[Flask, Counter[str]]:
+    app = Flask("admission")
+    Resilience(app, start="off", **options)
+    calls: Counter[str] = Counter()
+
+    @app.get("/search")
+    def search() -> str:
+        calls["search"] += 1
+        return "ok"
+
+    @app.get("/prefetch")
+    @criticality("sheddable")
+    def prefetch() -> str:
+        calls["prefetch"] += 1
+        return "ok"
+
+    @app.get("/checkout")
+    @criticality("critical_plus")
+    def checkout() -> str:
+        calls["checkout"] += 1
+        return "ok"
+
+    return app, calls
+
+
+def test_a_request_that_queued_too_long_is_shed_before_the_view_runs() -> None:
+    app, calls = app_with(max_queue_time=0.5)
+    client = app.test_client()
+    now = time.time()
+    fresh = client.get("/search", headers={"X-Request-Start": f"t={now - 0.1:.3f}"})
+    stale = client.get("/search", headers={"X-Request-Start": f"t={int((now - 2) * 1000)}"})
+    skewed = client.get("/search", headers={"X-Request-Start": f"t={now + 600:.3f}"})  # a clock ahead
+    assert (fresh.status_code, stale.status_code, skewed.status_code) == (200, 503, 200)
+    assert stale.headers["Retry-After"] and calls["search"] == 2
+    assert Resilience.state(app).middleware.skewed_stamps == 1
+
+
+def test_a_request_past_its_deadline_is_shed_before_the_view_runs() -> None:
+    app, calls = app_with(deadline_header="X-Deadline")
+    client = app.test_client()
+    past = client.get("/search", headers={"X-Deadline": str(int((time.time() - 1) * 1000))})
+    ahead = client.get("/search", headers={"X-Deadline": "2s"})
+    assert (past.status_code, ahead.status_code, calls["search"]) == (503, 200, 1)
+
+
+def test_shedding_order_by_criticality_at_each_level() -> None:
+    app, _ = app_with(criticality_shedding=True, user_key="X-User", shed_level=None)
+    client = app.test_client()
+    paths = {"sheddable": "/prefetch", "critical": "/search", "critical_plus": "/checkout"}
+    served: dict[str, dict[str, float]] = {}
+    for level in DegradationLevel:
+        force_level(app, level)
+        served[level.name] = {
+            name: sum(client.get(path, headers={"X-User": f"u{i}"}).status_code == 200 for i in range(200)) / 200
+            for name, path in paths.items()
+        }
+    # the lowest class goes first; critical_plus is never shed
+    assert served["Normal"] == {"sheddable": 1, "critical": 1, "critical_plus": 1}
+    assert 0.35 < served["Level1"]["sheddable"] < 0.65 and served["Level1"]["critical"] == 1
+    assert served["Level2"]["sheddable"] == 0 and served["Level2"]["critical"] == 1
+    assert 0.6 < served["Level3"]["critical"] < 0.9 and served["Level3"]["sheddable"] == 0
+    assert all(served[level]["critical_plus"] == 1 for level in served)
+
+
+def test_the_same_users_are_shed_every_time() -> None:
+    app, _ = app_with(criticality_shedding=True, user_key="session", shed_level=None)
+    client = app.test_client()
+    force_level(app, "Level1")  # half of the sheddable users
+    first: dict[str, int] = {}
+    for i in range(1000):
+        user = f"user-{i % 50}"
+        client.set_cookie("session", user)  # the key from a cookie when no header carries it
+        status = client.get("/prefetch").status_code
+        assert first.setdefault(user, status) == status  # 1,000 requests: no user flips
+    shed_users = {u for u, s in first.items() if s == 503}
+    assert 10 < len(shed_users) < 40
+    assert shed_users == {u for u in first if user_bucket(u) < shed_share(DegradationLevel.Level1, Criticality.SHEDDABLE)}
+
+
+def test_shadow_mode_serves_everything_and_counts_what_it_would_have_shed() -> None:
+    app, calls = app_with(criticality_shedding=True, enforce=False, max_queue_time=0.5, metrics=["prometheus"])
+    client = app.test_client()
+    force_level(app, "Emergency")
+    with record_signals(signals.request_shed) as seen:
+        statuses = [client.get(p).status_code for p in ("/prefetch", "/search", "/checkout")]
+        statuses.append(client.get("/search", headers={"X-Request-Start": f"t={time.time() - 5:.3f}"}).status_code)
+    assert statuses == [200, 200, 200, 200] and sum(calls.values()) == 4
+    reasons = [(e["reason"], e["enforced"]) for e in seen.named("request-shed")]
+    assert ("criticality", False) in reasons and ("queue", False) in reasons and ("level", False) in reasons
+
+
+def test_the_adapter_spends_only_what_is_left_of_the_inbound_deadline(node_factory: Any) -> None:
+    hung, live = node_factory("hung", "hang"), node_factory("live")
+    app = Flask("deadline")
+    Resilience(app, start="off", deadline_header="X-Deadline")
+    session = requests.Session()
+    session.mount("http://hung/", FailoverAdapter([ServiceNode("h", hung.url)]))
+    session.mount("http://live/", FailoverAdapter([ServiceNode("l", live.url)]))
+    seen: dict[str, Any] = {}
+
+    @app.get("/call")
+    def call() -> str:
+        session.get("http://live/y", timeout=5)  # passes the deadline on
+        t0 = time.monotonic()
+        try:
+            session.get("http://hung/x", timeout=5)
+        except DeadlineExceeded:
+            seen["gave_up_after"] = time.monotonic() - t0
+        try:
+            session.get("http://live/z", timeout=5)
+        except DeadlineExceeded:
+            seen["after_the_deadline"] = "not tried"  # nothing is left to spend
+        return "ok"
+
+    client = app.test_client()
+    assert client.get("/call", headers={"X-Deadline": "300ms"}).status_code == 200
+    assert seen["gave_up_after"] < 0.5  # not the 5 s timeout the call asked for
+    assert seen["after_the_deadline"] == "not tried" and live.hits("/z") == 0
+    forwarded = [h for h in live.headers_seen if h.get("X-Deadline")]
+    assert forwarded and int(forwarded[-1]["X-Deadline"]) > (time.time() - 1) * 1000
