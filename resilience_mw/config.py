@@ -117,13 +117,17 @@ class _Validated:
 _PERCENT = v.optional(v.number(ge=0, le=100))
 
 
+_QUEUE = v.optional(v.seconds(minimum=0.0001, maximum=3600))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DegradationConfig(_Validated):
     """Thresholds of :class:`~resilience_mw.AutoDegradationManager`.
 
-    CPU and memory thresholds are percentages, strictly increasing per resource from
-    Level1 to Emergency; ``None`` switches that level of that signal off (all four
-    ``None``: the signal is off). A CPU or memory level counts only when
+    CPU and memory thresholds are percentages, queue thresholds seconds of smoothed
+    queueing delay (measured only when the middleware reads the proxy's request-start
+    stamp), strictly increasing per resource from Level1 to Emergency; ``None`` switches
+    that level of that signal off (all four ``None``: the signal is off). A CPU or memory level counts only when
     ``sustain_samples`` of the last ``sustain_window`` samples call for it, and not
     within ``startup_grace_seconds`` of the sampler's start. The error rate is measured over the last
     ``error_window_seconds`` and counts once ``min_requests`` requests fell in that
@@ -140,6 +144,12 @@ class DegradationConfig(_Validated):
     memory_threshold_l2: float | None = option(85.0, "memory percent from which Level2 applies", _PERCENT)
     memory_threshold_l3: float | None = option(95.0, "memory percent from which Level3 applies", _PERCENT)
     memory_threshold_emergency: float | None = option(98.0, "memory percent from which Emergency applies", _PERCENT)
+    queue_threshold_l1: float | None = option(
+        0.02, "smoothed queueing delay (seconds, from the proxy's stamp) from which Level1 applies", _QUEUE
+    )
+    queue_threshold_l2: float | None = option(0.05, "queueing delay from which Level2 applies", _QUEUE)
+    queue_threshold_l3: float | None = option(0.1, "queueing delay from which Level3 applies", _QUEUE)
+    queue_threshold_emergency: float | None = option(0.25, "queueing delay from which Emergency applies", _QUEUE)
     error_rate_threshold: float = option(
         0.1, "error rate (share of failed requests) from which Level1 applies", v.number(gt=0, le=1)
     )
@@ -175,7 +185,7 @@ class DegradationConfig(_Validated):
     )
 
     def _check_together(self) -> None:
-        for res in ("cpu", "memory"):
+        for res in ("cpu", "memory", "queue"):
             names = [f"{res}_threshold_{s}" for s in ("l1", "l2", "l3", "emergency")]
             names = [n for n in names if getattr(self, n) is not None]  # None: that level is off
             for lower, higher in itertools.pairwise(names):
@@ -206,8 +216,9 @@ class DegradationConfig(_Validated):
                 f"slices of error_window_seconds={self.error_window_seconds:g} must be at least 10 ms",
             )
 
-    def resource_level(self, cpu: float, memory: float) -> DegradationLevel:
-        """The level CPU and memory percentages alone call for."""
+    def resource_level(self, cpu: float, memory: float, queue: float | None = None) -> DegradationLevel:
+        """The level CPU and memory percentages and the queueing delay (seconds, ``None``:
+        not measured) alone call for."""
         for level, suffix in (
             (DegradationLevel.Emergency, "emergency"),
             (DegradationLevel.Level3, "l3"),
@@ -216,7 +227,12 @@ class DegradationConfig(_Validated):
         ):
             cpu_at = getattr(self, f"cpu_threshold_{suffix}")
             memory_at = getattr(self, f"memory_threshold_{suffix}")
-            if (cpu_at is not None and cpu >= cpu_at) or (memory_at is not None and memory >= memory_at):
+            queue_at = getattr(self, f"queue_threshold_{suffix}")
+            if (
+                (cpu_at is not None and cpu >= cpu_at)
+                or (memory_at is not None and memory >= memory_at)
+                or (queue is not None and queue_at is not None and queue >= queue_at)
+            ):
                 return level
         return DegradationLevel.Normal
 
@@ -499,6 +515,9 @@ class MiddlewareConfig(_Validated):
     )
     record_outcomes: bool = option(
         True, "count outcomes in the error window (False: only gate, shed and reroute)", v.boolean()
+    )
+    queue_signal: bool = option(
+        False, "feed the queueing delay (from queue_header) into the degradation level as a resource", v.boolean()
     )
     queue_header: str = option(
         "X-Request-Start", "header in which the proxy stamps when the request arrived", v.text()

@@ -215,12 +215,16 @@ class AutoDegradationManager:
         )
         self._started_at: float | None = None
         self._forced: DegradationLevel | None = None
-        self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0}
+        self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0, "queue_time": None}
         self._cause: dict[str, Any] = {"resources": "Normal", "errors": "Normal", "forced": None}
         self._worker: BackgroundWorker | None = None
         #: (requests, failures, valid until by the clock): the error window of every
         #: worker of the store's scope, when the error rate is fleet-wide
         self._shared_counts: tuple[int, int, float] | None = None
+        # smoothed queueing delay, and samples of it since the last tick (no sample in a
+        # tick: no queue, rather than the last value forever)
+        self._queue_delay: float | None = None
+        self._queue_samples = 0
         _fork.register(self)
         _fork.register(self.window)
 
@@ -244,6 +248,13 @@ class AutoDegradationManager:
     def register_feature(self, feature: Hashable, off_at: DegradationLevel | str | None) -> None:
         """Add a feature of your own, off from level ``off_at`` (``None``: never)."""
         self.features.register(feature, off_at)
+
+    def observe_queue_time(self, seconds: float) -> None:
+        """One request's queueing delay (the middleware's, from the proxy's stamp).
+        Lock-free: a sample lost to a race only nudges a smoothed value."""
+        old = self._queue_delay
+        self._queue_delay = seconds if old is None else old + 0.2 * (seconds - old)
+        self._queue_samples += 1
 
     def share_counts(self, requests: int, failures: int, valid_for: float) -> None:
         """Judge the error rate on these counts (every worker's window, summed by the
@@ -308,13 +319,23 @@ class AutoDegradationManager:
         cfg = self.config
         now = self._clock()
         errors = cfg.error_level(rate, requests)
+        queue = self._queue_delay if self._queue_samples else None
+        self._queue_samples = 0
+        if queue is None:
+            self._queue_delay = None
         with self._lock:
             in_grace = self._started_at is not None and now - self._started_at < cfg.startup_grace_seconds
             # Startup spikes (imports, forks, warm-up) are not load: they are not fed.
             if not in_grace:
-                self._resources.append(cfg.resource_level(sample.cpu, sample.memory))
+                self._resources.append(cfg.resource_level(sample.cpu, sample.memory, queue))
             resources = sustained(self._resources, cfg.sustain_samples)
-            self._last = {"cpu": sample.cpu, "memory": sample.memory, "error_rate": rate, "requests": requests}
+            self._last = {
+                "cpu": sample.cpu,
+                "memory": sample.memory,
+                "error_rate": rate,
+                "requests": requests,
+                "queue_time": queue,
+            }
             self._cause = {"resources": resources.name, "errors": errors.name, "forced": None}
             self._overall.settle(max(resources, errors), now)
             self._load.settle(max(resources, errors) if cfg.errors_shed else resources, now)

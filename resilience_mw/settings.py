@@ -63,6 +63,7 @@ def _health_key(field: str) -> str:
 _MIDDLEWARE = {f.name: f for f in fields(MiddlewareConfig)}
 #: middleware fields with a flat key of the same name (RESILIENCE_MAX_QUEUE_TIME, ...)
 _ADMISSION = (
+    "queue_signal",
     "queue_header",
     "max_queue_time",
     "deadline_header",

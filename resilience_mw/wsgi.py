@@ -201,7 +201,9 @@ class ResilienceMiddleware:
         self._key = _outcomes.key(degradation.window)
         self.enforce = cfg.enforce
         # Admission (queue time, deadline, criticality): checked only when configured.
-        self._queue_key = _environ_key(cfg.queue_header) if cfg.max_queue_time is not None else None
+        self._queue_key = (
+            _environ_key(cfg.queue_header) if cfg.max_queue_time is not None or cfg.queue_signal else None
+        )
         self._deadline_key = _environ_key(cfg.deadline_header) if cfg.deadline_header else None
         self._criticality_key = _environ_key(cfg.criticality_header) if cfg.criticality_header else None
         self._user_key = _environ_key(cfg.user_key) if cfg.user_key else None
@@ -320,7 +322,10 @@ class ResilienceMiddleware:
                 self.skewed_stamps += 1
             else:
                 environ[QUEUE_TIME_KEY] = waited
-                if waited > self.config.max_queue_time:  # type: ignore[operator]
+                if self.config.queue_signal:
+                    self.degradation.observe_queue_time(waited)
+                limit = self.config.max_queue_time
+                if limit is not None and waited > limit:
                     reason = "queue"
         if reason is None and self._deadline_key is not None:
             deadline = parse_deadline(environ.get(self._deadline_key), now)

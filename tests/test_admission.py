@@ -169,3 +169,33 @@ def test_the_adapter_spends_only_what_is_left_of_the_inbound_deadline(node_facto
     assert seen["after_the_deadline"] == "not tried" and live.hits("/z") == 0
     forwarded = [h for h in live.headers_seen if h.get("X-Deadline")]
     assert forwarded and int(forwarded[-1]["X-Deadline"]) > (time.time() - 1) * 1000
+
+
+def test_queueing_delay_raises_the_level_as_a_resource_and_sheds() -> None:
+    from resilience_mw.config import DegradationConfig
+    from resilience_mw.sampling import Sample
+
+    app = Flask("queued")
+    Resilience(
+        app,
+        degradation=DegradationConfig(sustain_samples=2, sustain_window=3, startup_grace_seconds=0, cooldown_seconds=0),
+        sampler=lambda: Sample(cpu=5.0, memory=5.0),  # CPU and memory say nothing is wrong
+        start="off",
+        queue_signal=True,
+        shed_level="Level3",
+    )
+    manager = Resilience.state(app).degradation
+    app.add_url_rule("/work", "work", lambda: "ok")
+    client = app.test_client()
+    for _ in range(3):
+        for _ in range(20):  # requests that waited 150 ms in the proxy's queue
+            client.get("/work", headers={"X-Request-Start": f"t={time.time() - 0.15:.3f}"})
+        manager.evaluate()
+    figures = manager.figures()
+    assert manager.load_level is DegradationLevel.Level3 and figures["cause"]["resources"] == "Level3"
+    assert figures["queue_time"] == pytest.approx(0.15, abs=0.02)
+    assert client.get("/work").status_code == 503  # shed, and readiness fails
+    assert client.get("/readyz").status_code == 503
+    for _ in range(3):
+        manager.evaluate()  # no more queued requests: the queue is gone
+    assert manager.load_level is DegradationLevel.Normal
