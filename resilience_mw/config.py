@@ -544,6 +544,10 @@ class MiddlewareConfig(_Validated):
         None, "header, else cookie, whose value keeps a user's requests together when shedding by share "
         "(None: the client address)", v.optional(v.text()),
     )
+    concurrency_limit: bool = option(
+        False, "limit requests in flight in this process by an adaptive limit learnt from latency (Gradient2); "
+        "the excess gets 503 at once, sheddable classes at most half of it", v.boolean(),
+    )
     enforce: bool = option(
         True, "False: decide and count every shed, but serve the request (shadow mode)", v.boolean()
     )

@@ -71,6 +71,7 @@ _ADMISSION = (
     "criticality_routes",
     "criticality_shedding",
     "user_key",
+    "concurrency_limit",
     "enforce",
 )
 _STATE = {f.name: f for f in fields(StateConfig)}

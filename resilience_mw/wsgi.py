@@ -39,6 +39,7 @@ from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 from . import _fork, _outcomes, signals
+from ._limit import AdaptiveLimit
 from .admission import (
     Criticality,
     inbound_deadline,
@@ -73,6 +74,8 @@ DEADLINE_KEY = "resilience.deadline"
 #: environ key: the request's :class:`~resilience_mw.admission.Criticality`, when decided
 CRITICALITY_KEY = "resilience.criticality"
 _CRITICALITIES = {c.value: c for c in Criticality}
+#: what _take_slot answers when the adaptive limit is full
+_FULL = (False, -1.0)
 
 
 def _environ_key(header: str) -> str:
@@ -210,7 +213,14 @@ class ResilienceMiddleware:
         self._routes = sorted(
             ((prefix, Criticality(c)) for prefix, c in cfg.criticality_routes.items()), key=lambda r: -len(r[0])
         )
-        self._admits = self._queue_key is not None or self._deadline_key is not None or cfg.criticality_shedding
+        #: the adaptive in-flight limit (``concurrency_limit``), when on
+        self.limit = AdaptiveLimit() if cfg.concurrency_limit else None
+        self._admits = (
+            self._queue_key is not None
+            or self._deadline_key is not None
+            or cfg.criticality_shedding
+            or self.limit is not None
+        )
         #: ``f(environ) -> Criticality | None`` from the app's routing (the Flask
         #: extension reads ``@criticality`` on views); consulted when a class may be shed
         self.criticality_of: Callable[[WSGIEnvironment], Criticality | None] | None = None
@@ -225,11 +235,18 @@ class ResilienceMiddleware:
             return self.app(environ, start_response)
         level = self.degradation.level
         environ[LEVEL_KEY] = level
-        token = None
+        token = slot = None
         if self._admits:
             refused = self._admit(environ, path, start_response)
             if refused is not None:
                 return refused
+            if self.limit is not None:
+                slot = self._take_slot(environ, path)
+                if slot is _FULL:
+                    shed = self._refuse(environ, path, self.degradation.load_level, "concurrency", start_response)
+                    if shed is not None:
+                        return shed
+                    slot = None  # shadow mode: served without a slot
             deadline = environ.get(DEADLINE_KEY)
             if deadline is not None:
                 # the app's outbound calls (the requests adapter) see what is left of it
@@ -288,6 +305,10 @@ class ResilienceMiddleware:
         finally:
             if token is not None:
                 inbound_deadline.reset(token)
+            if slot is not None:
+                sheddable, started = slot
+                assert self.limit is not None
+                self.limit.release(sheddable, time.perf_counter() - started)
 
     def _count(self, environ: WSGIEnvironment, status: str) -> None:
         """Count a request whose status arrived after the app returned."""
@@ -343,6 +364,18 @@ class ResilienceMiddleware:
         if reason is None:
             return None
         return self._refuse(environ, path, load, reason, start_response)
+
+    def _take_slot(self, environ: WSGIEnvironment, path: str) -> tuple[bool, float] | None:
+        """A slot of the adaptive limit: ``(sheddable, start)``, :data:`_FULL` when the
+        limit is full, ``None`` for a request the library never sheds (``critical_plus``)."""
+        assert self.limit is not None
+        criticality = environ.get(CRITICALITY_KEY) or self._criticality(environ, path)
+        if criticality is Criticality.CRITICAL_PLUS:
+            return None
+        sheddable = criticality in (Criticality.SHEDDABLE, Criticality.SHEDDABLE_PLUS)
+        if not self.limit.acquire(sheddable):
+            return _FULL
+        return sheddable, time.perf_counter()
 
     def _criticality(self, environ: WSGIEnvironment, path: str) -> Criticality:
         if path.startswith(self.core_paths) and self.core_paths:

@@ -199,3 +199,42 @@ def test_queueing_delay_raises_the_level_as_a_resource_and_sheds() -> None:
     for _ in range(3):
         manager.evaluate()  # no more queued requests: the queue is gone
     assert manager.load_level is DegradationLevel.Normal
+
+
+def test_the_concurrency_limit_sheds_the_excess_in_flight() -> None:
+    import threading
+
+    app = Flask("limited")
+    Resilience(app, start="off", concurrency_limit=True, criticality_routes={"/bulk": "sheddable"})
+    state = Resilience.state(app)
+    limit = state.middleware.limit
+    assert limit is not None
+    limit.limit = 4.0  # as if learnt
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    @app.get("/slow")
+    def slow() -> str:
+        entered.release()
+        release.wait(5)
+        return "ok"
+
+    @app.get("/bulk")
+    def bulk() -> str:
+        return "ok"
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(app.test_client().get("/slow").status_code))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(4):
+        assert entered.acquire(timeout=5)
+    client = app.test_client()
+    assert client.get("/slow").status_code == 503  # the fifth in flight
+    assert client.get("/bulk").status_code == 503
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert results == [200] * 4 and limit.inflight == 0
+    assert client.get("/bulk").status_code == 200

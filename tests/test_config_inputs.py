@@ -292,6 +292,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_CRITICALITY_SHEDDING": ["yes", 1, None],
     "RESILIENCE_USER_KEY": ["", 5],
     "RESILIENCE_ENFORCE": ["false", 0, None],
+    "RESILIENCE_CONCURRENCY_LIMIT": ["on", 1, None],
     "RESILIENCE_NODES": [
         "http://x",
         [{"id": "a"}],

@@ -40,6 +40,7 @@ LAYERS = {
     "_outcomes": 4,
     "_level_policy": 1,
     "_budget": 1,
+    "_limit": 1,
     "admission": 1,
     "alerts": 4,
     "wsgi": 5,
