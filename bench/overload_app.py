@@ -22,6 +22,12 @@ def create_app() -> Flask:
         options: dict[str, object] = {"start": "eager", "check_interval": 0.25, "alerts": False,
                                       "degradation": {"startup_grace_seconds": 1, "cooldown_seconds": 5}}
         if lib == "full":
+            # (c) is queueing delay + criticality + the adaptive limit: the queue, not the
+            # CPU (which the load generator shares here), decides the level
+            options["degradation"] = {
+                **options["degradation"],  # type: ignore[dict-item]
+                **{f"cpu_threshold_{s}": None for s in ("l1", "l2", "l3", "emergency")},
+            }
             options.update(
                 max_queue_time=0.4,  # its client's 500 ms SLO is as good as gone
                 queue_signal=True,
