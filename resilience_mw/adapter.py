@@ -163,7 +163,7 @@ def _budget_of(cfg: AdapterConfig, manager: FailoverManager) -> RetryBudget | No
     if cfg.retry_budget_ratio is None:
         return None
     return RetryBudget(cfg.retry_budget_ratio, cfg.retry_budget_min_per_second, cfg.retry_budget_window,
-                       clock=manager._clock)
+                       clock=manager.clock)
 
 
 def _unsent(ctx: _http.AttemptContext, exc: BaseException) -> bool:

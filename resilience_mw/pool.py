@@ -128,6 +128,11 @@ class NodePool:
     # ----------------------------------------------------------------- reading
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock the pool's timers run on (what its users time by too)."""
+        return self._clock
+
+    @property
     def nodes(self) -> tuple[ServiceNode, ...]:
         """All nodes, in the order given."""
         return self._nodes

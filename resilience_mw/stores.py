@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ._redact import redact_url
@@ -12,7 +11,7 @@ from ._store_sqlite import SQLiteStore
 from .exceptions import ConfigError
 from .store import StateStore
 
-__all__ = ["describe", "open_store"]
+__all__ = ["open_store"]
 
 
 def _namespace(query: Mapping[str, list[str]], url: str, field: str) -> str:
@@ -48,11 +47,3 @@ def open_store(url: str, *, field: str = "state_url", timeout: float = 0.5) -> S
     raise ConfigError(
         field, redact_url(url), "must be sqlite:///path/file.db, redis://host:port/db or rediss://...", secret=False
     )
-
-
-def describe(url: str | None) -> dict[str, Any]:
-    """The store ``url`` names, for status pages (credentials redacted)."""
-    if not url:
-        return {"scope": "process", "url": None}
-    scheme = urlsplit(url).scheme.lower()
-    return {"scope": "host" if scheme == "sqlite" else "fleet", "url": redact_url(url)}

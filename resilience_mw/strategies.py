@@ -23,7 +23,6 @@ __all__ = [
     "Picker",
     "build_orderer",
     "build_picker",
-    "failover_order",
     "priority_order",
     "smooth_weighted_sequence",
 ]
@@ -185,16 +184,3 @@ def _others(first: ServiceNode, nodes: tuple[ServiceNode, ...]) -> list[ServiceN
 
 def _leading(first: ServiceNode, ranked: tuple[ServiceNode, ...]) -> tuple[ServiceNode, ...]:
     return (first, *(n for n in ranked if n is not first))
-
-
-def failover_order(
-    strategy: FailoverStrategy,
-    first: ServiceNode,
-    nodes: tuple[ServiceNode, ...],
-    *,
-    latency: Mapping[str, float],
-    rng: random.Random,
-) -> tuple[ServiceNode, ...]:
-    """Every node of ``nodes`` once, ``first`` leading, the rest in the strategy's order
-    (a one-off :func:`build_orderer`)."""
-    return build_orderer(strategy, nodes, latency=latency, rng=rng)(first)

@@ -71,13 +71,15 @@ def stop_all_workers(timeout: float = 5.0) -> bool:
 
 @contextlib.contextmanager
 def workers_off() -> Iterator[None]:
-    """No background thread starts while this is active; those started before keep
-    running, anything started inside (by another thread) is stopped at the end."""
+    """No background thread starts while this is active; workers made inside are stopped
+    at the end (should one have been started after all), those made before are left alone."""
+    before = set(worker._workers)
     with worker.suppressed():
         try:
             yield
         finally:
-            stop_all_workers()
+            for made in set(worker._workers) - before:
+                made.stop(timeout=5.0)
 
 
 def _managers(target: Any) -> tuple[AutoDegradationManager | None, NodePool | None]:

@@ -378,7 +378,7 @@ class ResilienceMiddleware:
         return sheddable, time.perf_counter()
 
     def _criticality(self, environ: WSGIEnvironment, path: str) -> Criticality:
-        if path.startswith(self.core_paths) and self.core_paths:
+        if path.startswith(self.core_paths):  # (an empty tuple matches nothing)
             return Criticality.CRITICAL_PLUS  # core paths are never shed
         if self._criticality_key is not None:
             named = environ.get(self._criticality_key, "").strip().lower()

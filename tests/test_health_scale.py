@@ -3,13 +3,13 @@ threads stay within the configured concurrency, and no cookie is ever sent."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from resilience_mw import FailoverManager, HealthChecker, ServiceNode, signals
 from resilience_mw.testing import record_signals
+from tests.helpers import library_threads
 from tests.many_ports import ManyNodes
 
 
@@ -19,10 +19,6 @@ def many_nodes(count: int, delay: float) -> ManyNodes:
 
 def nodes_of(server: ManyNodes) -> list[ServiceNode]:
     return [ServiceNode(f"n{i}", endpoint) for i, endpoint in enumerate(server.endpoints())]
-
-
-def library_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("resilience_mw")]
 
 
 @pytest.mark.slow

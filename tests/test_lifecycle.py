@@ -24,14 +24,11 @@ from resilience_mw.config import DegradationConfig
 from resilience_mw.flask_ext import Resilience
 from resilience_mw.sampling import Sample
 from resilience_mw.testing import stop_all_workers, workers_off
+from tests.helpers import library_threads
 from tests.hostile import RawServer, read_request
 from tests.test_worker import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def library_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("resilience_mw") and t.is_alive()]
 
 
 @pytest.fixture(autouse=True)

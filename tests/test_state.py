@@ -274,7 +274,7 @@ def test_an_alert_is_raised_once_per_store_scope(store_url: str) -> None:
         for w in workers:
             w.exchange()
     assert [e["kind"] for e in seen.named("alert")] == ["degradation"]
-    assert rules  # kept alive while the signals were sent
+    assert sorted(len(r.fired) for r in rules) == [0, 0, 1]  # one worker's rules raised it
 
 
 def test_a_fleet_error_rate_counts_every_workers_requests(store_url: str) -> None:
