@@ -5,11 +5,16 @@ and the adaptive concurrency limit)."""
 
 from __future__ import annotations
 
+import atexit
+import collections
+import json
 import os
+import threading
 import time
 
 from flask import Flask
 
+from resilience_mw import signals
 from resilience_mw.flask_ext import Resilience
 
 CPU_SECONDS = 0.005
@@ -21,9 +26,11 @@ def create_app() -> Flask:
     if lib != "none":
         options: dict[str, object] = {"start": "eager", "check_interval": 0.25, "alerts": False,
                                       "degradation": {"startup_grace_seconds": 1, "cooldown_seconds": 5}}
+        if lib == "shedall":  # (to measure what a shed request costs)
+            options["shed_level"] = "Normal"
         if lib == "full":
             # (c) is queueing delay + criticality + the adaptive limit: the queue, not the
-            # CPU (which the load generator shares here), decides the level
+            # CPU (busy whenever the server is, overloaded or not), decides the level
             options["degradation"] = {
                 **options["degradation"],  # type: ignore[dict-item]
                 **{f"cpu_threshold_{s}": None for s in ("l1", "l2", "l3", "emergency")},
@@ -36,13 +43,47 @@ def create_app() -> Flask:
                 user_key="X-User",
                 concurrency_limit=True,
             )
-        Resilience(app, **options)
+            if "QUEUE_TOLERANCE" in os.environ:  # (to try other values)
+                options["queue_tolerance"] = float(os.environ["QUEUE_TOLERANCE"])
+        ext = Resilience(app, **options)
+        if os.environ.get("STATS_DIR"):
+            _record_stats(app, ext, os.environ["STATS_DIR"])
 
     @app.get("/work/<criticality>")
     def work(criticality: str) -> str:
-        end = time.process_time() + CPU_SECONDS
-        while time.process_time() < end:
+        end = time.thread_time() + CPU_SECONDS
+        while time.thread_time() < end:
             pass
         return "ok"
 
     return app
+
+
+def _record_stats(app: Flask, ext: Resilience, directory: str) -> None:
+    """For the bench's diagnostics: shed reasons, and every 0.5 s the level and the
+    concurrency limit, written to ``directory/<pid>.json`` at
+    exit."""
+    reasons: collections.Counter[str] = collections.Counter()
+    trace: list[tuple[float, int, float | None]] = []
+
+    def shed(_sender: object, reason: str, **_: object) -> None:
+        reasons[reason] += 1
+
+    signals.request_shed.connect(shed, weak=False)
+
+    def sample() -> None:
+        while True:
+            time.sleep(0.5)
+            state = ext.state(app)
+            mw = state.middleware
+            limit = getattr(mw, "limit", None)
+            trace.append((round(time.time(), 1), int(state.degradation.level),
+                          None if limit is None else round(limit.limit, 1)))
+
+    threading.Thread(target=sample, daemon=True).start()
+
+    def write() -> None:
+        with open(os.path.join(directory, f"{os.getpid()}.json"), "w") as f:
+            json.dump({"reasons": reasons, "trace": trace}, f)
+
+    atexit.register(write)

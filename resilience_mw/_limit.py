@@ -7,7 +7,9 @@ slowly, and decays towards the short one once latency falls back), multiplies th
 root). A warm-up keeps the first ``warmup`` samples from lowering the limit (cold caches
 are not overload), and the limit never goes below ``min_limit`` (above 1: a single slot
 would serialise everything). In-flight requests are partitioned: sheddable classes may
-hold at most ``sheddable_share`` of the limit, so they cannot take the critical share.
+hold at most ``sheddable_share`` of the limit and only while the total is under it;
+critical ones are refused only when they alone fill it, so sheddable traffic cannot take
+the critical share (at worst the process runs ``limit`` plus the sheddable share).
 
 Not locked on the sample path beyond one short lock per acquire/release.
 """
@@ -52,12 +54,12 @@ class AdaptiveLimit:
         """Take a slot; ``False`` when the limit (or the sheddable share) is full."""
         with self._lock:
             limit = int(self.limit)
-            if self.inflight >= limit:
-                return False
             if sheddable:
-                if self.sheddable_inflight >= max(1, int(limit * self.sheddable_share)):
+                if self.inflight >= limit or self.sheddable_inflight >= max(1, int(limit * self.sheddable_share)):
                     return False
                 self.sheddable_inflight += 1
+            elif self.inflight - self.sheddable_inflight >= limit:
+                return False  # sheddable requests in flight do not count against critical ones
             self.inflight += 1
             return True
 

@@ -13,12 +13,18 @@ the clock and the headers).
   (:data:`DEFAULT_SHED_TABLE`); within the class being shed, a share of the *users* is
   shed, by a stable hash of their key, so the same users keep full service.
   ``critical_plus`` is never shed.
+* **Queue tolerance by priority**: with the queueing delay known, each request may wait
+  only as long as its class and user allow (:func:`queue_tolerance`): the lowest class
+  first, user by user, then the next. A process that falls behind sheds exactly as much
+  of its lowest priorities as it must for its queue to stay short, at once, without a
+  level having to rise first; and it never sheds while it keeps up (the CPU stays busy).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -27,10 +33,12 @@ from .model import DegradationLevel
 
 __all__ = [
     "DEFAULT_SHED_TABLE",
+    "QUEUE_SCALE",
     "Criticality",
     "inbound_deadline",
     "parse_deadline",
     "parse_request_start",
+    "queue_tolerance",
     "shed_share",
     "user_bucket",
 ]
@@ -119,6 +127,25 @@ def user_bucket(key: str) -> float:
     every process and on every host."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+#: each class's queue tolerance, in units of the lowest (``sheddable``'s first user); critical
+#: traffic gets a wide margin over the others: it is shed only when shedding all of them has
+#: not kept the queue short
+QUEUE_SCALE: Mapping[Criticality, float] = {
+    Criticality.SHEDDABLE: 1.0,
+    Criticality.SHEDDABLE_PLUS: 2.0,
+    Criticality.CRITICAL: 8.0,
+    Criticality.CRITICAL_PLUS: math.inf,
+}
+
+
+def queue_tolerance(criticality: Criticality, bucket: float, lowest: float) -> float:
+    """How long a request may have queued and still be served: ``lowest`` times its
+    class's :data:`QUEUE_SCALE`, times up to 2 by its user's bucket (from
+    :func:`user_bucket`). A queue that grows sheds the lowest classes first, user by user
+    (the same users first, every time); ``critical_plus`` tolerates any wait."""
+    return lowest * QUEUE_SCALE[criticality] * 2**bucket
 
 
 def shed_share(

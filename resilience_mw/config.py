@@ -540,6 +540,12 @@ class MiddlewareConfig(_Validated):
     criticality_shedding: bool = option(
         False, "shed by criticality as the load level rises (the lowest classes first, by user)", v.boolean()
     )
+    queue_tolerance: float | None = option(
+        0.01, "with criticality_shedding and the queue header read (queue_signal or max_queue_time): the "
+        "queueing delay the lowest-priority request tolerates (sheddable: 1-2x by user, sheddable_plus 2-4x, "
+        "critical 8-16x); a request that waited longer is shed (None: shed by level only)",
+        v.optional(v.seconds(minimum=0.0001, maximum=60)),
+    )
     user_key: str | None = option(
         None, "header, else cookie, whose value keeps a user's requests together when shedding by share "
         "(None: the client address)", v.optional(v.text()),

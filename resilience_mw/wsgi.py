@@ -45,6 +45,7 @@ from .admission import (
     inbound_deadline,
     parse_deadline,
     parse_request_start,
+    queue_tolerance,
     shed_share,
     user_bucket,
 )
@@ -215,6 +216,10 @@ class ResilienceMiddleware:
         )
         #: the adaptive in-flight limit (``concurrency_limit``), when on
         self.limit = AdaptiveLimit() if cfg.concurrency_limit else None
+        # with the queue measured, each request may wait as long as its priority allows
+        self._tolerance = (
+            cfg.queue_tolerance if cfg.criticality_shedding and self._queue_key is not None else None
+        )
         self._admits = (
             self._queue_key is not None
             or self._deadline_key is not None
@@ -355,15 +360,35 @@ class ResilienceMiddleware:
                 if deadline <= now:
                     reason = "deadline"
         load = self.degradation.load_level
-        if reason is None and self.config.criticality_shedding and load > DegradationLevel.Normal:
-            criticality = self._criticality(environ, path)
-            environ[CRITICALITY_KEY] = criticality
-            share = shed_share(load, criticality)
-            if share >= 1 or (share > 0 and user_bucket(self._user(environ)) < share):
-                reason = "criticality"
+        if reason is None and self.config.criticality_shedding:
+            reason = self._by_criticality(environ, path, load)
         if reason is None:
             return None
         return self._refuse(environ, path, load, reason, start_response)
+
+    def _by_criticality(self, environ: WSGIEnvironment, path: str, load: DegradationLevel) -> str | None:
+        """``"criticality"`` when the request's class and user are shed: by the level's
+        share (:func:`~resilience_mw.admission.shed_share`) or by the queue control."""
+        waited = environ.get(QUEUE_TIME_KEY) if self._tolerance is not None else None
+        if waited is None and load is DegradationLevel.Normal:
+            return None
+        criticality = self._criticality(environ, path)
+        environ[CRITICALITY_KEY] = criticality
+        if criticality is Criticality.CRITICAL_PLUS:
+            return None
+        bucket = user_bucket(self._user(environ))
+        if waited is not None:
+            # The queue says whether the process keeps up, better than a level from CPU or
+            # memory: while it is measured, it decides, with a level an operator forced
+            # (the level still gates features, fails readiness, and sheds everything
+            # non-core at shed_level).
+            assert self._tolerance is not None
+            if waited > queue_tolerance(criticality, bucket, self._tolerance):
+                return "criticality"
+            if self.degradation.forced is None:
+                return None
+        share = shed_share(load, criticality)
+        return "criticality" if share >= 1 or bucket < share else None
 
     def _take_slot(self, environ: WSGIEnvironment, path: str) -> tuple[bool, float] | None:
         """A slot of the adaptive limit: ``(sheddable, start)``, :data:`_FULL` when the

@@ -13,7 +13,14 @@ from flask import Flask
 
 from resilience_mw import DegradationLevel, ServiceNode, signals
 from resilience_mw.adapter import DeadlineExceeded, FailoverAdapter
-from resilience_mw.admission import Criticality, parse_deadline, parse_request_start, shed_share, user_bucket
+from resilience_mw.admission import (
+    Criticality,
+    parse_deadline,
+    parse_request_start,
+    queue_tolerance,
+    shed_share,
+    user_bucket,
+)
 from resilience_mw.decorators import criticality
 from resilience_mw.flask_ext import Resilience
 from resilience_mw.testing import force_level, record_signals
@@ -126,6 +133,59 @@ def test_the_same_users_are_shed_every_time() -> None:
     shed_users = {u for u, s in first.items() if s == 503}
     assert 10 < len(shed_users) < 40
     assert shed_users == {u for u in first if user_bucket(u) < shed_share(DegradationLevel.Level1, Criticality.SHEDDABLE)}
+
+
+def test_a_growing_queue_sheds_the_lowest_classes_first_user_by_user_without_a_level() -> None:
+    app, _ = app_with(
+        criticality_shedding=True, queue_signal=True, queue_tolerance=0.01, user_key="X-User",
+        criticality_routes={"/feed": "sheddable_plus"},
+    )
+    app.add_url_rule("/feed", "feed", lambda: "ok")
+    client = app.test_client()
+    classes: dict[str, Criticality] = {"/prefetch": Criticality.SHEDDABLE, "/feed": Criticality.SHEDDABLE_PLUS,
+               "/search": Criticality.CRITICAL, "/checkout": Criticality.CRITICAL_PLUS}
+    users = [f"u{i}" for i in range(200)]
+    served: dict[tuple[float, str], float] = {}
+    for waited in (0.005, 0.015, 0.03, 0.06, 0.12, 30.0):
+        for path, criticality_ in classes.items():
+            statuses = {}
+            for _ in range(5):  # 1,000 requests per class and wait: no user flips
+                for user in users:
+                    stamp = f"t={time.time() - waited:.6f}"
+                    status = client.get(path, headers={"X-Request-Start": stamp, "X-User": user}).status_code
+                    tolerance = queue_tolerance(criticality_, user_bucket(user), 0.01)
+                    if abs(tolerance - waited) > 0.002:  # (a user right at the edge may go either way)
+                        assert statuses.setdefault(user, status) == status
+                        assert status == (200 if tolerance > waited else 503), (path, waited, user)
+            served[waited, path] = sum(s == 200 for s in statuses.values()) / len(statuses)
+    assert Resilience.state(app).degradation.level is DegradationLevel.Normal  # no level was needed
+    # 5 ms: everyone; 15 ms: part of sheddable (by user); 30 ms: none of it, part of
+    # sheddable_plus; 60 ms: no sheddable class, all critical; 120 ms: part of critical
+    assert [served[0.005, p] for p in classes] == [1, 1, 1, 1]
+    assert 0.25 < served[0.015, "/prefetch"] < 0.6 and served[0.015, "/feed"] == 1
+    assert served[0.03, "/prefetch"] == 0 and 0.25 < served[0.03, "/feed"] < 0.75
+    assert served[0.06, "/feed"] == 0 and served[0.06, "/search"] == 1
+    assert 0 < served[0.12, "/search"] < 1
+    assert served[30.0, "/search"] == 0 and all(served[w, "/checkout"] == 1 for w, _ in served)
+
+
+def test_with_the_queue_measured_only_a_forced_level_sheds_by_its_table() -> None:
+    from resilience_mw.sampling import Sample
+
+    app = Flask("levels")
+    Resilience(app, start="off", criticality_shedding=True, queue_signal=True, shed_level=None,
+               criticality_routes={"/prefetch": "sheddable"}, sampler=lambda: Sample(cpu=99.0, memory=5.0),
+               degradation={"startup_grace_seconds": 0, "sustain_samples": 1, "sustain_window": 1})
+    app.add_url_rule("/prefetch", "prefetch", lambda: "ok")
+    client = app.test_client()
+    Resilience.state(app).degradation.evaluate()
+    assert Resilience.state(app).degradation.load_level is DegradationLevel.Emergency  # from the CPU
+    fresh = {"X-Request-Start": f"t={time.time():.6f}"}
+    # the queue is short: the process keeps up, whatever the CPU says
+    assert client.get("/prefetch", headers=fresh).status_code == 200
+    assert client.get("/prefetch").status_code == 503  # no stamp: the level's table decides
+    force_level(app, "Level2")  # an operator's level: its table applies, stamp or not
+    assert client.get("/prefetch", headers=fresh).status_code == 503
 
 
 def test_shadow_mode_serves_everything_and_counts_what_it_would_have_shed() -> None:

@@ -291,6 +291,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_CRITICALITY_ROUTES": ["x", {"/a": "urgent"}, {"a": "critical"}],
     "RESILIENCE_CRITICALITY_SHEDDING": ["yes", 1, None],
     "RESILIENCE_USER_KEY": ["", 5],
+    "RESILIENCE_QUEUE_TOLERANCE": [0, -1, "10ms", True, NAN],
     "RESILIENCE_ENFORCE": ["false", 0, None],
     "RESILIENCE_CONCURRENCY_LIMIT": ["on", 1, None],
     "RESILIENCE_NODES": [

@@ -34,5 +34,9 @@ def test_sheddable_traffic_cannot_take_the_critical_share() -> None:
     limit = AdaptiveLimit(initial=10, sheddable_share=0.5)
     taken = sum(limit.acquire(True) for _ in range(10))
     assert taken == 5  # half the limit for sheddable classes
-    assert sum(limit.acquire(False) for _ in range(10)) == 5  # the rest stays for critical ones
+    # critical ones still get the whole limit: the sheddable ones in flight do not count
+    assert sum(limit.acquire(False) for _ in range(20)) == 10
     assert not limit.acquire(False)
+    assert not limit.acquire(True)  # and the total is over the limit: no sheddable slot
+    limit.release(True, None)
+    assert not limit.acquire(True)
