@@ -54,6 +54,9 @@ SLO = 0.5
 SERVER_CPUS = {0}
 GENERATOR_CPUS = {1}
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+#: the generator keeps connections alive, as a proxy in front does (``--connection close``:
+#: a connection per request)
+KEEP_ALIVE = True
 # Critical traffic (a tenth) fits within capacity even at 4x, with room to refuse the rest
 # (about 0.3 ms of CPU per refusal here: a sixth of the server at 4x).
 MIX = [("critical_plus", 0.02), ("critical", 0.08), ("sheddable_plus", 0.30), ("sheddable", 0.60)]
@@ -66,41 +69,72 @@ def start(lib: str, stats_dir: str | None = None) -> tuple[subprocess.Popen[byte
         env["STATS_DIR"] = stats_dir
     proc = subprocess.Popen(
         [str(GUNICORN), "-k", "gthread", "-w", str(WORKERS), "--threads", "4", "-b", f"127.0.0.1:{port}",
-         "--backlog", "2048", "bench.overload_app:create_app()"],
+         "--backlog", "2048", "--keep-alive", "30", "bench.overload_app:create_app()"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
     os.sched_setaffinity(proc.pid, SERVER_CPUS)  # its workers, forked later, inherit it
     return proc, port
 
 
-async def one(port: int, criticality: str, user: str) -> tuple[str, int, float]:
+Pool = list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+
+
+async def one(port: int, criticality: str, user: str, pool: Pool | None = None) -> tuple[str, int, float]:
+    """One request; with ``pool``, on a kept-alive connection (as a proxy in front keeps
+    them), else on a connection of its own."""
     t0 = time.time()
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-        writer.write(
-            f"GET /work/{criticality} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
-            f"X-Request-Start: t={t0:.6f}\r\nX-User: {user}\r\n\r\n".encode()
-        )
-        line = await asyncio.wait_for(reader.readline(), 2 - (time.time() - t0))
-        await asyncio.wait_for(reader.read(), 2)
-        writer.close()
-        status = int(line.split()[1]) if line else 0
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
-        status = 0
+    for attempt in (1, 2):
+        reused = bool(pool)
+        writer: asyncio.StreamWriter | None = None
+        try:
+            if pool:
+                reader, writer = pool.pop()
+            else:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+            writer.write(
+                f"GET /work/{criticality} HTTP/1.1\r\nHost: bench\r\n"
+                f"Connection: {'keep-alive' if pool is not None else 'close'}\r\n"
+                f"X-Request-Start: t={t0:.6f}\r\nX-User: {user}\r\n\r\n".encode()
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2 - (time.time() - t0))
+            status = int(head.split(None, 2)[1])
+            length = next(
+                int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
+            await asyncio.wait_for(reader.readexactly(length), 2 - (time.time() - t0))
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError, StopIteration) as e:
+            if writer is not None:
+                writer.close()
+            if reused and attempt == 1 and isinstance(e, (asyncio.IncompleteReadError, ConnectionError)):
+                continue  # the server had closed the idle connection: once more on a new one
+            status = 0
+        else:
+            if pool is not None:
+                pool.append((reader, writer))
+            else:
+                writer.close()
+        break
     return criticality, status, time.time() - t0
+
+
+def _close(pool: Pool | None) -> None:
+    for _, writer in pool or ():
+        writer.close()
 
 
 async def closed_loop(port: int, seconds: float, clients: int = 4) -> tuple[float, list[float]]:
     latencies: list[float] = []
     stop = time.monotonic() + seconds
+    pool: Pool | None = [] if KEEP_ALIVE else None
 
     async def client() -> None:
         while time.monotonic() < stop:
-            _, status, took = await one(port, "critical", "u0")
+            _, status, took = await one(port, "critical", "u0", pool)
             if status == 200:
                 latencies.append(took)
 
     await asyncio.gather(*(client() for _ in range(clients)))
+    _close(pool)
     return len(latencies) / seconds, latencies
 
 
@@ -108,6 +142,7 @@ async def open_loop(port: int, rate: float, seconds: float) -> list[tuple[str, i
     rng = random.Random(1)
     names, weights = zip(*MIX, strict=True)
     tasks = []
+    pool: Pool | None = [] if KEEP_ALIVE else None
     t0 = time.monotonic()
     n = int(rate * seconds)
     for i in range(n):
@@ -115,8 +150,10 @@ async def open_loop(port: int, rate: float, seconds: float) -> list[tuple[str, i
         if delay > 0:
             await asyncio.sleep(delay)
         crit = rng.choices(names, weights)[0]
-        tasks.append(asyncio.create_task(one(port, crit, f"u{rng.randrange(100)}")))
-    return list(await asyncio.gather(*tasks))
+        tasks.append(asyncio.create_task(one(port, crit, f"u{rng.randrange(100)}", pool)))
+    results = list(await asyncio.gather(*tasks))
+    _close(pool)
+    return results
 
 
 def _server_cpu(proc: subprocess.Popen[bytes]) -> float:
@@ -154,7 +191,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--variants", default="none,cpu,full", help="comma-separated subset of none,cpu,full")
     ap.add_argument("--trace", action="store_true", help="print each worker's level/threshold/limit trace to stderr")
+    ap.add_argument("--connection", choices=("keep-alive", "close"), default="keep-alive")
     args = ap.parse_args()
+    global KEEP_ALIVE
+    KEEP_ALIVE = args.connection == "keep-alive"
     os.sched_setaffinity(0, GENERATOR_CPUS)
     out: dict[str, Any] = {}
     proc, port = start("none")

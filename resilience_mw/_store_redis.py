@@ -18,7 +18,7 @@ except ImportError:  # the [redis] extra is not installed: RedisStore says so
 
 from ._redact import describe_error, redact_url
 from .exceptions import ConfigError
-from .store import NodeReport, Override, StoreError
+from .store import TALLIES, NodeReport, Override, StoreError
 
 __all__ = ["RedisStore"]
 
@@ -127,22 +127,28 @@ class RedisStore:
             self._call(self._r.hdel, self._key("reports"), *stale)
         return found
 
-    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float) -> None:
-        self._call(self._r.hset, self._key("counts"), reporter, f"{requests}|{failures}|{self.now() + ttl}")
+    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float, *, tally: str = "errors") -> None:
+        self._call(self._r.hset, self._tally_key(tally), reporter, f"{requests}|{failures}|{self.now() + ttl}")
 
-    def counts(self) -> tuple[int, int]:
+    def counts(self, *, tally: str = "errors") -> tuple[int, int]:
         now = self.now()
         requests = failures = 0
         stale = []
-        for reporter, value in self._call(self._r.hgetall, self._key("counts")).items():
+        key = self._tally_key(tally)
+        for reporter, value in self._call(self._r.hgetall, key).items():
             r, f, expires = value.split("|")
             if float(expires) <= now:
                 stale.append(reporter)
             else:
                 requests, failures = requests + int(r), failures + int(f)
         if stale:
-            self._call(self._r.hdel, self._key("counts"), *stale)
+            self._call(self._r.hdel, key, *stale)
         return requests, failures
+
+    def _tally_key(self, tally: str) -> str:
+        if tally not in TALLIES:
+            raise ValueError(f"unknown tally {tally!r}")
+        return self._key("counts" if tally == "errors" else f"counts:{tally}")
 
     # ------------------------------------------------------ leases, claims
 

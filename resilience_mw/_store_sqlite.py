@@ -26,11 +26,17 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expire
 CREATE TABLE IF NOT EXISTS counts (
     reporter TEXT PRIMARY KEY, requests INTEGER NOT NULL, failures INTEGER NOT NULL, expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retry_counts (
+    reporter TEXT PRIMARY KEY, requests INTEGER NOT NULL, failures INTEGER NOT NULL, expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reports (
     node_id TEXT NOT NULL, reporter TEXT NOT NULL, reason TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (node_id, reporter)
 );
 """
+
+#: the table of each tally (a fixed name, never the caller's text, goes into the SQL)
+_TABLES = {"errors": "counts", "retries": "retry_counts"}
 
 
 class SQLiteStore:
@@ -137,15 +143,15 @@ class SQLiteStore:
         rows = self._run("SELECT node_id, reporter, reason, expires_at FROM reports")
         return [NodeReport(str(n), str(r), str(why), float(e)) for n, r, why, e in rows]  # type: ignore[arg-type]
 
-    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float) -> None:
+    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float, *, tally: str = "errors") -> None:
         self._run(
-            "INSERT OR REPLACE INTO counts (reporter, requests, failures, expires_at) VALUES (?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {_TABLES[tally]} (reporter, requests, failures, expires_at) VALUES (?, ?, ?, ?)",
             (reporter, requests, failures, self.now() + ttl),
         )
 
-    def counts(self) -> tuple[int, int]:
+    def counts(self, *, tally: str = "errors") -> tuple[int, int]:
         rows = self._run(
-            "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(failures), 0) FROM counts WHERE expires_at > ?",
+            f"SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(failures), 0) FROM {_TABLES[tally]} WHERE expires_at > ?",
             (self.now(),),
         )
         return int(rows[0][0]), int(rows[0][1])  # type: ignore[call-overload]

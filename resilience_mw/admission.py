@@ -6,6 +6,8 @@ the clock and the headers).
   ``t=<seconds.fraction>``, ``t=<ms>``, ``t=<us>``, or a bare number; the unit is told by
   its size). A stamp from the future (beyond a small skew) or from more than an hour ago
   is ignored: clocks disagree, and a wrong stamp must not shed traffic.
+  Without a stamp, the wait for a thread inside the server is taken where the server tells
+  it (:func:`server_queue_time`: waitress; gunicorn's gthread does not).
 * **Deadlines**: an absolute epoch time in ms, or a relative timeout (``2.5``, ``2.5s``,
   ``250ms``).
 * **Criticality**: ``critical_plus`` > ``critical`` (the default) > ``sheddable_plus`` >
@@ -39,6 +41,7 @@ __all__ = [
     "parse_deadline",
     "parse_request_start",
     "queue_tolerance",
+    "server_queue_time",
     "shed_share",
     "user_bucket",
 ]
@@ -103,6 +106,18 @@ def parse_request_start(value: str | None, now: float) -> float | None:
     if waited < -FUTURE_SKEW or waited > MAX_PLAUSIBLE_QUEUE:
         return None
     return max(0.0, waited)
+
+
+def server_queue_time(environ: Mapping[str, object], now: float) -> float | None:
+    """Seconds the request waited inside the server for a free thread, where the server
+    tells (waitress: its channel's last activity, when the request's last bytes came);
+    ``None`` elsewhere. The proxy's stamp, when there is one, covers this wait too."""
+    check = environ.get("waitress.client_disconnected")
+    arrived = getattr(getattr(check, "__self__", None), "last_activity", None)
+    if not isinstance(arrived, float):
+        return None
+    waited = now - arrived
+    return max(0.0, waited) if -FUTURE_SKEW <= waited <= MAX_PLAUSIBLE_QUEUE else None
 
 
 def parse_deadline(value: str | None, now: float) -> float | None:

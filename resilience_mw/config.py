@@ -374,11 +374,18 @@ class StateConfig(_Validated):
         v.one_of(("process", "fleet")),
     )
 
+    retry_budget_scope: str = option(
+        "process",
+        "whose requests and extra attempts the adapter's retry budget counts: this process's ('process') "
+        "or every worker's of the store ('fleet')",
+        v.one_of(("process", "fleet")),
+    )
+
     def __repr__(self) -> str:
         url = None if self.url is None else redact_url(self.url)
         return (
             f"StateConfig(url={url!r}, sync_interval={self.sync_interval}, eject_quorum={self.eject_quorum}, "
-            f"error_rate_scope={self.error_rate_scope!r})"
+            f"error_rate_scope={self.error_rate_scope!r}, retry_budget_scope={self.retry_budget_scope!r})"
         )
 
 

@@ -220,7 +220,9 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
     sync = None
     if settings.state.url is not None:
         store = open_store(settings.state.url, field="RESILIENCE_STATE_URL")
-        sync = StateSync(store, degradation, failover, checker, config=settings.state)
+        sync = StateSync(
+            store, degradation, failover, checker, config=settings.state, budget=adapter.budget if adapter else None
+        )
     alerts = None
     if settings.alerts is not None:
         alerts = AlertRules(

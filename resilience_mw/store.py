@@ -27,6 +27,7 @@ from typing import Protocol
 from .exceptions import ResilienceError
 
 __all__ = [
+    "TALLIES",
     "NodeReport",
     "Override",
     "StateStore",
@@ -95,12 +96,15 @@ class StateStore(Protocol):
         """Every unexpired report."""
         ...
 
-    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float) -> None:
-        """``reporter``'s error window (requests and failures in it), for ``ttl`` seconds."""
+    def put_counts(self, reporter: str, requests: int, failures: int, ttl: float, *, tally: str = "errors") -> None:
+        """``reporter``'s window of ``tally`` (:data:`TALLIES`), for ``ttl`` seconds:
+        requests and failures in its error window, or requests and extra attempts in its
+        retry budget's."""
         ...
 
-    def counts(self) -> tuple[int, int]:
-        """Every unexpired error window, summed: ``(requests, failures)``."""
+    def counts(self, *, tally: str = "errors") -> tuple[int, int]:
+        """Every unexpired window of ``tally``, summed: ``(requests, failures or extra
+        attempts)``."""
         ...
 
     def lease(self, name: str, holder: str, ttl: float) -> str | None:
@@ -122,6 +126,11 @@ class StateStore(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+#: what workers count together: ``errors`` (the error rate, ``error_rate_scope="fleet"``)
+#: and ``retries`` (the adapter's retry budget, ``retry_budget_scope="fleet"``)
+TALLIES = ("errors", "retries")
 
 
 def reporter_id() -> str:

@@ -13,8 +13,10 @@ Every ``sync_interval`` seconds a daemon thread (never a request) talks to the s
    interval; it comes back when the reports are withdrawn or lapse.
 3. **Error rate** (``error_rate_scope="fleet"``): each worker publishes its error
    window; the level is judged on the sum, so every worker sees the same rate.
-4. **Alerts**: raised by the first worker to claim them (:meth:`StateSync.once`).
-5. **Health checks under a lease.** One worker per store (host or fleet) holds the
+4. **Retry budget** (``retry_budget_scope="fleet"``): each worker publishes its
+   adapter's requests and extra attempts; the budget holds for their sum.
+5. **Alerts**: raised by the first worker to claim them (:meth:`StateSync.once`).
+6. **Health checks under a lease.** One worker per store (host or fleet) holds the
    ``health`` lease and runs the checks; its results reach the others as reports they
    apply at once. If it dies, another takes the lease within two intervals.
 
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import signals
+from ._budget import RetryBudget
 from ._redact import describe_error
 from .config import StateConfig
 from .degradation import AutoDegradationManager
@@ -77,8 +80,12 @@ class StateSync:
         config: StateConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.store = store
+        #: the adapter's retry budget, shared with the fleet when ``retry_budget_scope``
+        #: says so
+        self.budget = budget
         self._name = name
         self.config = config or StateConfig()
         self.degradation = degradation
@@ -203,11 +210,15 @@ class StateSync:
         self._apply_override(self.store.override())
         if self.pool is not None:
             self._sync_nodes(self.pool)
+        ttl = 3 * self.config.sync_interval  # a worker that stops publishing drops out
         if self.config.error_rate_scope == "fleet":
             requests, failures = self.degradation.window.counts()
-            ttl = 3 * self.config.sync_interval
             self.store.put_counts(self.me, requests, failures, ttl)
             self.degradation.share_counts(*self.store.counts(), valid_for=ttl)
+        if self.config.retry_budget_scope == "fleet" and self.budget is not None:
+            mine = self.budget.totals()
+            self.store.put_counts(self.me, *mine, ttl, tally="retries")
+            self.budget.share(*self.store.counts(tally="retries"), valid_for=ttl, mine=mine)
         self._raise_alerts()
 
     def _raise_alerts(self, claim: bool = True) -> None:

@@ -46,6 +46,7 @@ from .admission import (
     parse_deadline,
     parse_request_start,
     queue_tolerance,
+    server_queue_time,
     shed_share,
     user_bucket,
 )
@@ -202,6 +203,11 @@ class ResilienceMiddleware:
         levels = [lv for _, lv in self.reroutes.values()] + ([shed_level] if shed_level is not None else [])
         self._act_from = min(levels) if levels else DegradationLevel.Emergency + 1
         self._window = degradation.window
+        # built once: a process far behind sheds many requests, each should cost little
+        self._shed_bodies = {
+            lv: json.dumps({"error": "service overloaded", "level": lv.name, "retry_after": cfg.retry_after}).encode()
+            for lv in DegradationLevel
+        }
         self._key = _outcomes.key(degradation.window)
         self.enforce = cfg.enforce
         # Admission (queue time, deadline, criticality): checked only when configured.
@@ -342,11 +348,15 @@ class ResilienceMiddleware:
         """Queue time, deadline and criticality (see :mod:`resilience_mw.admission`)."""
         now = time.time()
         reason = None
-        if self._queue_key is not None and (stamp := environ.get(self._queue_key)):
-            waited = parse_request_start(stamp, now)
-            if waited is None:
-                self.skewed_stamps += 1
+        if self._queue_key is not None:
+            stamp = environ.get(self._queue_key)
+            if stamp:
+                waited = parse_request_start(stamp, now)
+                if waited is None:
+                    self.skewed_stamps += 1
             else:
+                waited = server_queue_time(environ, now)
+            if waited is not None:
                 environ[QUEUE_TIME_KEY] = waited
                 if self.config.queue_signal:
                     self.degradation.observe_queue_time(waited)
@@ -456,9 +466,7 @@ class ResilienceMiddleware:
         return None
 
     def _shed(self, level: DegradationLevel, start_response: StartResponse, head: bool = False) -> list[bytes]:
-        body = json.dumps(
-            {"error": "service overloaded", "level": level.name, "retry_after": self.retry_after}
-        ).encode()
+        body = self._shed_bodies[level]
         start_response(
             "503 SERVICE UNAVAILABLE",
             [

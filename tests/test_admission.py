@@ -298,3 +298,39 @@ def test_the_concurrency_limit_sheds_the_excess_in_flight() -> None:
         t.join(5)
     assert results == [200] * 4 and limit.inflight == 0
     assert client.get("/bulk").status_code == 200
+
+
+def test_the_wait_for_a_thread_inside_waitress_is_queueing_too() -> None:
+    """Without a proxy's stamp, the time a request waited in waitress for a free thread
+    counts as its queueing delay (waitress tells when the request's last bytes came)."""
+    import threading
+
+    import waitress
+
+    app = Flask("waitress")
+    Resilience(app, start="off", max_queue_time=0.15)
+    app.add_url_rule("/slow", "slow", lambda: time.sleep(0.4) or "slow")
+    app.add_url_rule("/fast", "fast", lambda: f"{request_queue_time():.3f}")
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=1)
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{server.effective_port}"
+    try:
+        alone = requests.get(f"{url}/fast", timeout=5)
+        assert alone.status_code == 200 and float(alone.text) < 0.05  # a free thread: no wait
+        slow = threading.Thread(target=requests.get, args=(f"{url}/slow",), kwargs={"timeout": 5})
+        slow.start()
+        time.sleep(0.05)
+        behind = requests.get(f"{url}/fast", timeout=5)  # waits for the one thread
+        slow.join()
+        assert behind.status_code == 503 and behind.headers["Retry-After"]
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+
+
+def request_queue_time() -> float:
+    from flask import request
+
+    from resilience_mw.wsgi import QUEUE_TIME_KEY
+
+    return float(request.environ[QUEUE_TIME_KEY])

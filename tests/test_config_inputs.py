@@ -328,6 +328,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_STATE_SYNC_INTERVAL": [0, -1, NAN, "1", True, 61],
     "RESILIENCE_STATE_EJECT_QUORUM": [0, "2", 1.5, True],
     "RESILIENCE_STATE_ERROR_RATE_SCOPE": ["host", 1, None],
+    "RESILIENCE_STATE_RETRY_BUDGET_SCOPE": ["host", 1, None],
     "RESILIENCE_METRICS": ["prometheus", ["statsd"], 5],
     "RESILIENCE_METRICS_PATH": ["metrics", 5],
     "RESILIENCE_METRICS_REGISTRY": ["registry", 5],

@@ -277,6 +277,47 @@ def test_an_alert_is_raised_once_per_store_scope(store_url: str) -> None:
     assert sorted(len(r.fired) for r in rules) == [0, 0, 1]  # one worker's rules raised it
 
 
+def test_a_fleet_retry_budget_holds_for_every_worker_together(store_url: str, node_factory: Any) -> None:
+    import requests
+
+    from resilience_mw.adapter import FailoverAdapter
+    from tests.nodes import free_port
+
+    live = node_factory("live")
+    dead = f"http://127.0.0.1:{free_port()}"  # refuses every connection: every request fails over
+
+    def one_worker(name: str) -> tuple[StateSync, requests.Session]:
+        adapter = FailoverAdapter(
+            [ServiceNode("dead", dead, priority=2), ServiceNode("live", live.url, priority=1)],
+            failure_threshold=1_000_000,  # never ejected: the budget alone limits the failovers
+        )
+        session = requests.Session()
+        session.mount("http://svc/", adapter)
+        sync = StateSync(open_store(store_url), AutoDegradationManager(), name=name, budget=adapter.budget,
+                         config=StateConfig(url=store_url, retry_budget_scope="fleet"))
+        return sync, session
+
+    def send(session: requests.Session, n: int) -> int:
+        served = 0
+        for _ in range(n):
+            try:
+                served += session.get("http://svc/x", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                pass
+        return served
+
+    (a, session_a), (b, session_b) = one_worker("a"), one_worker("b")
+    served_a = send(session_a, 100)
+    assert served_a == 30  # alone: its own minimum, 3 per second of the 10 s window
+    a.exchange()
+    b.exchange()  # b now counts a's 100 requests and 30 extra attempts
+    served_b = send(session_b, 100)
+    # together: 20 % of the fleet's 200 requests (40), not 30 more for b alone
+    assert served_a + served_b == live.hits("/x")
+    assert 8 <= served_b <= 11, served_b
+    assert b.budget is not None and b.budget.allowed()[:2] == (200, 30 + served_b)
+
+
 def test_a_fleet_error_rate_counts_every_workers_requests(store_url: str) -> None:
     from resilience_mw.sampling import Sample
 
