@@ -11,6 +11,7 @@ else of the host (``psutil.virtual_memory()``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,15 @@ def cgroup_cpu_usage(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     return None if ns is None else ns / 1e9
 
 
+def _allowed_cpus() -> list[int] | None:
+    """The CPUs this process may run on, when that is fewer than the host has."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return None
+    return cpus if 0 < len(cpus) < (psutil.cpu_count() or 0) else None
+
+
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text().strip()
@@ -103,9 +113,11 @@ class SystemSampler:
 
     CPU is what the process's container sees: with a cgroup CPU quota, the cgroup's use
     over the last interval as a share of its quota (a throttled container reads near
-    100 %, a noisy neighbour does not count); without one, the host's CPU
-    (``cpu="host"`` forces that; ``cpu="process"`` reads this process alone, as a
-    share of all the machine's CPUs).
+    100 %, a noisy neighbour does not count); without one, the CPUs the process may run
+    on (a cpuset, ``taskset`` or ``--cpuset-cpus``: the busy CPU it is pinned to reads
+    100 %, not its share of the host), else the host's CPU (``cpu="host"`` forces the
+    host; ``cpu="process"`` reads this process alone, as a share of all the machine's
+    CPUs).
 
     :param cgroup_root: where to look for cgroup files (tests pass a temp dir).
     :param clock: monotonic seconds, for the CPU used per interval.
@@ -126,6 +138,8 @@ class SystemSampler:
         self.cpu_source = cpu
         self._clock = clock
         self._quota = cgroup_cpu_quota(self.cgroup_root) if cpu == "auto" else None
+        #: the CPUs read when the process may run on only some of them (``None``: all)
+        self.cpus = _allowed_cpus() if cpu == "auto" and self._quota is None else None
         self._last_usage: tuple[float, float] | None = None
         self._process = psutil.Process() if cpu == "process" else None
 
@@ -138,7 +152,7 @@ class SystemSampler:
         elif self._process is not None:
             self._process.cpu_percent(interval=None)
         else:
-            psutil.cpu_percent(interval=None)
+            psutil.cpu_percent(interval=None, percpu=self.cpus is not None)
 
     def cpu_percent(self) -> float:
         """CPU in percent, by the source chosen (see the class docstring)."""
@@ -151,6 +165,10 @@ class SystemSampler:
             return 0.0  # no baseline yet: the next interval tells
         if self._process is not None:
             return float(self._process.cpu_percent(interval=None)) / (psutil.cpu_count() or 1)
+        if self.cpus is not None:
+            per_cpu = psutil.cpu_percent(interval=None, percpu=True)
+            mine = [per_cpu[i] for i in self.cpus if i < len(per_cpu)]
+            return float(sum(mine) / len(mine)) if mine else 0.0
         return float(psutil.cpu_percent(interval=None))
 
     def __call__(self) -> Sample:

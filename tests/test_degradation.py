@@ -232,6 +232,36 @@ def test_real_psutil_sampler() -> None:
     assert 0 <= sample.cpu <= 100 and 0 < sample.memory <= 100
 
 
+def test_a_process_pinned_to_a_busy_cpu_reads_it_busy() -> None:
+    """A process pinned to one CPU (a cpuset, taskset) that it keeps busy reads ~100 %,
+    not its share of the host's CPUs."""
+    import os
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.fail("this test needs a machine with two CPUs or more")
+    script = """
+import os, threading, time
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from resilience_mw.sampling import SystemSampler
+pinned, host = SystemSampler(cgroup_root="/nonexistent"), SystemSampler(cpu="host")
+assert pinned.cpus is not None and len(pinned.cpus) == 1
+pinned.prime(); host.prime()
+stop = time.monotonic() + 1.0
+def burn():
+    while time.monotonic() < stop:
+        pass
+threading.Thread(target=burn).start()
+time.sleep(0.9)
+print(pinned.cpu_percent(), host.cpu_percent())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    pinned, host = map(float, out.stdout.split())
+    assert pinned >= 80, (pinned, host)
+    assert host <= pinned + 5  # the host's average includes the idle (or less busy) CPUs
+
+
 def test_cgroup_v2_and_v1_memory(tmp_path: Path) -> None:
     (tmp_path / "memory.max").write_text("1000\n")
     (tmp_path / "memory.current").write_text("250\n")
