@@ -476,6 +476,25 @@ def _criticality_routes(name: str, value: Any) -> Mapping[str, str]:
     return MappingProxyType(clean)
 
 
+def _shed_table(name: str, value: Any) -> Mapping[DegradationLevel, Mapping[Criticality, float]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, value, "must be a mapping {level: {criticality: share of its users shed}}")
+    share = v.number(ge=0, le=1)
+    names = [c.value for c in Criticality if c is not Criticality.CRITICAL_PLUS]
+    table = {}
+    for level, shares in value.items():
+        lv = parse_level(level, f"{name} key")
+        if not isinstance(shares, Mapping):
+            raise ConfigError(f"{name}[{lv.name}]", shares, "must be a mapping {criticality: share}")
+        row = {}
+        for criticality, part in shares.items():
+            if criticality not in names:  # (critical_plus is never shed)
+                raise ConfigError(f"{name}[{lv.name}] key", criticality, f"must be one of {names}")
+            row[Criticality(criticality)] = share(f"{name}[{lv.name}][{criticality!r}]", part)
+        table[lv] = MappingProxyType(row)
+    return MappingProxyType(table)
+
+
 def _reroutes(name: str, value: Any) -> Mapping[str, tuple[str, DegradationLevel]]:
     if not isinstance(value, Mapping):
         raise ConfigError(
@@ -543,6 +562,11 @@ class MiddlewareConfig(_Validated):
     criticality_routes: Mapping[str, str] = option(
         {}, "{path prefix: criticality}: critical_plus, critical, sheddable_plus or sheddable",
         v.Check("a mapping {path prefix: criticality}", _criticality_routes),
+    )
+    shed_table: Mapping[DegradationLevel, Mapping[Criticality, float]] | None = option(
+        None, "{level: {criticality: share of its users shed}} for criticality shedding by level "
+        "(None: resilience_mw.admission.DEFAULT_SHED_TABLE; a level not listed sheds nothing)",
+        v.optional(v.Check("a mapping {level: {criticality: share}}", _shed_table)),
     )
     criticality_shedding: bool = option(
         False, "shed by criticality as the load level rises (the lowest classes first, by user)", v.boolean()

@@ -215,8 +215,8 @@ def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
         # held weakly: state -> middleware -> hook -> state would be a cycle.
         on_first_request=(lambda: _start(started)) if settings.start == "lazy" else None,
     )
-    if settings.middleware.criticality_shedding:
-        middleware.criticality_of = _view_criticality(weakref.ref(app))
+    # (consulted only when a request may be shed: its class decides whether it can be)
+    middleware.criticality_of = _view_criticality(weakref.ref(app))
     sync = None
     if settings.state.url is not None:
         store = open_store(settings.state.url, field="RESILIENCE_STATE_URL")

@@ -151,8 +151,10 @@ class SystemSampler:
             self._last_usage = None if usage is None else (usage, self._clock())
         elif self._process is not None:
             self._process.cpu_percent(interval=None)
+        elif self.cpus is not None:
+            psutil.cpu_percent(interval=None, percpu=True)
         else:
-            psutil.cpu_percent(interval=None, percpu=self.cpus is not None)
+            psutil.cpu_percent(interval=None)
 
     def cpu_percent(self) -> float:
         """CPU in percent, by the source chosen (see the class docstring)."""

@@ -70,6 +70,7 @@ _ADMISSION = (
     "criticality_header",
     "criticality_routes",
     "criticality_shedding",
+    "shed_table",
     "queue_tolerance",
     "user_key",
     "concurrency_limit",

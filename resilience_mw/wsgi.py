@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from . import _fork, _outcomes, signals
 from ._limit import AdaptiveLimit
 from .admission import (
+    DEFAULT_SHED_TABLE,
     Criticality,
     inbound_deadline,
     parse_deadline,
@@ -222,6 +223,7 @@ class ResilienceMiddleware:
         )
         #: the adaptive in-flight limit (``concurrency_limit``), when on
         self.limit = AdaptiveLimit() if cfg.concurrency_limit else None
+        self._shed_table = DEFAULT_SHED_TABLE if cfg.shed_table is None else cfg.shed_table
         # with the queue measured, each request may wait as long as its priority allows
         self._tolerance = (
             cfg.queue_tolerance if cfg.criticality_shedding and self._queue_key is not None else None
@@ -397,7 +399,7 @@ class ResilienceMiddleware:
                 return "criticality"
             if self.degradation.forced is None:
                 return None
-        share = shed_share(load, criticality)
+        share = shed_share(load, criticality, self._shed_table)
         return "criticality" if share >= 1 or bucket < share else None
 
     def _take_slot(self, environ: WSGIEnvironment, path: str) -> tuple[bool, float] | None:
@@ -454,7 +456,14 @@ class ResilienceMiddleware:
         # Shedding follows the load level (the process's own overload, or a forced level),
         # not the error rate of a dependency: shedding would not help it.
         load = self.degradation.load_level
-        if self.shed_level is not None and load >= self.shed_level and not path.startswith(self.core_paths):
+        if (
+            self.shed_level is not None
+            and load >= self.shed_level
+            and not path.startswith(self.core_paths)
+            # critical_plus (a view's @criticality, the route table, the trusted header) is
+            # never shed by the library
+            and (environ.get(CRITICALITY_KEY) or self._criticality(environ, path)) is not Criticality.CRITICAL_PLUS
+        ):
             shed = self._refuse(environ, path, load, "level", start_response)
             if shed is not None:
                 return shed

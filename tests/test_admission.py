@@ -120,6 +120,29 @@ def test_shedding_order_by_criticality_at_each_level() -> None:
     assert all(served[level]["critical_plus"] == 1 for level in served)
 
 
+def test_critical_plus_is_never_shed_even_at_the_shed_level() -> None:
+    app, calls = app_with(criticality_routes={"/search/pay": "critical_plus"})  # shed_level: Emergency
+    app.add_url_rule("/search/pay", "pay", lambda: "paid")
+    client = app.test_client()
+    force_level(app, "Emergency")
+    statuses = [client.get(p).status_code for p in ("/search", "/prefetch", "/checkout", "/search/pay")]
+    assert statuses == [503, 503, 200, 200]  # the view's @criticality and the route table
+    assert calls["checkout"] == 1 and calls["search"] == 0
+
+
+def test_a_shed_table_of_ones_own() -> None:
+    app, _ = app_with(criticality_shedding=True, shed_level=None,
+                      shed_table={"Level1": {"critical": 1.0}, "Level3": {"sheddable": 1.0}})
+    client = app.test_client()
+    force_level(app, "Level1")
+    assert (client.get("/search").status_code, client.get("/prefetch").status_code) == (503, 200)
+    force_level(app, "Level2")  # not listed: nothing shed
+    assert (client.get("/search").status_code, client.get("/prefetch").status_code) == (200, 200)
+    force_level(app, "Level3")
+    assert (client.get("/search").status_code, client.get("/prefetch").status_code) == (200, 503)
+    assert client.get("/checkout").status_code == 200
+
+
 def test_the_same_users_are_shed_every_time() -> None:
     app, _ = app_with(criticality_shedding=True, user_key="session", shed_level=None)
     client = app.test_client()
