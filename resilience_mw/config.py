@@ -484,6 +484,8 @@ def _shed_table(name: str, value: Any) -> Mapping[DegradationLevel, Mapping[Crit
     table = {}
     for level, shares in value.items():
         lv = parse_level(level, f"{name} key")
+        if lv is DegradationLevel.Normal:
+            raise ConfigError(f"{name} key", level, "must be a level above Normal (Normal sheds nothing)")
         if not isinstance(shares, Mapping):
             raise ConfigError(f"{name}[{lv.name}]", shares, "must be a mapping {criticality: share}")
         row = {}

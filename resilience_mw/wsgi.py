@@ -224,7 +224,7 @@ class ResilienceMiddleware:
         #: the adaptive in-flight limit (``concurrency_limit``), when on
         self.limit = AdaptiveLimit() if cfg.concurrency_limit else None
         self._shed_table = DEFAULT_SHED_TABLE if cfg.shed_table is None else cfg.shed_table
-        # with the queue measured, each request may wait as long as its priority allows
+        # with the queue measured, each request may wait as long as its class and user allow
         self._tolerance = (
             cfg.queue_tolerance if cfg.criticality_shedding and self._queue_key is not None else None
         )
@@ -380,7 +380,8 @@ class ResilienceMiddleware:
 
     def _by_criticality(self, environ: WSGIEnvironment, path: str, load: DegradationLevel) -> str | None:
         """``"criticality"`` when the request's class and user are shed: by the level's
-        share (:func:`~resilience_mw.admission.shed_share`) or by the queue control."""
+        share (:func:`~resilience_mw.admission.shed_share`) or by how long it queued
+        (:func:`~resilience_mw.admission.queue_tolerance`)."""
         waited = environ.get(QUEUE_TIME_KEY) if self._tolerance is not None else None
         if waited is None and load is DegradationLevel.Normal:
             return None

@@ -293,7 +293,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_USER_KEY": ["", 5],
     "RESILIENCE_QUEUE_TOLERANCE": [0, -1, "10ms", True, NAN],
     "RESILIENCE_SHED_TABLE": [
-        "x", {"Level9": {}}, {"Level1": {"critical_plus": 1}}, {"Level1": {"sheddable": 2}}, {"Level1": "all"},
+        "x", {"Level9": {}}, {"Normal": {"sheddable": 1}}, {"Level1": {"critical_plus": 1}}, {"Level1": {"sheddable": 2}}, {"Level1": "all"},
     ],
     "RESILIENCE_ENFORCE": ["false", 0, None],
     "RESILIENCE_CONCURRENCY_LIMIT": ["on", 1, None],
