@@ -481,14 +481,14 @@ def _shed_table(name: str, value: Any) -> Mapping[DegradationLevel, Mapping[Crit
         raise ConfigError(name, value, "must be a mapping {level: {criticality: share of its users shed}}")
     share = v.number(ge=0, le=1)
     names = [c.value for c in Criticality if c is not Criticality.CRITICAL_PLUS]
-    table = {}
+    table: dict[DegradationLevel, Mapping[Criticality, float]] = {}
     for level, shares in value.items():
         lv = parse_level(level, f"{name} key")
         if lv is DegradationLevel.Normal:
             raise ConfigError(f"{name} key", level, "must be a level above Normal (Normal sheds nothing)")
         if not isinstance(shares, Mapping):
             raise ConfigError(f"{name}[{lv.name}]", shares, "must be a mapping {criticality: share}")
-        row = {}
+        row: dict[Criticality, float] = {}
         for criticality, part in shares.items():
             if criticality not in names:  # (critical_plus is never shed)
                 raise ConfigError(f"{name}[{lv.name}] key", criticality, f"must be one of {names}")
