@@ -63,11 +63,11 @@ def create_app() -> Flask:
 
 
 def _record_stats(app: Flask, ext: Resilience, directory: str) -> None:
-    """For the bench's diagnostics: shed reasons, and every 0.5 s the level and the
-    concurrency limit, written to ``directory/<pid>.json`` at
+    """For the bench's diagnostics: shed reasons, and every 0.5 s the level, the
+    concurrency limit and its no-load latency (ms), written to ``directory/<pid>.json`` at
     exit."""
     reasons: collections.Counter[str] = collections.Counter()
-    trace: list[tuple[float, int, float | None]] = []
+    trace: list[tuple[float, int, float | None, float | None]] = []
 
     def shed(_sender: object, reason: str, **_: object) -> None:
         reasons[reason] += 1
@@ -81,7 +81,8 @@ def _record_stats(app: Flask, ext: Resilience, directory: str) -> None:
             mw = state.middleware
             limit = getattr(mw, "limit", None)
             trace.append((round(time.time(), 1), int(state.degradation.level),
-                          None if limit is None else round(limit.limit, 1)))
+                          None if limit is None else round(limit.limit, 1),
+                          None if limit is None or limit.min_rtt is None else round(limit.min_rtt * 1000, 1)))
 
     threading.Thread(target=sample, daemon=True).start()
 

@@ -1,29 +1,52 @@
 """AdaptiveLimit: how many requests a process should serve at once, learnt from latency.
 
-Netflix concurrency-limits' Gradient2, with the fixes its users asked for: the limit
-compares a short-term latency average with a long-term one (the long one follows only
-slowly, and decays towards the short one once latency falls back), multiplies the limit by their ratio
-(at most 1, at least 0.5 per update) and adds a small queue allowance (its square
-root). A warm-up keeps the first ``warmup`` samples from lowering the limit (cold caches
-are not overload), and the limit never goes below ``min_limit`` (above 1: a single slot
-would serialise everything). In-flight requests are partitioned: sheddable classes may
-hold at most ``sheddable_share`` of the limit and only while the total is under it;
-critical ones are refused only when they alone fill it, so sheddable traffic cannot take
-the critical share (at worst the process runs ``limit`` plus the sheddable share).
+A gradient limit in the manner of Envoy's adaptive concurrency filter and Netflix's
+Gradient2, with the fixes their users had to make:
 
-Not locked on the sample path beyond one short lock per acquire/release.
+* **A measured no-load latency.** Every ``probe_interval`` seconds the limit is pinned
+  at ``min_limit`` until ``probe_samples`` requests have completed; the median of their
+  latencies is ``min_rtt``, what a request costs without queueing. Comparing with a
+  long-term average instead (plain Gradient2) lets a sustained overload become the
+  baseline, after which the limit no longer falls.
+* **Jitter on the probe** (Envoy #8337): each interval is stretched or shrunk by up to
+  ``probe_jitter``, so the workers of a fleet do not all pin at the same moment.
+* **No stale samples** (Envoy #11579): a request admitted before a probe began does not
+  count toward it (each probe starts a new epoch).
+* **A probe when stuck** (Envoy #10647): five updates in a row at the floor trigger a
+  probe at once (the service may have become slower for good).
+* **A floor above 1** (``min_limit``, 2): a single slot would serialise everything.
+* **Warm-up**: the first ``warmup`` samples never lower the limit (cold caches are not
+  overload); the first probe follows them.
+
+Between probes, each completed request updates the limit: with ``short`` the smoothed
+latency, ``gradient = min_rtt * (1 + buffer) / short`` (between 0.5 and 2), and the
+limit moves a ``smoothing`` step toward ``limit * gradient + sqrt(limit * gradient)`` (a
+small queue allowance; at the lowest gradient the limit settles at the floor). In-flight requests are partitioned: sheddable classes may hold at most
+``sheddable_share`` of the limit and only while the total is under it; critical ones are
+refused only when they alone fill it, so sheddable traffic cannot take the critical share
+(at worst the process runs ``limit`` plus the sheddable share).
+
+One short lock per acquire and per release; no I/O.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import statistics
 import threading
+import time
+from collections.abc import Callable
 
 __all__ = ["AdaptiveLimit"]
 
+#: updates in a row at the floor after which a probe starts at once
+_STUCK_UPDATES = 5
+
 
 class AdaptiveLimit:
-    """See the module docstring; times are seconds."""
+    """See the module docstring; times are seconds. ``clock`` (monotonic) and ``rng``
+    (``random.random``-like) are for tests."""
 
     def __init__(
         self,
@@ -31,60 +54,100 @@ class AdaptiveLimit:
         initial: int = 20,
         min_limit: int = 2,
         max_limit: int = 200,
-        tolerance: float = 1.5,
+        buffer: float = 0.25,
         smoothing: float = 0.2,
         warmup: int = 50,
         sheddable_share: float = 0.5,
+        probe_interval: float = 60.0,
+        probe_jitter: float = 0.15,
+        probe_samples: int = 25,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.limit = float(initial)
         self.min_limit = min_limit
         self.max_limit = max_limit
-        self.tolerance = tolerance
+        self.buffer = buffer
         self.smoothing = smoothing
         self.warmup = warmup
         self.sheddable_share = sheddable_share
+        self.probe_interval = probe_interval
+        self.probe_jitter = probe_jitter
+        self.probe_samples = probe_samples
+        self._clock = clock
+        self._rng = rng
         self.inflight = 0
         self.sheddable_inflight = 0
+        #: latency without queueing, from the last probe (``None`` before the first)
+        self.min_rtt: float | None = None
+        #: a probe is under way: the limit is pinned at ``min_limit``
+        self.probing = False
+        #: bumped when a probe starts; a release from an older epoch is not a sample
+        self.epoch = 0
+        self._probe_rtts: list[float] = []
+        self._next_probe = math.inf
         self._short: float | None = None
-        self._long: float | None = None
         self._samples = 0
+        self._at_floor = 0
         self._lock = threading.Lock()
 
-    def acquire(self, sheddable: bool) -> bool:
-        """Take a slot; ``False`` when the limit (or the sheddable share) is full."""
+    def acquire(self, sheddable: bool) -> int | None:
+        """Take a slot: the epoch to give back to :meth:`release`, or ``None`` when the
+        limit (or the sheddable share) is full."""
         with self._lock:
-            limit = int(self.limit)
+            if not self.probing and self._clock() >= self._next_probe:
+                self._start_probe()
+            limit = self.min_limit if self.probing else int(self.limit)
             if sheddable:
                 if self.inflight >= limit or self.sheddable_inflight >= max(1, int(limit * self.sheddable_share)):
-                    return False
+                    return None
                 self.sheddable_inflight += 1
             elif self.inflight - self.sheddable_inflight >= limit:
-                return False  # sheddable requests in flight do not count against critical ones
+                return None  # sheddable requests in flight do not count against critical ones
             self.inflight += 1
-            return True
+            return self.epoch
 
-    def release(self, sheddable: bool, rtt: float | None) -> None:
+    def release(self, sheddable: bool, rtt: float | None, epoch: int) -> None:
         """Give the slot back; ``rtt``: how long the request took (``None``: it failed
-        early and says nothing about latency)."""
+        early and says nothing about latency); ``epoch``: what :meth:`acquire` gave."""
         with self._lock:
             self.inflight -= 1
             if sheddable:
                 self.sheddable_inflight -= 1
-            if rtt is not None:
+            if rtt is not None and epoch == self.epoch:
                 self._sample(rtt)
+
+    def _start_probe(self) -> None:
+        self.probing = True
+        self.epoch += 1
+        self._probe_rtts = []
 
     def _sample(self, rtt: float) -> None:
         self._samples += 1
-        short = rtt if self._short is None else self._short + 0.5 * (rtt - self._short)
-        long = rtt if self._long is None else self._long + (rtt - self._long) / 600
-        if long > 2 * short:
-            long *= 0.95  # latency fell back: let the long average follow, so the limit recovers
-        self._short, self._long = short, long
-        gradient = max(0.5, min(1.0, self.tolerance * long / short)) if short > 0 else 1.0
+        if self.probing:
+            self._probe_rtts.append(rtt)
+            if len(self._probe_rtts) >= self.probe_samples:
+                self.min_rtt = statistics.median(self._probe_rtts)
+                self.probing = False
+                self._short = None
+                self._at_floor = 0
+                jitter = 1 + self.probe_jitter * (2 * self._rng() - 1)
+                self._next_probe = self._clock() + self.probe_interval * jitter
+            return
+        self._short = rtt if self._short is None else self._short + 0.5 * (rtt - self._short)
         if self._samples <= self.warmup:
-            gradient = 1.0  # warming up: latency of cold caches is not overload
-        target = self.limit * gradient + math.sqrt(self.limit)
+            if self._samples == self.warmup:
+                self._next_probe = self._clock()  # warmed up: measure the no-load latency
+            return
+        if self.min_rtt is None:
+            return
+        gradient = max(0.5, min(2.0, self.min_rtt * (1 + self.buffer) / self._short)) if self._short > 0 else 1.0
+        target = self.limit * gradient + math.sqrt(self.limit * gradient)
         self.limit = min(self.max_limit, max(self.min_limit, (1 - self.smoothing) * self.limit + self.smoothing * target))
+        self._at_floor = self._at_floor + 1 if int(self.limit) <= self.min_limit else 0
+        if self._at_floor >= _STUCK_UPDATES:
+            self._next_probe = self._clock()  # pinned at the floor: is the service slower for good?
 
     def __repr__(self) -> str:
-        return f"AdaptiveLimit(limit={self.limit:.1f}, inflight={self.inflight})"
+        rtt = "unknown" if self.min_rtt is None else f"{self.min_rtt * 1000:.1f} ms"
+        return f"AdaptiveLimit(limit={self.limit:.1f}, inflight={self.inflight}, min_rtt={rtt})"

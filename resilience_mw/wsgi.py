@@ -78,7 +78,7 @@ DEADLINE_KEY = "resilience.deadline"
 CRITICALITY_KEY = "resilience.criticality"
 _CRITICALITIES = {c.value: c for c in Criticality}
 #: what _take_slot answers when the adaptive limit is full
-_FULL = (False, -1.0)
+_FULL = (False, -1.0, -1)
 
 
 def _environ_key(header: str) -> str:
@@ -319,9 +319,9 @@ class ResilienceMiddleware:
             if token is not None:
                 inbound_deadline.reset(token)
             if slot is not None:
-                sheddable, started = slot
+                sheddable, started, epoch = slot
                 assert self.limit is not None
-                self.limit.release(sheddable, time.perf_counter() - started)
+                self.limit.release(sheddable, time.perf_counter() - started, epoch)
 
     def _count(self, environ: WSGIEnvironment, status: str) -> None:
         """Count a request whose status arrived after the app returned."""
@@ -403,17 +403,18 @@ class ResilienceMiddleware:
         share = shed_share(load, criticality, self._shed_table)
         return "criticality" if share >= 1 or bucket < share else None
 
-    def _take_slot(self, environ: WSGIEnvironment, path: str) -> tuple[bool, float] | None:
-        """A slot of the adaptive limit: ``(sheddable, start)``, :data:`_FULL` when the
+    def _take_slot(self, environ: WSGIEnvironment, path: str) -> tuple[bool, float, int] | None:
+        """A slot of the adaptive limit: ``(sheddable, start, epoch)``, :data:`_FULL` when the
         limit is full, ``None`` for a request the library never sheds (``critical_plus``)."""
         assert self.limit is not None
         criticality = environ.get(CRITICALITY_KEY) or self._criticality(environ, path)
         if criticality is Criticality.CRITICAL_PLUS:
             return None
         sheddable = criticality in (Criticality.SHEDDABLE, Criticality.SHEDDABLE_PLUS)
-        if not self.limit.acquire(sheddable):
+        epoch = self.limit.acquire(sheddable)
+        if epoch is None:
             return _FULL
-        return sheddable, time.perf_counter()
+        return sheddable, time.perf_counter(), epoch
 
     def _criticality(self, environ: WSGIEnvironment, path: str) -> Criticality:
         if path.startswith(self.core_paths):  # (an empty tuple matches nothing)
