@@ -584,7 +584,8 @@ class MiddlewareConfig(_Validated):
         "(None: the client address)", v.optional(v.text()),
     )
     concurrency_limit: bool = option(
-        False, "limit requests in flight in this process by an adaptive limit learnt from latency (Gradient2); "
+        False, "limit requests in flight in this process by an adaptive limit learnt from latency (a gradient "
+        "against a probed no-load latency); "
         "the excess gets 503 at once, sheddable classes at most half of it", v.boolean(),
     )
     enforce: bool = option(

@@ -65,6 +65,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         "counter", "requests answered 503 instead of served (enforced=false: shadow mode, served all the same)",
         ("reason", "enforced"), ""),
     "resilience_requests_rerouted_total": ("counter", "requests served from a lighter path", (), ""),
+    "resilience_queue_stamps_ignored_total": (
+        "counter", "request-start stamps ignored as implausible (clock skew between proxy and worker)", (), ""),
     "resilience_fallbacks_total": ("counter", "fallbacks served, by why", ("outcome",), ""),
     "resilience_state_store_errors_total": ("counter", "exchanges with the shared store that failed", (), ""),
     "resilience_state_sync_lag_seconds": ("gauge", "seconds since the last exchange with the store that worked", (),
@@ -241,6 +243,7 @@ class Metrics:
         if middleware is not None:
             self._connect(signals.request_shed, middleware, self._on_shed)
             self._connect(signals.request_rerouted, middleware, self._on_reroute)
+            self._connect(signals.queue_stamp_ignored, middleware, self._on_stamp_ignored)
         if checker is not None:
             self._connect(signals.health_checked, checker, self._on_check)
         if sync is not None:
@@ -306,6 +309,9 @@ class Metrics:
     def _on_shed(self, sender: Any, *, reason: str, level: DegradationLevel, enforced: bool = True, **_: Any) -> None:
         self._add("resilience_requests_shed_total", {"reason": reason, "enforced": "true" if enforced else "false"})
         self._event("shed", {"reason": reason, "level": level.name, "enforced": enforced})
+
+    def _on_stamp_ignored(self, sender: Any, **_: Any) -> None:
+        self._add("resilience_queue_stamps_ignored_total", {})
 
     def _on_reroute(self, sender: Any, *, path: str, to: str, **_: Any) -> None:
         self._add("resilience_requests_rerouted_total", {})

@@ -39,6 +39,7 @@ __all__ = [
     "level_changed",
     "node_marked_unhealthy",
     "node_recovered",
+    "queue_stamp_ignored",
     "request_rerouted",
     "request_shed",
     "retry_budget_exhausted",
@@ -92,8 +93,13 @@ health_checked: Signal = _signals.signal("health-checked")
 
 #: The middleware answered ``503`` instead of the app (or, with ``enforced=False``, in
 #: shadow mode, would have). Sent with ``path``, ``level``, ``reason`` (``"level"``,
-#: ``"queue"``, ``"deadline"``, ``"criticality"``) and ``enforced``.
+#: ``"queue"``, ``"deadline"``, ``"criticality"``, ``"concurrency"``) and ``enforced``.
 request_shed: Signal = _signals.signal("request-shed")
+
+#: The middleware ignored a request-start stamp it could not believe (from the future
+#: beyond a second of clock skew, from hours ago, or malformed): the request is served as
+#: if it had not queued. Sent with ``stamp`` (the header's text, at most 64 characters).
+queue_stamp_ignored: Signal = _signals.signal("queue-stamp-ignored")
 
 #: The middleware served a lighter path. Sent with ``path``, ``to`` and ``level``.
 request_rerouted: Signal = _signals.signal("request-rerouted")

@@ -356,6 +356,7 @@ class ResilienceMiddleware:
                 waited = parse_request_start(stamp, now)
                 if waited is None:
                     self.skewed_stamps += 1
+                    signals.send(signals.queue_stamp_ignored, self, stamp=str(stamp)[:64])
             else:
                 waited = server_queue_time(environ, now)
             if waited is not None:

@@ -171,7 +171,7 @@ def test_a_growing_queue_sheds_the_lowest_classes_first_user_by_user_without_a_l
     served: dict[tuple[float, str], float] = {}
     for waited in (0.005, 0.015, 0.03, 0.06, 0.12, 30.0):
         for path, criticality_ in classes.items():
-            statuses = {}
+            statuses: dict[str, int] = {}
             for _ in range(5):  # 1,000 requests per class and wait: no user flips
                 for user in users:
                     stamp = f"t={time.time() - waited:.6f}"
@@ -332,10 +332,21 @@ def test_the_wait_for_a_thread_inside_waitress_is_queueing_too() -> None:
 
     app = Flask("waitress")
     Resilience(app, start="off", max_queue_time=0.15)
-    app.add_url_rule("/slow", "slow", lambda: time.sleep(0.4) or "slow")
+    def slow() -> str:
+        time.sleep(0.4)
+        return "slow"
+
+    app.add_url_rule("/slow", "slow", slow)
     app.add_url_rule("/fast", "fast", lambda: f"{request_queue_time():.3f}")
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=1)
-    threading.Thread(target=server.run, daemon=True).start()
+    stop = threading.Event()
+
+    def serve() -> None:  # server.run(), but one that can be stopped before the sockets close
+        while not stop.is_set():
+            waitress.wasyncore.loop(timeout=0.05, map=server._map, count=1)
+
+    loop = threading.Thread(target=serve, daemon=True)
+    loop.start()
     url = f"http://127.0.0.1:{server.effective_port}"
     try:
         alone = requests.get(f"{url}/fast", timeout=5)
@@ -347,8 +358,11 @@ def test_the_wait_for_a_thread_inside_waitress_is_queueing_too() -> None:
         slow.join()
         assert behind.status_code == 503 and behind.headers["Retry-After"]
     finally:
-        server.close()
+        stop.set()
+        loop.join(5)
         server.task_dispatcher.shutdown()
+        for channel in list(server._map.values()):
+            channel.close()
 
 
 def request_queue_time() -> float:

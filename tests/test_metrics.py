@@ -53,6 +53,21 @@ def test_the_flask_metrics_endpoint_counts_what_happened() -> None:
     assert after[("resilience_node_state", (("node", "a"), ("state", "healthy")))] == 0
 
 
+def test_ignored_queue_stamps_are_counted() -> None:
+    import time
+
+    app = Flask("stamps")
+    Resilience(app, start="off", metrics_path="/metrics", max_queue_time=1.0)
+    app.add_url_rule("/x", "x", lambda: "ok")
+    client = app.test_client()
+    key = ("resilience_queue_stamps_ignored_total", ())
+    before = samples(client.get("/metrics").get_data(as_text=True)).get(key, 0)
+    for stamp in (f"t={time.time() + 600:.3f}", "t=1600000000", "soon", f"t={time.time():.3f}"):
+        assert client.get("/x", headers={"X-Request-Start": stamp}).status_code == 200
+    after = samples(client.get("/metrics").get_data(as_text=True))[key]
+    assert after - before == 3  # a clock ahead, hours ago, malformed; not the good one
+
+
 def test_metrics_are_off_unless_asked_for() -> None:
     app = Flask("quiet")
     Resilience(app, start="off")
