@@ -77,6 +77,8 @@ DEADLINE_KEY = "resilience.deadline"
 #: environ key: the request's :class:`~resilience_mw.admission.Criticality`, when decided
 CRITICALITY_KEY = "resilience.criticality"
 _CRITICALITIES = {c.value: c for c in Criticality}
+#: environ key: this middleware admitted the request (its second pass serves it)
+_ADMITTED_KEY = "resilience.admitted"
 #: what _take_slot answers when the adaptive limit is full
 _FULL = (False, -1.0, -1)
 
@@ -110,8 +112,7 @@ def _watching(
     body: Iterable[bytes],
     environ: WSGIEnvironment,
     middleware: ResilienceMiddleware,
-    status: list[str],
-    pending: bool,
+    status: Callable[[], str] | None,
 ) -> Generator[bytes, None, None]:
     """A lazy response body that counts its request once its status is known (an app
     may call ``start_response`` only when iterated), counts a failure if iterating it
@@ -122,19 +123,23 @@ def _watching(
     A plain loop, not ``yield from``: closing this generator must not close the inner
     body a second time (the ``finally`` does that, once).
     """
-    key = middleware._key
     try:
         yield b""
-        # ``pending``: the app had not called start_response when it returned, so the
-        # request is counted when its status comes: one local test per chunk until then
-        for chunk in body:
-            if pending and status[0]:
-                pending = False
-                if environ.get(key) is middleware:
-                    middleware._count(environ, status[0])
-            yield chunk
-        if pending and environ.get(key) is middleware:
-            middleware._count(environ, status[0])  # an empty body: the status came at the end
+        if status is None:  # counted already
+            for chunk in body:  # (not yield from: see above)
+                yield chunk
+        else:
+            # ``status`` (a getter): the app had not called start_response when it
+            # returned, so the request is counted when its status comes
+            key = middleware._key
+            for chunk in body:
+                if status is not None and status():
+                    if environ.get(key) is middleware:
+                        middleware._count(environ, status())
+                    status = None
+                yield chunk
+            if status is not None and environ.get(key) is middleware:
+                middleware._count(environ, status())  # an empty body: the status came at the end
     except GeneratorExit:  # closed early: the client went away, not a failure
         raise
     except BaseException:
@@ -246,75 +251,85 @@ class ResilienceMiddleware:
         path = environ.get("PATH_INFO", "")
         if path in self.exempt_paths:
             return self.app(environ, start_response)
+        if self._admits and environ.get(_ADMITTED_KEY) is not self:
+            return self._admit_then_serve(environ, start_response, path)
         level = self.degradation.level
         environ[LEVEL_KEY] = level
-        token = slot = None
-        if self._admits:
-            refused = self._admit(environ, path, start_response)
-            if refused is not None:
-                return refused
-            if self.limit is not None:
-                slot = self._take_slot(environ, path)
-                if slot is _FULL:
-                    shed = self._refuse(environ, path, self.degradation.load_level, "concurrency", start_response)
-                    if shed is not None:
-                        return shed
-                    slot = None  # shadow mode: served without a slot
-            deadline = environ.get(DEADLINE_KEY)
-            if deadline is not None:
-                # the app's outbound calls (the requests adapter) see what is left of it
-                token = inbound_deadline.set((deadline, self.config.deadline_header or ""))
+        if level >= self._act_from:
+            shed = self._degrade(environ, path, level, start_response)
+            if shed is not None:
+                return shed
+        if not self.record_outcomes:
+            return self.app(environ, start_response)
+        key = self._key
+        # This middleware counts the request (see _outcomes): its own object marks it as
+        # pending. An inner middleware of the same manager overwrites the mark with its
+        # own and counts instead; this one then finds the mark not its own.
+        environ[key] = self
+        status = ""
+
+        def capture(
+            status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            nonlocal status
+            status = status_
+            return start_response(status_, headers, exc_info)
+
         try:
-            if level >= self._act_from:
-                shed = self._degrade(environ, path, level, start_response)
+            body = self.app(environ, capture)
+        except BaseException:
+            if self.count_exceptions and environ[key] is self:
+                self._window.fail()
+                environ[key] = "fail"
+            raise
+        # Counted now, by the status the app gave. The rule is written out here rather
+        # than in _count: this is the per-request hot path, and a call costs.
+        if status and environ[key] is self:
+            if self._is_failure(status) if self._is_failure is not None else "5" <= status < "6":
+                self._window.fail()
+                counted = "fail"
+            else:
+                self._window.ok()
+                counted = "ok"
+            if type(body) is list:  # fully built: nothing can change it later
+                return body
+            environ[key] = counted  # a body that breaks while sent turns it (record_failure)
+        elif type(body) is list and status:
+            return body
+        wrapper_type: object = environ.get("wsgi.file_wrapper")
+        if status and (not self.count_exceptions or type(body) is wrapper_type):
+            # A file_wrapper goes back unwrapped, or the server could not send it with
+            # sendfile; a failure while sending the file is then not counted.
+            return body
+        # A lazy body, or an app that calls start_response only when iterated (then the
+        # status is read, once it has come, through a getter of the closure's cell).
+        watching = _watching(body, environ, self, None if status else (lambda: status))
+        next(watching)  # to the first, empty yield; see _watching
+        return watching
+
+    def _admit_then_serve(
+        self, environ: WSGIEnvironment, start_response: StartResponse, path: str
+    ) -> Iterable[bytes]:
+        """Queue time, deadline, criticality and the concurrency limit, then (admitted)
+        the request as any other: ``__call__`` again, with the environ marked admitted.
+        Kept off ``__call__`` so that a middleware without admission pays nothing for it."""
+        refused = self._admit(environ, path, start_response)
+        if refused is not None:
+            return refused
+        slot = None
+        if self.limit is not None:
+            slot = self._take_slot(environ, path)
+            if slot is _FULL:
+                shed = self._refuse(environ, path, self.degradation.load_level, "concurrency", start_response)
                 if shed is not None:
                     return shed
-            if not self.record_outcomes:
-                return self.app(environ, start_response)
-            key = self._key
-            # This middleware counts the request (see _outcomes): its own object marks it as
-            # pending. An inner middleware of the same manager overwrites the mark with its
-            # own and counts instead; this one then finds the mark not its own.
-            environ[key] = self
-            status = [""]
-
-            def capture(
-                status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-            ) -> Callable[[bytes], object]:
-                status[0] = status_
-                return start_response(status_, headers, exc_info)
-
-            try:
-                body = self.app(environ, capture)
-            except BaseException:
-                if self.count_exceptions and environ[key] is self:
-                    self._window.fail()
-                    environ[key] = "fail"
-                raise
-            code = status[0]
-            # Counted now, by the status the app gave. The rule is written out here rather
-            # than in _count: this is the per-request hot path, and a call costs.
-            if code and environ[key] is self:
-                if self._is_failure(code) if self._is_failure is not None else "5" <= code < "6":
-                    self._window.fail()
-                    counted = "fail"
-                else:
-                    self._window.ok()
-                    counted = "ok"
-                if type(body) is list:  # fully built: nothing can change it later
-                    return body
-                environ[key] = counted  # a body that breaks while sent turns it (record_failure)
-            elif type(body) is list and code:
-                return body
-            wrapper_type: object = environ.get("wsgi.file_wrapper")
-            if code and (not self.count_exceptions or type(body) is wrapper_type):
-                # A file_wrapper goes back unwrapped, or the server could not send it with
-                # sendfile; a failure while sending the file is then not counted.
-                return body
-            # A lazy body, or an app that calls start_response only when iterated.
-            watching = _watching(body, environ, self, status, not code)
-            next(watching)  # to the first, empty yield; see _watching
-            return watching
+                slot = None  # shadow mode: served without a slot
+        deadline = environ.get(DEADLINE_KEY)
+        # the app's outbound calls (the requests adapter) see what is left of the deadline
+        token = None if deadline is None else inbound_deadline.set((deadline, self.config.deadline_header or ""))
+        environ[_ADMITTED_KEY] = self
+        try:
+            return self(environ, start_response)
         finally:
             if token is not None:
                 inbound_deadline.reset(token)
