@@ -77,9 +77,13 @@ def success_path(live: NodeServer, n: int) -> dict[str, float]:
         get_fo()
     a: list[float] = []
     b: list[float] = []
-    for _ in range(n // 20):  # alternate in blocks of 20: same load for both
-        a += timed(get_plain, 20)
-        b += timed(get_fo, 20)
+    for block in range(n // 20):  # alternate in blocks of 20, each first in turn: same load for both
+        if block % 2:
+            b += timed(get_fo, 20)
+            a += timed(get_plain, 20)
+        else:
+            a += timed(get_plain, 20)
+            b += timed(get_fo, 20)
     return {
         "plain_median_ms": round(statistics.median(a), 4),
         "failover_median_ms": round(statistics.median(b), 4),
@@ -111,9 +115,17 @@ def bad_then_live(bad_url: str, live: NodeServer, reps: int) -> dict[str, float]
         assert r.json()["node"] == "live"
         mine: list[float] = []
         theirs: list[float] = []
-        for _ in range(10):  # follow-ups and plain calls alternate: same load for both
-            mine += timed(lambda s=s: s.get("http://svc/x", timeout=TIMEOUT), 5)
-            theirs += timed(lambda plain=plain: plain.get(f"{live.url}/x", timeout=TIMEOUT), 5)
+        for block in range(10):
+            # follow-ups and plain calls alternate, each first in turn (ABBA): same load
+            # for both, and neither always runs right after the bad node's timeout
+            follow_up = lambda s=s: s.get("http://svc/x", timeout=TIMEOUT)  # noqa: E731
+            plain_call = lambda plain=plain: plain.get(f"{live.url}/x", timeout=TIMEOUT)  # noqa: E731
+            if block % 2:
+                theirs += timed(plain_call, 5)
+                mine += timed(follow_up, 5)
+            else:
+                mine += timed(follow_up, 5)
+                theirs += timed(plain_call, 5)
         follow += mine
         plain_times += theirs
         ratios.append(statistics.median(mine) / statistics.median(theirs))  # within the rep
