@@ -65,6 +65,21 @@ def timed(fn: object, n: int) -> list[float]:
     return out
 
 
+def abba(plain: object, ours: object, blocks: int, size: int) -> tuple[list[float], list[float]]:
+    """Times of ``plain`` and ``ours`` in alternating blocks of ``size`` calls, each first
+    in turn (ABBA): the same load for both, and neither always runs first."""
+    a: list[float] = []
+    b: list[float] = []
+    for block in range(blocks):
+        if block % 2:
+            b += timed(ours, size)
+            a += timed(plain, size)
+        else:
+            a += timed(plain, size)
+            b += timed(ours, size)
+    return a, b
+
+
 def success_path(live: NodeServer, n: int) -> dict[str, float]:
     plain = requests.Session()
     plain.mount("http://", HTTPAdapter())
@@ -75,15 +90,7 @@ def success_path(live: NodeServer, n: int) -> dict[str, float]:
     for _ in range(50):
         get_plain()
         get_fo()
-    a: list[float] = []
-    b: list[float] = []
-    for block in range(n // 20):  # alternate in blocks of 20, each first in turn: same load for both
-        if block % 2:
-            b += timed(get_fo, 20)
-            a += timed(get_plain, 20)
-        else:
-            a += timed(get_plain, 20)
-            b += timed(get_fo, 20)
+    a, b = abba(get_plain, get_fo, n // 20, 20)
     return {
         "plain_median_ms": round(statistics.median(a), 4),
         "failover_median_ms": round(statistics.median(b), 4),
@@ -94,8 +101,8 @@ def success_path(live: NodeServer, n: int) -> dict[str, float]:
 def bad_then_live(bad_url: str, live: NodeServer, reps: int) -> dict[str, float]:
     firsts, follow, plain_times, ratios = [], [], [], []
     for _ in range(reps):
-        # The baseline is a plain session that met the bad node too: a session whose
-        # request to a hung node timed out is itself a few percent slower afterwards.
+        # The baseline is a plain session that met the bad node too: the same history
+        # as the adapter's session.
         plain = requests.Session()
         plain.mount("http://", HTTPAdapter())
         with contextlib.suppress(requests.RequestException):
@@ -113,19 +120,13 @@ def bad_then_live(bad_url: str, live: NodeServer, reps: int) -> dict[str, float]
         r = s.get("http://svc/x", timeout=TIMEOUT)
         firsts.append((time.perf_counter() - t0) * 1000)
         assert r.json()["node"] == "live"
-        mine: list[float] = []
-        theirs: list[float] = []
-        for block in range(10):
-            # follow-ups and plain calls alternate, each first in turn (ABBA): same load
-            # for both, and neither always runs right after the bad node's timeout
-            follow_up = lambda s=s: s.get("http://svc/x", timeout=TIMEOUT)  # noqa: E731
-            plain_call = lambda plain=plain: plain.get(f"{live.url}/x", timeout=TIMEOUT)  # noqa: E731
-            if block % 2:
-                theirs += timed(plain_call, 5)
-                mine += timed(follow_up, 5)
-            else:
-                mine += timed(follow_up, 5)
-                theirs += timed(plain_call, 5)
+        # neither the follow-ups nor the plain calls always run right after the timeout
+        theirs, mine = abba(
+            lambda plain=plain: plain.get(f"{live.url}/x", timeout=TIMEOUT),
+            lambda s=s: s.get("http://svc/x", timeout=TIMEOUT),
+            10,
+            5,
+        )
         follow += mine
         plain_times += theirs
         ratios.append(statistics.median(mine) / statistics.median(theirs))  # within the rep
