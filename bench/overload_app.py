@@ -1,7 +1,9 @@
 """The app bench_overload.py serves with gunicorn gthread: ``/work/<criticality>`` burns
 about 5 ms of CPU. Env ``LIB``: ``none`` (plain Flask), ``cpu`` (the extension with its
 default CPU/memory levels), ``full`` (plus queueing delay, criticality shedding by user
-and the adaptive concurrency limit)."""
+and the adaptive concurrency limit). Also read: ``QUEUE_TOLERANCE`` (seconds, to try
+another value than the bench's 5 ms) and ``STATS_DIR`` (where each worker writes its shed
+reasons and its level/limit trace at exit, for ``--trace``)."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         ("reason", "enforced"), ""),
     "resilience_requests_rerouted_total": ("counter", "requests served from a lighter path", (), ""),
     "resilience_queue_stamps_ignored_total": (
-        "counter", "request-start stamps ignored as implausible (clock skew between proxy and worker)", (), ""),
+        "counter", "request-start stamps ignored: malformed, or implausible (clocks of proxy and worker apart)", (), ""),
     "resilience_fallbacks_total": ("counter", "fallbacks served, by why", ("outcome",), ""),
     "resilience_state_store_errors_total": ("counter", "exchanges with the shared store that failed", (), ""),
     "resilience_state_sync_lag_seconds": ("gauge", "seconds since the last exchange with the store that worked", (),
