@@ -6,12 +6,14 @@
   against the per-attempt timeout; a timeout must cost the timeout once;
 * follow-up calls once the bad node is marked unhealthy, against plain calls made
   alternately with them;
+* the same comparisons with each session in a process of its own (``isolated``): the
+  same history (the bad node, then 300 calls to the live one), in ABBA order;
 * the failover loop's own cost per call, in process (no I/O): ``failover_order()`` and
   one successful walk of :class:`~resilience_mw.failover.FailoverLoop`, for 3 and 1,000
   nodes, against a bare function call.
 
 Servers are on 127.0.0.1 and stop with the script. Prints one JSON line.
-Usage: python bench/bench_adapter.py [--requests 400]
+Usage: python bench/bench_adapter.py [--requests 400] [--reps 7] [--pairs 4]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -139,6 +142,41 @@ def bad_then_live(bad_url: str, live: NodeServer, reps: int) -> dict[str, float]
     }
 
 
+def child(kind: str, live_url: str, bad_url: str | None, calls: int) -> float:
+    """In a process of its own: a plain session or the adapter meets the bad node (if
+    any), then ``calls`` follow-ups to the live node; the median in ms."""
+    if kind == "plain":
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter())
+        if bad_url:
+            with contextlib.suppress(requests.RequestException):
+                session.get(f"{bad_url}/x", timeout=TIMEOUT)
+        url = f"{live_url}/x"
+    else:
+        nodes = [ServiceNode("live", live_url, priority=5)]
+        if bad_url:
+            nodes.append(ServiceNode("bad", bad_url, priority=10))
+        session = requests.Session()
+        session.mount("http://svc/", FailoverAdapter(nodes, failure_threshold=1))
+        url = "http://svc/x"
+    session.get(url, timeout=TIMEOUT)
+    return statistics.median(timed(lambda: session.get(url, timeout=TIMEOUT), calls))
+
+
+def isolated(live_url: str, bad_url: str | None, pairs: int, calls: int = 300) -> dict[str, float]:
+    """The adapter against a plain session, each in a fresh process with the same history
+    (ABBA order): in one process the two share the interpreter's warmed caches in the
+    urllib3 and http.client code, and the in-process figures move with the order."""
+    times: dict[str, list[float]] = {"plain": [], "adapter": []}
+    for pair in range(pairs):
+        for kind in ("adapter", "plain") if pair % 2 else ("plain", "adapter"):
+            argv = [sys.executable, __file__, "--child", kind, live_url, bad_url or ""]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+            times[kind].append(float(done.stdout.strip()))
+    plain, adapter = statistics.median(times["plain"]), statistics.median(times["adapter"])
+    return {"plain_median_ms": round(plain, 4), "adapter_median_ms": round(adapter, 4), "ratio": round(adapter / plain, 3)}
+
+
 def loop_cost(repeats: int = 7) -> dict[str, float]:
     """ns per call of the failover loop's bookkeeping (no I/O), over a bare call."""
 
@@ -173,7 +211,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--pairs", type=int, default=4, help="process pairs per case for the isolated figures")
+    ap.add_argument("--child", nargs=3, metavar=("KIND", "LIVE", "BAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        kind, live_url, bad_url = args.child
+        print(child(kind, live_url, bad_url or None, 300))
+        return
     live = NodeServer("live").start()
     hung = NodeServer("hung").start()
     hung.mode = "hang"
@@ -183,6 +227,12 @@ def main() -> None:
         refused = bad_then_live(f"http://127.0.0.1:{free_port()}", live, max(args.reps, 20))
         connect_timeout = bad_then_live(f"http://127.0.0.1:{drop_port}", live, args.reps)
         read_timeout = bad_then_live(hung.url, live, args.reps)
+        separate = {
+            "success_path": isolated(live.url, None, args.pairs),
+            "refused": isolated(live.url, f"http://127.0.0.1:{free_port()}", args.pairs),
+            "connect_timeout": isolated(live.url, f"http://127.0.0.1:{drop_port}", args.pairs),
+            "hung": isolated(live.url, hung.url, args.pairs),
+        }
     finally:
         live.stop()
         hung.stop()
@@ -204,12 +254,16 @@ def main() -> None:
                 "connect_timeout": connect_timeout["follow_up_over_plain"],
                 "hung": read_timeout["follow_up_over_plain"],
             },
+            # each session in a process of its own: success path and follow-ups
+            "isolated_over_plain": {case: fig["ratio"] for case, fig in separate.items()},
+            "isolated": separate,
             "goals": {
                 "success_ratio_max": 1.05,
                 "refused_added_ms_max": 2.0,
                 "connect_timeout_first_ms_max": 100 + 5,
                 "hung_first_ms_max": 200 + 5,
                 "follow_up_over_plain_max": 1.10,
+                "isolated_over_plain_max": 1.10,  # follow-ups; the success path: success_ratio_max
             },
         },
     )
