@@ -5,7 +5,8 @@ the clock and the headers).
 * **Queueing delay** from the proxy's request-start stamp (``X-Request-Start``:
   ``t=<seconds.fraction>``, ``t=<ms>``, ``t=<us>``, or a bare number; the unit is told by
   its size). A stamp from the future (beyond a small skew) or from more than an hour ago
-  is ignored: clocks disagree, and a wrong stamp must not shed traffic.
+  is ignored: clocks disagree, and a wrong stamp must not shed traffic. The proxy must set
+  the header, replacing any the client sent: a stamp is believed.
   Without a stamp, the wait for a thread inside the server is taken where the server tells
   it (:func:`server_queue_time`: waitress; gunicorn's gthread does not).
 * **Deadlines**: an absolute epoch time in ms, or a relative timeout (``2.5``, ``2.5s``,
