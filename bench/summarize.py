@@ -162,12 +162,37 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         f = a["follow_up_over_plain"]
         r.append(
             (
-                "after the bad node is marked unhealthy",
+                "after the bad node is marked unhealthy, both sessions in one process",
                 f"{f['refused']:.2f} / {f['connect_timeout']:.2f} / {f['hung']:.2f}x plain",
                 "refused / connect-timeout / hung",
+                "reported (see docs/benchmarks.rst)",
+            )
+        )
+        i = a["isolated_over_plain"]
+        r.append(
+            (
+                "after the bad node is marked unhealthy, each session in its own process",
+                f"{i['refused']:.2f} / {i['connect_timeout']:.2f} / {i['hung']:.2f}x plain",
+                f"refused / connect-timeout / hung; success path {i['success_path']:.2f}x",
                 "<= 1.10x",
             )
         )
+    ov = b.get("overload")
+    if ov:
+        res = ov["results"]
+        for factor in (2, 4):
+            n, c, full = res.get(f"none_{factor}x"), res.get(f"cpu_{factor}x"), res.get(f"full_{factor}x")
+            if full:
+                r.append(
+                    (
+                        f"overload {factor}x C: goodput / critical success / admitted p99 (queue + criticality)",
+                        f"{full['goodput_of_capacity']:.2f} C / {full['critical_success']:.1%} / "
+                        f"{full['admitted_p99_over_unloaded']:.2f}x",
+                        (f"no library {n['goodput_of_capacity']:.2f} C; " if n else "")
+                        + (f"CPU levels {c['goodput_of_capacity']:.2f} C" if c else ""),
+                        ">= 0.9 C (2x) / 0.8 C (4x), >= 99 %, <= 2x",
+                    )
+                )
     hb = b.get("health")
     if hb:
         for n in ("n3", "n1000"):

@@ -402,7 +402,6 @@ class ResilienceMiddleware:
         if waited is None and load is DegradationLevel.Normal:
             return None
         criticality = self._criticality(environ, path)
-        environ[CRITICALITY_KEY] = criticality
         if criticality is Criticality.CRITICAL_PLUS:
             return None
         bucket = user_bucket(self._user(environ))
@@ -423,7 +422,7 @@ class ResilienceMiddleware:
         """A slot of the adaptive limit: ``(sheddable, start, epoch)``, :data:`_FULL` when the
         limit is full, ``None`` for a request the library never sheds (``critical_plus``)."""
         assert self.limit is not None
-        criticality = environ.get(CRITICALITY_KEY) or self._criticality(environ, path)
+        criticality = self._criticality(environ, path)
         if criticality is Criticality.CRITICAL_PLUS:
             return None
         sheddable = criticality in (Criticality.SHEDDABLE, Criticality.SHEDDABLE_PLUS)
@@ -433,6 +432,13 @@ class ResilienceMiddleware:
         return sheddable, time.perf_counter(), epoch
 
     def _criticality(self, environ: WSGIEnvironment, path: str) -> Criticality:
+        """The request's class, decided once (then kept in ``environ[CRITICALITY_KEY]``)."""
+        criticality: Criticality | None = environ.get(CRITICALITY_KEY)
+        if criticality is None:
+            criticality = environ[CRITICALITY_KEY] = self._classify(environ, path)
+        return criticality
+
+    def _classify(self, environ: WSGIEnvironment, path: str) -> Criticality:
         if path.startswith(self.core_paths):  # (an empty tuple matches nothing)
             return Criticality.CRITICAL_PLUS  # core paths are never shed
         if self._criticality_key is not None:
@@ -480,7 +486,7 @@ class ResilienceMiddleware:
             and not path.startswith(self.core_paths)
             # critical_plus (a view's @criticality, the route table, the trusted header) is
             # never shed by the library
-            and (environ.get(CRITICALITY_KEY) or self._criticality(environ, path)) is not Criticality.CRITICAL_PLUS
+            and self._criticality(environ, path) is not Criticality.CRITICAL_PLUS
         ):
             shed = self._refuse(environ, path, load, "level", start_response)
             if shed is not None:

@@ -171,16 +171,19 @@ def test_a_growing_queue_sheds_the_lowest_classes_first_user_by_user_without_a_l
     served: dict[tuple[float, str], float] = {}
     for waited in (0.005, 0.015, 0.03, 0.06, 0.12, 30.0):
         for path, criticality_ in classes.items():
-            statuses: dict[str, int] = {}
+            first: dict[str, int] = {}
             for _ in range(5):  # 1,000 requests per class and wait: no user flips
                 for user in users:
                     stamp = f"t={time.time() - waited:.6f}"
                     status = client.get(path, headers={"X-Request-Start": stamp, "X-User": user}).status_code
+                    first.setdefault(user, status)
                     tolerance = queue_tolerance(criticality_, user_bucket(user), 0.01)
-                    if abs(tolerance - waited) > 0.002:  # (a user right at the edge may go either way)
-                        assert statuses.setdefault(user, status) == status
+                    # A user whose tolerance is right at the wait may go either way: the
+                    # request reaches the middleware a little after its stamp was taken.
+                    if not waited - 0.001 <= tolerance <= waited + 0.005:
+                        assert first[user] == status
                         assert status == (200 if tolerance > waited else 503), (path, waited, user)
-            served[waited, path] = sum(s == 200 for s in statuses.values()) / len(statuses)
+            served[waited, path] = sum(s == 200 for s in first.values()) / len(first)
     assert Resilience.state(app).degradation.level is DegradationLevel.Normal  # no level was needed
     # 5 ms: everyone; 15 ms: part of sheddable (by user); 30 ms: none of it, part of
     # sheddable_plus; 60 ms: no sheddable class, all critical; 120 ms: part of critical
