@@ -55,6 +55,11 @@ class Settler:
             self.level = self._hold_max
         return self.level
 
+    @property
+    def lower_since(self) -> float | None:
+        """Since when the level has been waiting to come down (``None``: it is not)."""
+        return self._lower_since
+
     def cooldown_remaining(self, now: float) -> float | None:
         """Seconds until the level may come down, ``None`` when it is not waiting to."""
         if self._lower_since is None:

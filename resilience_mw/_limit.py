@@ -8,6 +8,11 @@ Gradient2, with the fixes their users had to make:
   latencies is ``min_rtt``, what a request costs without queueing. Comparing with a
   long-term average instead (plain Gradient2) lets a sustained overload become the
   baseline, after which the limit no longer falls.
+* **A probe never refuses critical traffic on a service that keeps up** (its smoothed
+  latency within ``min_rtt * (1 + buffer)``, or nothing known yet): only sheddable
+  requests are pinned then, and since critical ones ran beside the probe, its median can
+  only lower ``min_rtt``. A service that does not keep up is probed with everything
+  pinned, which is what lets ``min_rtt`` rise when the service became slower for good.
 * **Jitter on the probe** (Envoy #8337): each interval is stretched or shrunk by up to
   ``probe_jitter``, so the workers of a fleet do not all pin at the same moment.
 * **No stale samples** (Envoy #11579): a request admitted before a probe began does not
@@ -82,6 +87,11 @@ class AdaptiveLimit:
         self.min_rtt: float | None = None
         #: a probe is under way: the limit is pinned at ``min_limit``
         self.probing = False
+        #: the probe under way pins critical requests too (the service did not keep up)
+        self.probe_pins_all = False
+        # a critical request beyond the floor ran during this probe: its median is not a
+        # no-load latency, only an upper bound of one
+        self._probe_mixed = False
         #: bumped when a probe starts; a release from an older epoch is not a sample
         self.epoch = 0
         self._probe_rtts: list[float] = []
@@ -102,8 +112,12 @@ class AdaptiveLimit:
                 if self.inflight >= limit or self.sheddable_inflight >= max(1, int(limit * self.sheddable_share)):
                     return None
                 self.sheddable_inflight += 1
-            elif self.inflight - self.sheddable_inflight >= limit:
-                return None  # sheddable requests in flight do not count against critical ones
+            else:
+                critical = self.inflight - self.sheddable_inflight  # sheddable ones do not count against it
+                if critical >= limit:
+                    if not self.probing or self.probe_pins_all or critical >= int(self.limit):
+                        return None
+                    self._probe_mixed = True  # a service that keeps up: critical traffic goes on
             self.inflight += 1
             return self.epoch
 
@@ -121,13 +135,18 @@ class AdaptiveLimit:
         self.probing = True
         self.epoch += 1
         self._probe_rtts = []
+        self._probe_mixed = False
+        short, base = self._short, self.min_rtt
+        self.probe_pins_all = short is not None and base is not None and short > base * (1 + self.buffer)
 
     def _sample(self, rtt: float) -> None:
         self._samples += 1
         if self.probing:
             self._probe_rtts.append(rtt)
             if len(self._probe_rtts) >= self.probe_samples:
-                self.min_rtt = statistics.median(self._probe_rtts)
+                median = statistics.median(self._probe_rtts)
+                mixed = self._probe_mixed and self.min_rtt is not None
+                self.min_rtt = min(self.min_rtt, median) if mixed and self.min_rtt is not None else median
                 self.probing = False
                 self._short = None
                 self._at_floor = 0

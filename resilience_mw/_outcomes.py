@@ -10,7 +10,9 @@ manager count it once:
   ``GracefulDegradation`` counts the outcome itself;
 * the middleware object itself (pending): it will count it by its status when the
   app returns (an inner middleware of the same manager then counts nothing);
-* ``"ok"`` / ``"fail"``: counted.
+* ``"ok"`` / ``"fail"``: counted;
+* ``"refused"``: the library answered the request itself (a gated feature's 503): not
+  an outcome of the app, never counted.
 
 Code that has no environ in hand (``GracefulDegradation.execute`` in a view) asks
 :data:`environ_provider`, which a framework integration sets (the Flask extension
@@ -25,7 +27,7 @@ from typing import Any
 
 from .degradation import ErrorWindow
 
-__all__ = ["environ_provider", "key", "record", "record_failure"]
+__all__ = ["environ_provider", "key", "record", "record_failure", "refused"]
 
 Environ = MutableMapping[str, Any]
 
@@ -72,3 +74,12 @@ def record_failure(environ: Environ, window: ErrorWindow) -> None:
     elif state != "fail":  # absent, or pending with a middleware
         window.fail()
     environ[k] = "fail"
+
+
+def refused(environ: Environ, window: ErrorWindow) -> None:
+    """Mark the request of ``environ`` as answered by the library itself (``@feature``'s
+    503 at a level that turns the feature off), so that no layer counts it: the
+    library's own refusals must not raise the error rate that raised the level."""
+    k = key(window)
+    if environ.get(k) not in ("ok", "fail"):
+        environ[k] = "refused"

@@ -36,8 +36,12 @@ from .model import DegradationLevel
 
 __all__ = [
     "DEFAULT_SHED_TABLE",
+    "MAX_COOKIE_HEADER",
     "QUEUE_SCALE",
     "Criticality",
+    "bucket_secret",
+    "client_address",
+    "cookie_value",
     "inbound_deadline",
     "parse_deadline",
     "parse_request_start",
@@ -138,11 +142,53 @@ def parse_deadline(value: str | None, now: float) -> float | None:
     return now + seconds
 
 
-def user_bucket(key: str) -> float:
+def user_bucket(key: str, secret: bytes = b"") -> float:
     """A stable number in [0, 1) for a user key: the same user, the same number, in
-    every process and on every host."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    every process and on every host. With ``secret`` (a per-deployment key, from
+    :func:`bucket_secret`), a client that chooses its own key cannot search offline for
+    one that is shed last."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=secret).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def bucket_secret(secret: str) -> bytes:
+    """The key :func:`user_bucket` takes, from a secret of any length."""
+    return hashlib.blake2b(secret.encode(), digest_size=32).digest()
+
+
+#: most bytes of a Cookie header searched for the user's cookie
+MAX_COOKIE_HEADER = 64 * 1024
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of the cookie ``name`` in a ``Cookie`` header, or ``None``.
+
+    Linear in the header and bounded (the first :data:`MAX_COOKIE_HEADER` characters):
+    ``http.cookies.SimpleCookie`` is quadratic on some CPython versions and gives up on
+    the whole header at its first malformed cookie; here a malformed pair is skipped.
+    """
+    for pair in header[:MAX_COOKIE_HEADER].split(";"):
+        key, eq, value = pair.partition("=")
+        if eq and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value or None
+    return None
+
+
+def client_address(environ: Mapping[str, object], trusted_proxies: int) -> str:
+    """The client's address behind ``trusted_proxies`` proxies, as werkzeug's ``ProxyFix``
+    reads it: the ``trusted_proxies``-th ``X-Forwarded-For`` value from the right (each
+    trusted proxy appends the address it got the request from), else ``REMOTE_ADDR``
+    (0 proxies, or fewer values than trusted proxies)."""
+    if trusted_proxies > 0:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        if isinstance(forwarded, str):
+            values = forwarded.split(",")
+            if len(values) >= trusted_proxies:
+                return values[-trusted_proxies].strip()
+    return str(environ.get("REMOTE_ADDR", ""))
 
 
 #: each class's queue tolerance, in units of the lowest (``sheddable``'s first user); critical

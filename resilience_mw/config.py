@@ -50,12 +50,13 @@ __all__ = [
 C = TypeVar("C", bound="_Validated")
 
 
-def option(default: Any, doc: str, check: v.Check) -> Any:
-    """A config field: its default, what it means, and the rule its value must meet."""
+def option(default: Any, doc: str, check: v.Check, *, secret: bool = False) -> Any:
+    """A config field: its default, what it means, and the rule its value must meet
+    (``secret``: kept out of the config's repr)."""
     meta = {"doc": doc, "check": check}
     if type(default).__hash__ is None:  # a mapping: each config gets its own
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta, repr=not secret)
 
 
 def options_of(cls: type[Any]) -> list[tuple[str, Any, str, str]]:
@@ -124,16 +125,23 @@ _QUEUE = v.optional(v.seconds(minimum=0.0001, maximum=3600))
 class DegradationConfig(_Validated):
     """Thresholds of :class:`~resilience_mw.AutoDegradationManager`.
 
-    CPU and memory thresholds are percentages, queue thresholds seconds of smoothed
-    queueing delay (measured only when the middleware reads the proxy's request-start
-    stamp), strictly increasing per resource from Level1 to Emergency; ``None`` switches
-    that level of that signal off (all four ``None``: the signal is off). A CPU or memory level counts only when
+    CPU and memory thresholds are percentages (of this service's own use, by default:
+    :class:`~resilience_mw.sampling.SystemSampler`), queue thresholds seconds of queueing
+    delay (the median of a sampling interval's requests, measured when the middleware
+    reads the proxy's request-start stamp), strictly increasing per resource from Level1
+    to Emergency; ``None`` switches that level of that signal off (all four ``None``: the
+    signal is off). A CPU, memory or queue level counts only when
     ``sustain_samples`` of the last ``sustain_window`` samples call for it, and not
     within ``startup_grace_seconds`` of the sampler's start. The error rate is measured over the last
     ``error_window_seconds`` and counts once ``min_requests`` requests fell in that
     window; Level1/2/3/Emergency are reached at 1x/1.5x/2x/``error_emergency_multiplier``
     x ``error_rate_threshold``. Going up is immediate; going down needs the lower level
     to hold for ``cooldown_seconds``.
+
+    Every signal raises the level features and fallbacks follow. Shedding and readiness
+    follow the *load level*: the queueing delay (a symptom requests suffer) and a forced
+    level; CPU and memory only with ``resources_shed``, the error rate only with
+    ``errors_shed``.
     """
 
     cpu_threshold_l1: float | None = option(70.0, "CPU percent from which Level1 applies", _PERCENT)
@@ -145,7 +153,8 @@ class DegradationConfig(_Validated):
     memory_threshold_l3: float | None = option(95.0, "memory percent from which Level3 applies", _PERCENT)
     memory_threshold_emergency: float | None = option(98.0, "memory percent from which Emergency applies", _PERCENT)
     queue_threshold_l1: float | None = option(
-        0.02, "smoothed queueing delay (seconds, from the proxy's stamp) from which Level1 applies", _QUEUE
+        0.02, "queueing delay (seconds, the median of an interval's requests, from the proxy's stamp) "
+        "from which Level1 applies", _QUEUE
     )
     queue_threshold_l2: float | None = option(0.05, "queueing delay from which Level2 applies", _QUEUE)
     queue_threshold_l3: float | None = option(0.1, "queueing delay from which Level3 applies", _QUEUE)
@@ -183,6 +192,20 @@ class DegradationConfig(_Validated):
         "features and engages fallbacks: a dependency outage must not pull every replica)",
         v.boolean(),
     )
+    resources_shed: bool = option(
+        False,
+        "CPU and memory levels also shed requests and fail readiness (by default they only gate "
+        "features: a service at 100 % of its CPU that keeps up must keep answering; the queueing "
+        "delay sheds when requests suffer)",
+        v.boolean(),
+    )
+    recovery_seconds: float = option(
+        5.0,
+        "while the load level is held up by its cooldown alone, the share of requests it sheds "
+        "falls from all to none over this many seconds (a request whose queueing delay is known "
+        "is served as soon as it waited no longer than its tolerance)",
+        v.seconds(zero=True, maximum=3600),
+    )
 
     def _check_together(self) -> None:
         for res in ("cpu", "memory", "queue"):
@@ -216,23 +239,31 @@ class DegradationConfig(_Validated):
                 f"slices of error_window_seconds={self.error_window_seconds:g} must be at least 10 ms",
             )
 
+    def queue_level(self, queue: float | None) -> DegradationLevel:
+        """The level the queueing delay (seconds; ``None``: not measured) alone calls for."""
+        if queue is None:
+            return DegradationLevel.Normal
+        return self._first_level(lambda suffix: _reached(getattr(self, f"queue_threshold_{suffix}"), queue))
+
     def resource_level(self, cpu: float, memory: float, queue: float | None = None) -> DegradationLevel:
-        """The level CPU and memory percentages and the queueing delay (seconds, ``None``:
-        not measured) alone call for."""
+        """The level CPU and memory percentages (and the queueing delay in seconds, when
+        given) alone call for."""
+        level = self._first_level(
+            lambda suffix: _reached(getattr(self, f"cpu_threshold_{suffix}"), cpu)
+            or _reached(getattr(self, f"memory_threshold_{suffix}"), memory)
+        )
+        return max(level, self.queue_level(queue))
+
+    @staticmethod
+    def _first_level(reached: Callable[[str], bool]) -> DegradationLevel:
+        """The highest level whose threshold (named by its suffix) ``reached`` says is met."""
         for level, suffix in (
             (DegradationLevel.Emergency, "emergency"),
             (DegradationLevel.Level3, "l3"),
             (DegradationLevel.Level2, "l2"),
             (DegradationLevel.Level1, "l1"),
         ):
-            cpu_at = getattr(self, f"cpu_threshold_{suffix}")
-            memory_at = getattr(self, f"memory_threshold_{suffix}")
-            queue_at = getattr(self, f"queue_threshold_{suffix}")
-            if (
-                (cpu_at is not None and cpu >= cpu_at)
-                or (memory_at is not None and memory >= memory_at)
-                or (queue is not None and queue_at is not None and queue >= queue_at)
-            ):
+            if reached(suffix):
                 return level
         return DegradationLevel.Normal
 
@@ -256,6 +287,11 @@ class DegradationConfig(_Validated):
     def decide(self, cpu: float, memory: float, error_rate: float, requests: int) -> DegradationLevel:
         """The level called for by one sample: the worst of resources and errors."""
         return max(self.resource_level(cpu, memory), self.error_level(error_rate, requests))
+
+
+def _reached(threshold: float | None, value: float) -> bool:
+    """A threshold that is set (``None``: that level of that signal is off) and met."""
+    return threshold is not None and value >= threshold
 
 
 def _strategy(name: str, value: Any) -> FailoverStrategy:
@@ -534,7 +570,10 @@ class MiddlewareConfig(_Validated):
         "{path: (lighter_path, level)}: serve path from lighter_path from that level on",
         v.Check('a mapping {path: (target_path, level)}', _reroutes),
     )
-    retry_after: int = option(30, "seconds in the Retry-After header of shed responses", v.integer(ge=0, le=86_400))
+    retry_after: int = option(
+        30, "most seconds in the Retry-After header of shed responses: each gets a random value between "
+        "half of it and all of it, and never more than the load level can still last", v.integer(ge=0, le=86_400),
+    )
     is_failure: Callable[[int], bool] | None = option(
         None, "f(status_code) -> bool deciding a failure (None: status >= 500)", v.optional(v.function())
     )
@@ -545,7 +584,9 @@ class MiddlewareConfig(_Validated):
         True, "count outcomes in the error window (False: only gate, shed and reroute)", v.boolean()
     )
     queue_signal: bool = option(
-        False, "feed the queueing delay (from queue_header) into the degradation level as a resource", v.boolean()
+        True, "read the proxy's request-start stamp (queue_header) when a request has one, and feed the "
+        "queueing delay into the load level (the proxy must set the header, replacing any a client sent)",
+        v.boolean(),
     )
     queue_header: str = option(
         "X-Request-Start", "header in which the proxy stamps when the request arrived", v.text()
@@ -574,23 +615,48 @@ class MiddlewareConfig(_Validated):
         False, "shed by criticality as the load level rises (the lowest classes first, by user)", v.boolean()
     )
     queue_tolerance: float | None = option(
-        0.01, "with criticality_shedding and the queue header read (queue_signal or max_queue_time): the "
-        "queueing delay the lowest-priority request tolerates (sheddable: 1-2x by user, sheddable_plus 2-4x, "
-        "critical 8-16x); a request that waited longer is shed (None: shed by level only)",
+        0.01, "with the queue header read (queue_signal or max_queue_time): the queueing delay the "
+        "lowest-priority request tolerates (sheddable: 1-2x by user, sheddable_plus 2-4x, critical 8-16x); "
+        "a request that waited longer is shed while the load level is above Normal (with "
+        "criticality_shedding: at any level), and one that waited less is not shed by the level "
+        "(None: shed by level only)",
         v.optional(v.seconds(minimum=0.0001, maximum=60)),
     )
     user_key: str | None = option(
         None, "header, else cookie, whose value keeps a user's requests together when shedding by share "
-        "(None: the client address)", v.optional(v.text()),
+        "(None, or absent from a request: the client address, see trusted_proxies)", v.optional(v.text()),
+    )
+    trusted_proxies: int | None = option(
+        None, "proxies in front whose X-Forwarded-For is believed, as werkzeug's ProxyFix x_for (0: none, the "
+        "peer is the client); None: no client address is used to tell users apart, each request is shed "
+        "by its own draw", v.optional(v.integer(ge=0, le=32)),
+    )
+    user_key_secret: str | None = option(
+        None, "a per-deployment secret keying the hash of user keys, so that a client that sets its own key "
+        "cannot search offline for one that is shed last", v.optional(v.text(secret=True)), secret=True,
     )
     concurrency_limit: bool = option(
         False, "limit requests in flight in this process by an adaptive limit learnt from latency (a gradient "
         "against a probed no-load latency); "
         "the excess gets 503 at once, sheddable classes at most half of it", v.boolean(),
     )
+    concurrency_min_limit: int = option(
+        2, "the adaptive concurrency limit's floor (requests in flight it always allows)", v.integer(ge=1, le=100_000)
+    )
+    concurrency_max_limit: int = option(
+        200, "the adaptive concurrency limit's ceiling", v.integer(ge=1, le=100_000)
+    )
     enforce: bool = option(
         True, "False: decide and count every shed, but serve the request (shadow mode)", v.boolean()
     )
+
+    def _check_together(self) -> None:
+        if self.concurrency_max_limit < self.concurrency_min_limit:
+            raise ConfigError(
+                "concurrency_max_limit",
+                self.concurrency_max_limit,
+                f"must be >= concurrency_min_limit={self.concurrency_min_limit}",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

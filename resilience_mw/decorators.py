@@ -110,6 +110,8 @@ def feature(
             if fallback is not None:
                 result: R = fallback(*args, **kwargs)
                 return result
+            if has_request_context():  # the library's own answer: not a failure of the app
+                _outcomes.refused(request.environ, m.window)
             raise FeatureUnavailableHTTP(feat, m.current_level(), retry_after)
 
         wrapper.__resilience_feature__ = feat  # type: ignore[attr-defined]

@@ -1,9 +1,17 @@
-"""AutoDegradationManager: the process's degradation level from CPU, memory and errors.
+"""AutoDegradationManager: the process's degradation levels from its resources, its
+queue and its errors.
 
-A background worker samples CPU and memory (psutil) and the error rate of recent
-requests, decides a :class:`DegradationLevel` by :meth:`DegradationConfig.decide`,
-and publishes it. Request threads only call :meth:`record_request` (lock-free) and
-:meth:`current_level` (an attribute read, no lock)::
+A background worker samples this service's CPU and memory (psutil), the queueing delay
+of recent requests and their error rate, and publishes two levels:
+
+* :attr:`~AutoDegradationManager.level`, the worst any signal calls for: features and
+  fallbacks follow it (a busy CPU turns analytics off to save it);
+* :attr:`~AutoDegradationManager.load_level`, what shedding and readiness follow: only
+  symptoms that requests suffer (their queueing delay) and an operator's forced level,
+  since a service at 100 % of its CPU that keeps up must keep answering.
+
+Request threads only call :meth:`record_request` (lock-free) and :meth:`current_level`
+(an attribute read, no lock)::
 
     degradation = AutoDegradationManager(DegradationConfig(cooldown_seconds=10))
     degradation.start(check_interval=1.0)
@@ -18,6 +26,8 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
+import statistics
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -39,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: sampling intervals accepted by :meth:`AutoDegradationManager.start`
 _INTERVAL = v.seconds(minimum=0.01, maximum=3600)
+#: queueing-delay samples kept per sampling interval (the rest of the interval's are not
+#: needed for its median)
+_QUEUE_SAMPLES = 512
 
 
 class _Bucket:
@@ -203,28 +216,39 @@ class AutoDegradationManager:
         #: the level in force, from every cause (features and fallbacks follow it); read
         #: it freely (no lock), never assign it (use force_level)
         self.level = DegradationLevel.Normal
-        #: the level from the process's own load (CPU, memory) and an operator's forced
-        #: level only, unless ``config.errors_shed``: what shedding and readiness follow,
-        #: so that a dependency outage does not take every replica out
+        #: the level from symptoms that requests suffer (their queueing delay) and an
+        #: operator's forced level; CPU and memory only with ``config.resources_shed``, the
+        #: error rate only with ``config.errors_shed``: what shedding and readiness follow
         self.load_level = DegradationLevel.Normal
+        #: the load level the signals call for at the last sample, before its cooldown;
+        #: below :attr:`load_level` while the load level only waits to come down
+        self.load_target = DegradationLevel.Normal
+        #: since when (by the clock) the load level has been held up by its cooldown
+        #: alone, ``None`` while a signal or an operator calls for it
+        self.cooling_since: float | None = None
         cooldown = self.config.cooldown_seconds
         self._overall = Settler(cooldown)
         self._load = Settler(cooldown)
         self._resources: collections.deque[DegradationLevel] = collections.deque(
             maxlen=self.config.sustain_window
         )
+        self._queue_levels: collections.deque[DegradationLevel] = collections.deque(
+            maxlen=self.config.sustain_window
+        )
         self._started_at: float | None = None
         self._forced: DegradationLevel | None = None
         self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0, "queue_time": None}
-        self._cause: dict[str, Any] = {"resources": "Normal", "errors": "Normal", "forced": None}
+        self._cause: dict[str, Any] = {
+            "resources": "Normal", "queue": "Normal", "errors": "Normal", "forced": None, "sheds": None,
+        }
         self._worker: BackgroundWorker | None = None
         #: (requests, failures, valid until by the clock): the error window of every
         #: worker of the store's scope, when the error rate is fleet-wide
         self._shared_counts: tuple[int, int, float] | None = None
-        # smoothed queueing delay, and samples of it since the last tick (no sample in a
-        # tick: no queue, rather than the last value forever)
-        self._queue_delay: float | None = None
-        self._queue_samples = 0
+        # queueing delays of this tick's requests (up to _QUEUE_SAMPLES); each tick takes
+        # their median, which a minority of odd stamps cannot move (no sample in a tick: no
+        # queue, rather than the last value forever)
+        self._queue_tick: list[float] = []
         _fork.register(self)
         _fork.register(self.window)
 
@@ -251,10 +275,10 @@ class AutoDegradationManager:
 
     def observe_queue_time(self, seconds: float) -> None:
         """One request's queueing delay (the middleware's, from the proxy's stamp).
-        Lock-free: a sample lost to a race only nudges a smoothed value."""
-        old = self._queue_delay
-        self._queue_delay = seconds if old is None else old + 0.2 * (seconds - old)
-        self._queue_samples += 1
+        Lock-free: a sample lost to a race with the tick only thins the tick's sample."""
+        tick = self._queue_tick
+        if len(tick) < _QUEUE_SAMPLES:
+            tick.append(seconds)
 
     def share_counts(self, requests: int, failures: int, valid_for: float) -> None:
         """Judge the error rate on these counts (every worker's window, summed by the
@@ -319,16 +343,16 @@ class AutoDegradationManager:
         cfg = self.config
         now = self._clock()
         errors = cfg.error_level(rate, requests)
-        queue = self._queue_delay if self._queue_samples else None
-        self._queue_samples = 0
-        if queue is None:
-            self._queue_delay = None
+        tick, self._queue_tick = self._queue_tick, []
+        queue = statistics.median(tick) if tick else None
         with self._lock:
             in_grace = self._started_at is not None and now - self._started_at < cfg.startup_grace_seconds
             # Startup spikes (imports, forks, warm-up) are not load: they are not fed.
             if not in_grace:
-                self._resources.append(cfg.resource_level(sample.cpu, sample.memory, queue))
+                self._resources.append(cfg.resource_level(sample.cpu, sample.memory))
+                self._queue_levels.append(cfg.queue_level(queue))
             resources = sustained(self._resources, cfg.sustain_samples)
+            queued = sustained(self._queue_levels, cfg.sustain_samples)
             self._last = {
                 "cpu": sample.cpu,
                 "memory": sample.memory,
@@ -336,9 +360,20 @@ class AutoDegradationManager:
                 "requests": requests,
                 "queue_time": queue,
             }
-            self._cause = {"resources": resources.name, "errors": errors.name, "forced": None}
-            self._overall.settle(max(resources, errors), now)
-            self._load.settle(max(resources, errors) if cfg.errors_shed else resources, now)
+            # Shedding and readiness follow what requests suffer; CPU, memory and a
+            # dependency's errors gate features only, unless configured otherwise.
+            load = max(
+                queued,
+                resources if cfg.resources_shed else DegradationLevel.Normal,
+                errors if cfg.errors_shed else DegradationLevel.Normal,
+            )
+            self._cause = {
+                "resources": resources.name, "queue": queued.name, "errors": errors.name, "forced": None,
+                "sheds": _shedding_cause(cfg, resources, queued, errors),
+            }
+            self._overall.settle(max(resources, queued, errors), now)
+            self._load.settle(load, now)
+            self.load_target = load
             old, new = self._publish()
         self._announce(old, new, forced=False)
         return new
@@ -370,9 +405,11 @@ class AutoDegradationManager:
         """The last sample, the levels and why they are what they are, as plain data.
 
         ``cause`` names the level each cause calls for (``resources``: CPU and memory,
-        sustained; ``errors``: the error rate; ``forced``: an operator's override);
-        ``load_level`` is what shedding and readiness follow; ``cooldown_remaining`` is
-        how long until the level may come down (``None``: not waiting to).
+        sustained; ``queue``: the queueing delay, sustained; ``errors``: the error rate;
+        ``forced``: an operator's override) and, in ``sheds``, why the load level is what
+        it is in words; ``load_level`` is what shedding and readiness follow;
+        ``cooldown_remaining`` is how long until the level may come down (``None``: not
+        waiting to); ``cpu_source`` says whose CPU ``cpu`` is (the sampler's own words).
         """
         now = self._clock()
         with self._lock:
@@ -386,6 +423,7 @@ class AutoDegradationManager:
                 "forced": self._forced.name if self._forced is not None else None,
                 "cause": dict(self._cause),
                 "cooldown_remaining": None if self._forced is not None or not waits else max(waits),
+                "cpu_source": getattr(self._sampler, "cpu_source", "custom sampler"),
             }
 
     def reset_errors(self) -> None:
@@ -399,7 +437,38 @@ class AutoDegradationManager:
         forced = self._forced
         self.load_level = forced if forced is not None else self._load.level
         self.level = forced if forced is not None else self._overall.level
+        self.cooling_since = self._load.lower_since if forced is None else None
         return old, self.level
+
+    # ------------------------------------------------------------ recovery
+
+    def easing(self, now: float | None = None) -> float:
+        """The share of what the load level sheds that is still shed: 1.0 while a
+        signal or an operator calls for the level; while it is held up only by its
+        cooldown, falling from 1 to 0 over ``config.recovery_seconds``, so that traffic
+        comes back as fast as the overload ended, a growing share at a time. No lock."""
+        since = self.cooling_since
+        if since is None:
+            return 1.0
+        ramp = self.config.recovery_seconds
+        if ramp <= 0:
+            return 0.0
+        elapsed = (self._clock() if now is None else now) - since
+        return max(0.0, 1.0 - elapsed / ramp)
+
+    def level_may_last(self) -> float:
+        """At most how many seconds the load level may still hold if every signal calls
+        for less from now on (what ``Retry-After`` should not exceed); 0 at Normal,
+        ``math.inf`` while forced (until an operator clears it)."""
+        if self._forced is not None:
+            return math.inf
+        if self.load_level is DegradationLevel.Normal:
+            return 0.0
+        since = self.cooling_since
+        cooldown = self.config.cooldown_seconds
+        if since is None:
+            return cooldown
+        return max(0.0, since + cooldown - self._clock())
 
     def _announce(self, old: DegradationLevel, new: DegradationLevel, *, forced: bool) -> None:
         if old == new:
@@ -409,7 +478,7 @@ class AutoDegradationManager:
         why = (
             f"forced to {cause['forced']}"
             if cause["forced"]
-            else f"resources call for {cause['resources']}, errors for {cause['errors']}"
+            else f"resources call for {cause['resources']}, the queue for {cause['queue']}, errors for {cause['errors']}"
         )
         log.warning(
             "degradation level %s -> %s: %s (cpu %s%%, memory %s%%, error rate %.1f%% of %d); load level %s",
@@ -446,3 +515,23 @@ class AutoDegradationManager:
 
 def _fmt(x: float | None) -> str:
     return "?" if x is None else f"{x:.1f}"
+
+
+def _shedding_cause(
+    cfg: DegradationConfig, resources: DegradationLevel, queued: DegradationLevel, errors: DegradationLevel
+) -> str | None:
+    """Why the load level is what it is, in words (``None``: nothing calls for one); says
+    too when CPU or memory call for a level that, by design, does not shed."""
+    parts = []
+    if queued > DegradationLevel.Normal:
+        parts.append(f"queueing delay calls for {queued.name}")
+    if resources > DegradationLevel.Normal:
+        parts.append(
+            f"CPU/memory call for {resources.name}"
+            + ("" if cfg.resources_shed else " (gates features only: requests do not wait)")
+        )
+    if errors > DegradationLevel.Normal:
+        parts.append(
+            f"the error rate calls for {errors.name}" + ("" if cfg.errors_shed else " (gates features only)")
+        )
+    return "; ".join(parts) or None

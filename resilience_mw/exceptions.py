@@ -19,6 +19,7 @@ __all__ = [
     "AllNodesFailedError",
     "Attempt",
     "ConfigError",
+    "ConfigWarning",
     "FailoverError",
     "FeatureUnavailable",
     "NoAvailableNodeError",
@@ -30,6 +31,12 @@ __all__ = [
 
 class ResilienceError(Exception):
     """Root of every error resilience_mw raises on purpose."""
+
+
+class ConfigWarning(UserWarning):
+    """A setting that works but likely not as meant: a ``RESILIENCE_*`` key that no
+    setting has (most likely a misspelling), or settings that leave a feature without
+    what it needs (shedding by user with no way to tell users apart)."""
 
 
 class ConfigError(ResilienceError, ValueError):

@@ -67,6 +67,7 @@ from .health import HealthChecker
 from .metrics import Metrics, prometheus_exposition, register
 from .model import parse_level
 from .readiness import readiness_document
+from .sampling import SystemSampler
 from .settings import DEFAULTS, PREFIX, ResilienceSettings, warn_unknown_keys
 from .store import StoreError
 from .stores import open_store
@@ -197,7 +198,8 @@ def _option_names() -> list[str]:
 
 
 def _build_state(app: Flask, settings: ResilienceSettings) -> ResilienceState:
-    degradation = AutoDegradationManager(settings.degradation, sampler=settings.sampler)
+    sampler = settings.sampler if settings.sampler is not None else SystemSampler(scope=settings.resource_scope)
+    degradation = AutoDegradationManager(settings.degradation, sampler=sampler)
     failover = checker = adapter = None
     if settings.nodes:
         failover = FailoverManager(settings.nodes, config=settings.pool)

@@ -28,6 +28,7 @@ from .exceptions import ConfigError
 from .model import DegradationLevel, parse_level
 
 __all__ = [
+    "PROGRAMMING_ERRORS",
     "GracefulDegradation",
     "check_levels",
     "exception_types",
@@ -39,6 +40,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: exceptions that say the primary's code is wrong, not that a dependency failed: a
+#: fallback still serves the request, but they are logged at ERROR with the traceback and
+#: counted apart (``resilience_fallbacks_total{outcome="programming_error"}``)
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
+    NameError,  # UnboundLocalError too
+    AttributeError,
+    TypeError,
+    ImportError,  # ModuleNotFoundError too
+    SyntaxError,
+    AssertionError,
+    NotImplementedError,
+)
 
 
 def fallback_caller(fallback: Callable[..., T]) -> Callable[[tuple[Any, ...], dict[str, Any]], T]:
@@ -124,14 +138,24 @@ def primary_failed(  # noqa: PLR0917 - the whole failure context
     if on_outcome is not None:
         on_outcome(False)
     if level >= fallback_on_error_at and isinstance(exc, fallback_on):
+        name = getattr(primary, "__qualname__", "primary")
+        if isinstance(exc, PROGRAMMING_ERRORS):
+            # A bug, not an outage: the fallback keeps users served, but it must not hide it.
+            log.error(
+                "%s raised %s, which looks like a bug in it, at level %s; serving its fallback",
+                name, type(exc).__name__, level.name, exc_info=exc,
+                extra={"fallback_reason": "programming_error", "level": level.name},
+            )
+            signals.send(signals.fallback_served, sender, reason="programming_error", name=name)
+            return fallback(args, kwargs)
         log.warning(
             "%s failed at level %s; serving its fallback: %s",
-            getattr(primary, "__qualname__", "primary"),
+            name,
             level.name,
             describe_error(exc),
             extra={"fallback_reason": "error", "level": level.name},
         )
-        signals.send(signals.fallback_served, sender, reason="error", name=getattr(primary, "__qualname__", "primary"))
+        signals.send(signals.fallback_served, sender, reason="error", name=name)
         return fallback(args, kwargs)
     raise exc
 

@@ -1,11 +1,14 @@
 """System samples for the degradation manager: CPU and memory percentages.
 
-:class:`SystemSampler` reads CPU with ``psutil.cpu_percent(interval=None)`` (it never
-blocks; :meth:`SystemSampler.prime` must run once in the sampling thread, because
-psutil keeps its baseline per thread and the first call returns a meaningless 0.0).
-Memory is a percentage of the container's limit when a cgroup limit is set (v2
-``memory.max``/``memory.current``, v1 ``memory.limit_in_bytes``/``memory.usage_in_bytes``),
-else of the host (``psutil.virtual_memory()``).
+By default (:class:`SystemSampler` with ``scope="service"``) they are this service's own:
+the CPU time of its process tree (a gunicorn or uWSGI master with its workers) over the
+CPUs it may use, and its memory over its limit. ``scope="container"`` and ``"host"``
+read the cgroup's or the whole machine's figures instead: other programs' load then
+counts as this service's. Cgroup files read: v2 ``cpu.max``, ``cpu.stat``,
+``memory.max``/``memory.current``; v1 ``cpu.cfs_quota_us``, ``cpuacct.usage``,
+``memory.limit_in_bytes``/``memory.usage_in_bytes``. :meth:`SystemSampler.prime` must run
+once in the sampling thread before the first sample (CPU is a difference between two
+readings; psutil keeps its host baseline per thread).
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ import psutil
 
 from .exceptions import ConfigError
 
-__all__ = ["Sample", "SystemSampler", "cgroup_cpu_quota", "cgroup_cpu_usage", "cgroup_memory_percent"]
+__all__ = [
+    "SCOPES",
+    "Sample",
+    "ServiceCpu",
+    "SystemSampler",
+    "cgroup_cpu_quota",
+    "cgroup_cpu_usage",
+    "cgroup_memory_percent",
+    "service_root",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,45 +120,159 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-class SystemSampler:
-    """Callable returning a :class:`Sample` of this machine (or container).
+#: server masters whose workers make up one service with them
+_PREFORK_MASTERS = ("gunicorn", "uwsgi")
 
-    CPU is what the process's container sees: with a cgroup CPU quota, the cgroup's use
-    over the last interval as a share of its quota (a throttled container reads near
-    100 %, a noisy neighbour does not count); without one, the CPUs the process may run
-    on (a cpuset, ``taskset`` or ``--cpuset-cpus``: the busy CPU it is pinned to reads
-    100 %, not its share of the host), else the host's CPU (``cpu="host"`` forces the
-    host; ``cpu="process"`` reads this process alone, as a share of all the machine's
-    CPUs).
+
+def service_root(process: psutil.Process | None = None) -> psutil.Process:
+    """The process at the top of this service: the pre-fork master (gunicorn, uWSGI)
+    when ``process`` (default: this one) is one of its workers, else ``process``."""
+    me = process if process is not None else psutil.Process()
+    try:
+        parent = me.parent()
+        if parent is not None and parent.pid != 1:
+            command = " ".join(parent.cmdline()[:3]).lower()
+            if any(name in command for name in _PREFORK_MASTERS):
+                return parent
+    except (psutil.Error, OSError):
+        pass
+    return me
+
+
+class ServiceCpu:
+    """CPU time of one process tree (the service: a master and its workers, or one
+    process and its children), as a share of the CPUs it may use, between two readings.
+
+    A process that appears between readings counts from its first reading on (its
+    start-up is not load of the interval); one that exits takes its last interval with it.
+    """
+
+    def __init__(self, root: psutil.Process, cpus: float, clock: Callable[[], float]) -> None:
+        self.root = root
+        self.cpus = cpus
+        self._clock = clock
+        self._seen: dict[tuple[int, float], float] = {}
+        self._at: float | None = None
+
+    def _times(self) -> dict[tuple[int, float], float]:
+        out: dict[tuple[int, float], float] = {}
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except (psutil.Error, OSError):
+            procs = []
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                out[(p.pid, p.create_time())] = t.user + t.system
+            except (psutil.Error, OSError):  # gone between the listing and the reading
+                continue
+        return out
+
+    def prime(self) -> None:
+        self._seen, self._at = self._times(), self._clock()
+
+    def percent(self) -> float:
+        now, times = self._clock(), self._times()
+        seen, at = self._seen, self._at
+        self._seen, self._at = times, now
+        if at is None or now <= at:
+            return 0.0  # no baseline yet: the next interval tells
+        used = sum(max(0.0, t - seen[k]) for k, t in times.items() if k in seen)
+        return min(100.0, 100.0 * used / ((now - at) * self.cpus))
+
+    def rss(self) -> int:
+        """Resident memory of the tree, in bytes (shared pages count once per process)."""
+        total = 0
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except (psutil.Error, OSError):
+            procs = []
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except (psutil.Error, OSError):
+                continue
+        return total
+
+
+#: the scopes a :class:`SystemSampler` reads
+SCOPES = ("service", "container", "host", "process")
+#: what the old ``cpu=`` argument called them
+_OLD_NAMES = {"auto": "container", "host": "host", "process": "process"}
+
+
+class SystemSampler:
+    """Callable returning a :class:`Sample` of this service, its container or the host.
+
+    ``scope`` decides whose CPU and memory are read:
+
+    * ``"service"`` (the default): the CPU time of this service's process tree (under
+      gunicorn or uWSGI the master and all its workers, else this process and its
+      children) over the CPUs it may use (a cgroup CPU quota, else the CPUs of its
+      affinity mask, else the host's count), and its resident memory over its memory
+      limit (the cgroup's, else the host's total). Other programs on the host do not
+      count: a busy neighbour does not make this service overloaded (if it starves the
+      service, the service's queueing delay shows it).
+    * ``"container"``: the cgroup's use over its CPU quota and memory limit, else the
+      busy time of the CPUs the process may run on, else the host's (what every process
+      in the container, or on the host, does).
+    * ``"host"``: the whole host's CPU and memory.
+    * ``"process"``: this process alone, as a share of all the machine's CPUs.
 
     :param cgroup_root: where to look for cgroup files (tests pass a temp dir).
     :param clock: monotonic seconds, for the CPU used per interval.
+    :param cpu: the old name of ``scope`` (``"auto"`` was ``"container"``).
     """
 
     def __init__(
         self,
         cgroup_root: Path | str = Path("/sys/fs/cgroup"),
         *,
-        cpu: str = "auto",
+        scope: str = "service",
         clock: Callable[[], float] = time.monotonic,
+        cpu: str | None = None,
     ) -> None:
         if not isinstance(cgroup_root, (str, Path)):
             raise ConfigError("cgroup_root", cgroup_root, "must be a path")
-        if cpu not in ("auto", "host", "process"):
-            raise ConfigError("cpu", cpu, "must be 'auto', 'host' or 'process'")
+        if cpu is not None:
+            if cpu not in _OLD_NAMES:
+                raise ConfigError("cpu", cpu, "must be 'auto', 'host' or 'process'", hint="use scope=")
+            scope = _OLD_NAMES[cpu]
+        if scope not in SCOPES:
+            raise ConfigError("scope", scope, f"must be one of {', '.join(map(repr, SCOPES))}")
         self.cgroup_root = Path(cgroup_root)
-        self.cpu_source = cpu
+        #: whose CPU and memory are read (see the class docstring)
+        self.scope = scope
         self._clock = clock
-        self._quota = cgroup_cpu_quota(self.cgroup_root) if cpu == "auto" else None
+        quota = cgroup_cpu_quota(self.cgroup_root) if scope in ("service", "container") else None
+        self._quota = quota if scope == "container" else None
         #: the CPUs read when the process may run on only some of them (``None``: all)
-        self.cpus = _allowed_cpus() if cpu == "auto" and self._quota is None else None
+        self.cpus = _allowed_cpus() if scope == "container" and quota is None else None
         self._last_usage: tuple[float, float] | None = None
-        self._process = psutil.Process() if cpu == "process" else None
+        self._process = psutil.Process() if scope == "process" else None
+        self._service: ServiceCpu | None = None
+        if scope == "service":
+            allowed = _allowed_cpus()
+            count = quota or (len(allowed) if allowed else (psutil.cpu_count() or 1))
+            self._service = ServiceCpu(service_root(), float(count), clock)
+
+    @property
+    def cpu_source(self) -> str:
+        """What the CPU figure is, in words (for the dashboard and ``/readyz``)."""
+        if self._service is not None:
+            return f"service (pid {self._service.root.pid} and its children, over {self._service.cpus:g} CPUs)"
+        if self._quota is not None:
+            return f"container (cgroup quota of {self._quota:g} CPUs)"
+        if self.cpus is not None:
+            return f"container (CPUs {','.join(map(str, self.cpus))})"
+        return "process" if self._process is not None else "host"
 
     def prime(self) -> None:
         """Take the CPU baseline in the calling thread (psutil's first reading is 0.0,
         and cgroup use is a difference between two readings)."""
-        if self._quota is not None:
+        if self._service is not None:
+            self._service.prime()
+        elif self._quota is not None:
             usage = cgroup_cpu_usage(self.cgroup_root)
             self._last_usage = None if usage is None else (usage, self._clock())
         elif self._process is not None:
@@ -157,7 +283,9 @@ class SystemSampler:
             psutil.cpu_percent(interval=None)
 
     def cpu_percent(self) -> float:
-        """CPU in percent, by the source chosen (see the class docstring)."""
+        """CPU in percent, by the scope chosen (see the class docstring)."""
+        if self._service is not None:
+            return self._service.percent()
         if self._quota is not None:
             usage = cgroup_cpu_usage(self.cgroup_root)
             now = self._clock()
@@ -173,9 +301,16 @@ class SystemSampler:
             return float(sum(mine) / len(mine)) if mine else 0.0
         return float(psutil.cpu_percent(interval=None))
 
+    def memory_percent(self) -> float:
+        """Memory in percent, by the scope chosen."""
+        if self.scope == "host":
+            return float(psutil.virtual_memory().percent)
+        limited = cgroup_memory_percent(self.cgroup_root)
+        if self._service is not None:
+            if limited is not None:  # the container is the service's: its own limit
+                return limited
+            return min(100.0, 100.0 * self._service.rss() / psutil.virtual_memory().total)
+        return limited if limited is not None else float(psutil.virtual_memory().percent)
+
     def __call__(self) -> Sample:
-        cpu = self.cpu_percent()
-        mem = cgroup_memory_percent(self.cgroup_root)
-        if mem is None:
-            mem = float(psutil.virtual_memory().percent)
-        return Sample(cpu=cpu, memory=mem)
+        return Sample(cpu=self.cpu_percent(), memory=self.memory_percent())

@@ -29,7 +29,7 @@ from .config import (
     StateConfig,
     nodes_check,
 )
-from .exceptions import ConfigError
+from .exceptions import ConfigError, ConfigWarning
 from .model import ServiceNode
 from .sampling import Sample
 
@@ -38,10 +38,6 @@ __all__ = ["PREFIX", "SETTINGS", "ConfigWarning", "ResilienceSettings", "Setting
 PREFIX = "RESILIENCE_"
 
 C = TypeVar("C", DegradationConfig, PoolConfig, HealthCheckConfig, AdapterConfig, MiddlewareConfig, AlertConfig, StateConfig)
-
-
-class ConfigWarning(UserWarning):
-    """A ``RESILIENCE_*`` key that no setting has (most likely a misspelling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +69,11 @@ _ADMISSION = (
     "shed_table",
     "queue_tolerance",
     "user_key",
+    "trusted_proxies",
+    "user_key_secret",
     "concurrency_limit",
+    "concurrency_min_limit",
+    "concurrency_max_limit",
     "enforce",
 )
 _STATE = {f.name: f for f in fields(StateConfig)}
@@ -83,7 +83,12 @@ _STATE_KEYS = {f"RESILIENCE_STATE_{name.upper()}": name for name in _STATE}
 SETTINGS: tuple[Setting, ...] = (
     Setting("RESILIENCE_DEGRADATION", None, "a DegradationConfig, or a mapping of its fields"),
     Setting("RESILIENCE_CHECK_INTERVAL", 1.0, "seconds between samples of CPU, memory and error rate"),
-    Setting("RESILIENCE_SAMPLER", None, "callable returning a Sample(cpu, memory); None: psutil, cgroup-aware"),
+    Setting("RESILIENCE_SAMPLER", None, "callable returning a Sample(cpu, memory); None: psutil, by RESILIENCE_RESOURCE_SCOPE"),
+    Setting(
+        "RESILIENCE_RESOURCE_SCOPE", "service",
+        "whose CPU and memory the levels read: 'service' (this service's processes over the CPUs and memory it "
+        "may use), 'container' (the cgroup's, else the host's) or 'host' (every program on the machine)",
+    ),
     Setting("RESILIENCE_START", "lazy", "start workers on the first request ('lazy'), in init_app ('eager') or never ('off')"),
     Setting("RESILIENCE_SHED_LEVEL", "Emergency", _MIDDLEWARE["shed_level"].metadata["doc"]),
     Setting("RESILIENCE_CORE_PATHS", (), _MIDDLEWARE["core_paths"].metadata["doc"]),
@@ -154,6 +159,8 @@ class ResilienceSettings:
     degradation: DegradationConfig
     check_interval: float
     sampler: Callable[[], Sample] | None
+    #: whose CPU and memory the default sampler reads (see :class:`~resilience_mw.sampling.SystemSampler`)
+    resource_scope: str
     start: str
     middleware: MiddlewareConfig
     nodes: tuple[ServiceNode, ...]
@@ -242,6 +249,7 @@ class ResilienceSettings:
             degradation=_sub(DegradationConfig, called["RESILIENCE_DEGRADATION"], get("RESILIENCE_DEGRADATION")),
             check_interval=check("RESILIENCE_CHECK_INTERVAL", v.seconds(minimum=0.01, maximum=3600)),
             sampler=check("RESILIENCE_SAMPLER", v.optional(v.function())),
+            resource_scope=check("RESILIENCE_RESOURCE_SCOPE", v.one_of(("service", "container", "host"))),
             start=check("RESILIENCE_START", v.one_of(("lazy", "eager", "off"))),
             middleware=middleware,
             nodes=_nodes(called["RESILIENCE_NODES"], get("RESILIENCE_NODES")),

@@ -105,7 +105,9 @@ queue_stamp_ignored: Signal = _signals.signal("queue-stamp-ignored")
 request_rerouted: Signal = _signals.signal("request-rerouted")
 
 #: A fallback was served. Sent with ``reason`` (``"level"``: the primary was not tried
-#: at this level; ``"error"``: the primary failed) and ``name`` (the primary's name).
+#: at this level; ``"error"``: the primary failed; ``"programming_error"``: it failed with
+#: what looks like a bug, a ``NameError``, ``TypeError``, ... logged at ERROR) and
+#: ``name`` (the primary's name).
 fallback_served: Signal = _signals.signal("fallback-served")
 
 #: The state sync talked to the store (or tried). Sent by the

@@ -30,12 +30,15 @@ the level up.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
+import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterable
-from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 from . import _fork, _outcomes, signals
@@ -43,6 +46,9 @@ from ._limit import AdaptiveLimit
 from .admission import (
     DEFAULT_SHED_TABLE,
     Criticality,
+    bucket_secret,
+    client_address,
+    cookie_value,
     inbound_deadline,
     parse_deadline,
     parse_request_start,
@@ -53,7 +59,7 @@ from .admission import (
 )
 from .config import MiddlewareConfig
 from .degradation import AutoDegradationManager
-from .exceptions import ConfigError
+from .exceptions import ConfigError, ConfigWarning
 from .model import DegradationLevel
 
 if TYPE_CHECKING:
@@ -79,8 +85,29 @@ CRITICALITY_KEY = "resilience.criticality"
 _CRITICALITIES = {c.value: c for c in Criticality}
 #: environ key: this middleware admitted the request (its second pass serves it)
 _ADMITTED_KEY = "resilience.admitted"
+#: environ key: the request's user bucket in [0, 1), once drawn (see _bucket)
+_BUCKET_KEY = "resilience.user_bucket"
+#: Retry-After of a refusal while the load level is Normal (the request's own wait,
+#: deadline or the concurrency limit refused it: a passing condition)
+_BRIEF_RETRY = 2
 #: what _take_slot answers when the adaptive limit is full
 _FULL = (False, -1.0, -1)
+
+
+@functools.lru_cache(maxsize=512)
+def _shed_body(level: DegradationLevel, retry_after: int) -> bytes:
+    """The JSON body of a shed response (cached: a process far behind sheds many
+    requests, each should cost little)."""
+    return json.dumps({"error": "service overloaded", "level": level.name, "retry_after": retry_after}).encode()
+
+
+def _is_file_body(body: object, file_wrapper: object) -> bool:
+    """Whether ``body`` came from the server's ``wsgi.file_wrapper`` (it must reach the
+    server untouched to be sent with sendfile): an instance of it where it is a class;
+    where it is a function (uWSGI's returns the file itself), a file-like body."""
+    if isinstance(file_wrapper, type):
+        return type(body) is file_wrapper
+    return file_wrapper is not None and callable(getattr(body, "read", None))
 
 
 def _environ_key(header: str) -> str:
@@ -209,11 +236,6 @@ class ResilienceMiddleware:
         levels = [lv for _, lv in self.reroutes.values()] + ([shed_level] if shed_level is not None else [])
         self._act_from = min(levels) if levels else DegradationLevel.Emergency + 1
         self._window = degradation.window
-        # built once: a process far behind sheds many requests, each should cost little
-        self._shed_bodies = {
-            lv: json.dumps({"error": "service overloaded", "level": lv.name, "retry_after": cfg.retry_after}).encode()
-            for lv in DegradationLevel
-        }
         self._key = _outcomes.key(degradation.window)
         self.enforce = cfg.enforce
         # Admission (queue time, deadline, criticality): checked only when configured.
@@ -223,16 +245,32 @@ class ResilienceMiddleware:
         self._deadline_key = _environ_key(cfg.deadline_header) if cfg.deadline_header else None
         self._criticality_key = _environ_key(cfg.criticality_header) if cfg.criticality_header else None
         self._user_key = _environ_key(cfg.user_key) if cfg.user_key else None
+        self._secret = bucket_secret(cfg.user_key_secret) if cfg.user_key_secret else b""
+        if cfg.criticality_shedding and cfg.user_key is None and cfg.trusted_proxies is None:
+            warnings.warn(
+                "criticality shedding has no way to tell users apart (no user_key, trusted_proxies unset): each "
+                "request is shed by its own draw, so a user may see some requests served and others shed; set "
+                "user_key (RESILIENCE_USER_KEY) or trusted_proxies (RESILIENCE_TRUSTED_PROXIES: 0 when clients "
+                "connect directly, 1 behind one proxy)",
+                ConfigWarning,
+                stacklevel=3,
+            )
         self._routes = sorted(
             ((prefix, Criticality(c)) for prefix, c in cfg.criticality_routes.items()), key=lambda r: -len(r[0])
         )
         #: the adaptive in-flight limit (``concurrency_limit``), when on
-        self.limit = AdaptiveLimit() if cfg.concurrency_limit else None
+        self.limit = (
+            AdaptiveLimit(
+                min_limit=cfg.concurrency_min_limit,
+                max_limit=cfg.concurrency_max_limit,
+                initial=min(cfg.concurrency_max_limit, max(20, cfg.concurrency_min_limit)),
+            )
+            if cfg.concurrency_limit
+            else None
+        )
         self._shed_table = DEFAULT_SHED_TABLE if cfg.shed_table is None else cfg.shed_table
         # with the queue measured, each request may wait as long as its class and user allow
-        self._tolerance = (
-            cfg.queue_tolerance if cfg.criticality_shedding and self._queue_key is not None else None
-        )
+        self._tolerance = cfg.queue_tolerance if self._queue_key is not None else None
         self._admits = (
             self._queue_key is not None
             or self._deadline_key is not None
@@ -273,6 +311,9 @@ class ResilienceMiddleware:
         ) -> Callable[[bytes], object]:
             nonlocal status
             status = status_
+            # exc_info only when given: some servers and middlewares take two arguments
+            if exc_info is None:
+                return start_response(status_, headers)
             return start_response(status_, headers, exc_info)
 
         try:
@@ -296,8 +337,7 @@ class ResilienceMiddleware:
             environ[key] = counted  # a body that breaks while sent turns it (record_failure)
         elif type(body) is list and status:
             return body
-        wrapper_type: object = environ.get("wsgi.file_wrapper")
-        if status and (not self.count_exceptions or type(body) is wrapper_type):
+        if status and (not self.count_exceptions or _is_file_body(body, environ.get("wsgi.file_wrapper"))):
             # A file_wrapper goes back unwrapped, or the server could not send it with
             # sendfile; a failure while sending the file is then not counted.
             return body
@@ -362,9 +402,11 @@ class ResilienceMiddleware:
             hook()
 
     def _admit(self, environ: WSGIEnvironment, path: str, start_response: StartResponse) -> list[bytes] | None:
-        """Queue time, deadline and criticality (see :mod:`resilience_mw.admission`)."""
+        """Queue time, deadline, and the request's own wait against its tolerance or its
+        class's share of the level (see :mod:`resilience_mw.admission`)."""
         now = time.time()
         reason = None
+        waited = None
         if self._queue_key is not None:
             stamp = environ.get(self._queue_key)
             if stamp:
@@ -388,35 +430,42 @@ class ResilienceMiddleware:
                 if deadline <= now:
                     reason = "deadline"
         load = self.degradation.load_level
-        if reason is None and self.config.criticality_shedding:
-            reason = self._by_criticality(environ, path, load)
+        if reason is None:
+            reason = self._by_wait_or_class(environ, path, load, waited)
         if reason is None:
             return None
         return self._refuse(environ, path, load, reason, start_response)
 
-    def _by_criticality(self, environ: WSGIEnvironment, path: str, load: DegradationLevel) -> str | None:
-        """``"criticality"`` when the request's class and user are shed: by the level's
-        share (:func:`~resilience_mw.admission.shed_share`) or by how long it queued
-        (:func:`~resilience_mw.admission.queue_tolerance`)."""
-        waited = environ.get(QUEUE_TIME_KEY) if self._tolerance is not None else None
-        if waited is None and load is DegradationLevel.Normal:
+    def _by_wait_or_class(
+        self, environ: WSGIEnvironment, path: str, load: DegradationLevel, waited: float | None
+    ) -> str | None:
+        """Why the request is shed for its class, or ``None``.
+
+        A request whose queueing delay is known is judged by it (unless an operator forced
+        the level): shed when it waited longer than its class and user tolerate
+        (:func:`~resilience_mw.admission.queue_tolerance`), while the load level is above
+        Normal (with criticality shedding, at any level), so a process that falls behind
+        sheds just what keeps its queue short, and serves everything once it keeps up,
+        cooldown or not. Otherwise, with criticality shedding, the level's share of the
+        class's users (:func:`~resilience_mw.admission.shed_share`), eased while the level
+        only waits out its cooldown.
+        """
+        by_class = self.config.criticality_shedding
+        if waited is not None and self._tolerance is not None and self.degradation.forced is None:
+            if not (by_class or (load is not DegradationLevel.Normal and self.shed_level is not None)):
+                return None
+            criticality = self._criticality(environ, path)
+            if criticality is Criticality.CRITICAL_PLUS:
+                return None
+            if waited > queue_tolerance(criticality, self._bucket(environ), self._tolerance):
+                return "criticality" if by_class else "queue"
+            return None
+        if not by_class or load is DegradationLevel.Normal:
             return None
         criticality = self._criticality(environ, path)
-        if criticality is Criticality.CRITICAL_PLUS:
-            return None
-        bucket = user_bucket(self._user(environ))
-        if waited is not None:
-            # The queue says whether the process keeps up, better than a level from CPU or
-            # memory: while it is measured, it decides, with a level an operator forced
-            # (the level still gates features, fails readiness, and sheds everything
-            # non-core at shed_level).
-            assert self._tolerance is not None
-            if waited > queue_tolerance(criticality, bucket, self._tolerance):
-                return "criticality"
-            if self.degradation.forced is None:
-                return None
-        share = shed_share(load, criticality, self._shed_table)
-        return "criticality" if share >= 1 or bucket < share else None
+        share = shed_share(load, criticality, self._shed_table) * self.degradation.easing()
+        return "criticality" if share > 0 and (share >= 1 or self._bucket(environ) < share) else None
+
 
     def _take_slot(self, environ: WSGIEnvironment, path: str) -> tuple[bool, float, int] | None:
         """A slot of the adaptive limit: ``(sheddable, start, epoch)``, :data:`_FULL` when the
@@ -454,15 +503,28 @@ class ResilienceMiddleware:
                 return criticality
         return Criticality.CRITICAL
 
-    def _user(self, environ: WSGIEnvironment) -> str:
+    def _bucket(self, environ: WSGIEnvironment) -> float:
+        """The request's user bucket in [0, 1): stable per user (a key from
+        :meth:`_user`), a fresh draw per request when there is no way to tell users apart.
+        Drawn once per request."""
+        bucket: float | None = environ.get(_BUCKET_KEY)
+        if bucket is None:
+            user = self._user(environ)
+            bucket = environ[_BUCKET_KEY] = random.random() if user is None else user_bucket(user, self._secret)
+        return bucket
+
+    def _user(self, environ: WSGIEnvironment) -> str | None:
+        """What tells this request's user apart: the ``user_key`` header, else its cookie,
+        else the client address behind ``trusted_proxies``; ``None`` without any."""
         if self._user_key is not None:
             value = environ.get(self._user_key)
             if value:
                 return str(value)
-            cookie = SimpleCookie(environ.get("HTTP_COOKIE", "")).get(self.config.user_key or "")
+            cookie = cookie_value(environ.get("HTTP_COOKIE", ""), self.config.user_key or "")
             if cookie is not None:
-                return cookie.value
-        return str(environ.get("REMOTE_ADDR", ""))
+                return cookie
+        trusted = self.config.trusted_proxies
+        return None if trusted is None else client_address(environ, trusted)
 
     def _refuse(
         self, environ: WSGIEnvironment, path: str, level: DegradationLevel, reason: str, start_response: StartResponse
@@ -487,6 +549,7 @@ class ResilienceMiddleware:
             # critical_plus (a view's @criticality, the route table, the trusted header) is
             # never shed by the library
             and self._criticality(environ, path) is not Criticality.CRITICAL_PLUS
+            and self._level_sheds(environ)
         ):
             shed = self._refuse(environ, path, load, "level", start_response)
             if shed is not None:
@@ -498,18 +561,46 @@ class ResilienceMiddleware:
             signals.send(signals.request_rerouted, self, path=path, to=target[0], level=level)
         return None
 
+    def _level_sheds(self, environ: WSGIEnvironment) -> bool:
+        """Whether a load level at ``shed_level`` sheds this request: always when forced;
+        never when the request's own wait was judged (in :meth:`_admit`); otherwise
+        while a signal calls for the level, and for a falling share of users while the
+        level only waits out its cooldown."""
+        degradation = self.degradation
+        if degradation.forced is not None:
+            return True
+        if self._tolerance is not None and QUEUE_TIME_KEY in environ:
+            return False
+        easing = degradation.easing()
+        return easing >= 1.0 or self._bucket(environ) < easing
+
     def _shed(self, level: DegradationLevel, start_response: StartResponse, head: bool = False) -> list[bytes]:
-        body = self._shed_bodies[level]
+        retry_after = self._retry_after()
+        body = _shed_body(level, retry_after)
         start_response(
             "503 SERVICE UNAVAILABLE",
             [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
-                ("Retry-After", str(self.retry_after)),
+                ("Retry-After", str(retry_after)),
                 ("Cache-Control", "no-store"),
             ],
         )
         return [] if head else [body]  # HEAD: the headers a GET would get, no body
+
+    def _retry_after(self) -> int:
+        """Seconds for a refusal's ``Retry-After``: at most ``retry_after`` and at most how
+        long the load level can still last (a brief wait at Normal: the refusal was the
+        request's own wait, deadline or the concurrency limit), drawn at random from the
+        upper half of that, so refused clients do not all come back in the same second."""
+        most = self.retry_after
+        if most <= 0:
+            return 0
+        lasts = self.degradation.level_may_last()
+        if lasts < most:
+            most = math.ceil(lasts) if lasts > 0 else min(most, _BRIEF_RETRY)
+        return random.randint(max(1, math.ceil(most / 2)), max(1, most))
+
 
     def __repr__(self) -> str:
         shed = self.shed_level.name if self.shed_level is not None else None

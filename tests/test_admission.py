@@ -199,13 +199,15 @@ def test_with_the_queue_measured_only_a_forced_level_sheds_by_its_table() -> Non
     from resilience_mw.sampling import Sample
 
     app = Flask("levels")
-    Resilience(app, start="off", criticality_shedding=True, queue_signal=True, shed_level=None,
+    Resilience(app, start="off", criticality_shedding=True, queue_signal=True, shed_level=None, trusted_proxies=0,
                criticality_routes={"/prefetch": "sheddable"}, sampler=lambda: Sample(cpu=99.0, memory=5.0),
-               degradation={"startup_grace_seconds": 0, "sustain_samples": 1, "sustain_window": 1})
+               degradation={"startup_grace_seconds": 0, "sustain_samples": 1, "sustain_window": 1,
+                            "resources_shed": True})
     app.add_url_rule("/prefetch", "prefetch", lambda: "ok")
     client = app.test_client()
     Resilience.state(app).degradation.evaluate()
-    assert Resilience.state(app).degradation.load_level is DegradationLevel.Emergency  # from the CPU
+    # from the CPU, since resources_shed says so (by default the CPU gates features only)
+    assert Resilience.state(app).degradation.load_level is DegradationLevel.Emergency
     fresh = {"X-Request-Start": f"t={time.time():.6f}"}
     # the queue is short: the process keeps up, whatever the CPU says
     assert client.get("/prefetch", headers=fresh).status_code == 200
@@ -257,7 +259,7 @@ def test_the_adapter_spends_only_what_is_left_of_the_inbound_deadline(node_facto
     assert forwarded and int(forwarded[-1]["X-Deadline"]) > (time.time() - 1) * 1000
 
 
-def test_queueing_delay_raises_the_level_as_a_resource_and_sheds() -> None:
+def test_queueing_delay_raises_the_load_level_and_sheds() -> None:
     from resilience_mw.config import DegradationConfig
     from resilience_mw.sampling import Sample
 
@@ -278,7 +280,8 @@ def test_queueing_delay_raises_the_level_as_a_resource_and_sheds() -> None:
             client.get("/work", headers={"X-Request-Start": f"t={time.time() - 0.15:.3f}"})
         manager.evaluate()
     figures = manager.figures()
-    assert manager.load_level is DegradationLevel.Level3 and figures["cause"]["resources"] == "Level3"
+    assert manager.load_level is DegradationLevel.Level3 and figures["cause"]["queue"] == "Level3"
+    assert figures["cause"]["resources"] == "Normal" and "queueing delay" in figures["cause"]["sheds"]
     assert figures["queue_time"] == pytest.approx(0.15, abs=0.02)
     assert client.get("/work").status_code == 503  # shed, and readiness fails
     assert client.get("/readyz").status_code == 503

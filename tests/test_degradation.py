@@ -245,7 +245,7 @@ def test_a_process_pinned_to_a_busy_cpu_reads_it_busy() -> None:
 import os, threading, time
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 from resilience_mw.sampling import SystemSampler
-pinned, host = SystemSampler(cgroup_root="/nonexistent"), SystemSampler(cpu="host")
+pinned, host = SystemSampler(cgroup_root="/nonexistent", scope="container"), SystemSampler(scope="host")
 assert pinned.cpus is not None and len(pinned.cpus) == 1
 pinned.prime(); host.prime()
 stop = time.monotonic() + 1.0
@@ -275,7 +275,7 @@ def test_cgroup_v2_and_v1_memory(tmp_path: Path) -> None:
     assert cgroup_memory_percent(tmp_path) == 75.0
     (v1 / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # "unlimited" on v1
     assert cgroup_memory_percent(tmp_path) is None
-    sampler = SystemSampler(cgroup_root=tmp_path)
+    sampler = SystemSampler(cgroup_root=tmp_path, scope="container")
     (tmp_path / "memory.max").write_text("1000")
     assert sampler().memory == 25.0
 

@@ -54,10 +54,38 @@ def test_the_no_load_latency_is_probed_at_jittered_intervals_with_the_limit_pinn
                 break
             limit.release(False, None, epoch)
     assert starts == [51, 69]  # 60 s -15 % and +15 %: workers spread their probes
-    assert limit.probing
-    held = [limit.acquire(False) for _ in range(5)]  # one slot already held above
-    assert held.count(None) == 4  # pinned at min_limit (2) while probing
+    assert limit.probing and not limit.probe_pins_all
+    # the service keeps up (its latency is its no-load latency): the probe refuses no
+    # critical request; sheddable ones are pinned at min_limit (2), one slot being held
+    held = [limit.acquire(False) for _ in range(5)]
+    assert held.count(None) == 0
     assert limit.acquire(True) is None
+
+
+def test_a_probe_of_a_service_that_does_not_keep_up_pins_everything() -> None:
+    limit, clock = warmed(probe_interval=60, probe_jitter=0)
+    feed(limit, 0.030, 30)  # three times its no-load latency: queueing inside
+    clock.advance(61)
+    first = limit.acquire(False)
+    assert limit.probing and limit.probe_pins_all and first is not None
+    held = [limit.acquire(False) for _ in range(5)]
+    assert held.count(None) == 4  # critical too: pinned at min_limit (2) while probing
+    for epoch in [first, held[0]]:
+        assert epoch is not None
+        limit.release(False, 0.012, epoch)
+    feed(limit, 0.012, 3)
+    assert not limit.probing and limit.min_rtt == 0.012  # a true no-load measure may rise
+
+
+def test_a_probe_beside_critical_traffic_only_ever_lowers_the_no_load_latency() -> None:
+    limit, clock = warmed(probe_interval=60, probe_jitter=0)
+    clock.advance(61)
+    slots = [limit.acquire(False) for _ in range(6)]  # critical traffic beyond the floor
+    assert limit.probing and None not in slots
+    for epoch in slots:
+        assert epoch is not None
+        limit.release(False, 0.011, epoch)  # (a little slower, beside the others)
+    assert not limit.probing and limit.min_rtt == 0.010  # not raised by a mixed probe
 
 
 def test_a_request_admitted_before_a_probe_does_not_count_toward_it() -> None:
