@@ -143,8 +143,9 @@ class ServiceCpu:
     """CPU time of one process tree (the service: a master and its workers, or one
     process and its children), as a share of the CPUs it may use, between two readings.
 
-    A process that appears between readings counts from its first reading on (its
-    start-up is not load of the interval); one that exits takes its last interval with it.
+    A process started since the last reading (a forked worker, a child) counts whole: all
+    its CPU time falls within the interval; one that exits takes its last interval with
+    it.
     """
 
     def __init__(self, root: psutil.Process, cpus: float, clock: Callable[[], float]) -> None:
@@ -153,6 +154,7 @@ class ServiceCpu:
         self._clock = clock
         self._seen: dict[tuple[int, float], float] = {}
         self._at: float | None = None
+        self._born_before = 0.0  # processes' create_time at the last reading (see _created_now)
 
     def _times(self) -> dict[tuple[int, float], float]:
         out: dict[tuple[int, float], float] = {}
@@ -169,15 +171,21 @@ class ServiceCpu:
         return out
 
     def prime(self) -> None:
+        self._born_before = _created_now()
         self._seen, self._at = self._times(), self._clock()
 
     def percent(self) -> float:
-        now, times = self._clock(), self._times()
-        seen, at = self._seen, self._at
-        self._seen, self._at = times, now
+        born, now, times = _created_now(), self._clock(), self._times()
+        seen, at, since = self._seen, self._at, self._born_before
+        self._seen, self._at, self._born_before = times, now, born
         if at is None or now <= at:
             return 0.0  # no baseline yet: the next interval tells
-        used = sum(max(0.0, t - seen[k]) for k, t in times.items() if k in seen)
+        used = 0.0
+        for key, t in times.items():
+            if key in seen:
+                used += max(0.0, t - seen[key])
+            elif key[1] >= since:  # started within the interval: all of it is the interval's
+                used += t
         return min(100.0, 100.0 * used / ((now - at) * self.cpus))
 
     def rss(self) -> int:
@@ -193,6 +201,17 @@ class ServiceCpu:
             except (psutil.Error, OSError):
                 continue
         return total
+
+
+def _created_now() -> float:
+    """Now, as a process's ``create_time`` would say it: psutil derives those from the
+    boot time (whole seconds on Linux) plus clock ticks since boot, so comparing them with
+    ``time.time()`` could be a second off; less a tick, for the ticks' rounding."""
+    try:
+        with open("/proc/uptime") as f:
+            return float(psutil.boot_time()) + float(f.read().split()[0]) - 0.02
+    except (OSError, ValueError, IndexError):  # not Linux
+        return time.time() - 0.02
 
 
 #: the scopes a :class:`SystemSampler` reads
