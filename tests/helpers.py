@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 
 def stop_process(proc: subprocess.Popen[str] | subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
@@ -40,3 +41,18 @@ def cpu_hog(seconds: float, processes: int | None = None) -> Iterator[list[subpr
         for hog in hogs:
             hog.kill()
             hog.wait(5)
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The WSGI ``app`` on a real threaded server on 127.0.0.1; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)

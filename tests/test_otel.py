@@ -54,3 +54,29 @@ def test_killing_one_receiver_loses_no_span(node_factory: object) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_shed_request_gets_a_span_with_the_wsgi_middleware_outside() -> None:
+    """The README's ordering: the extension first, OpenTelemetry's WSGI middleware around
+    it; a request the library sheds is still traced, with its 503."""
+    wsgi = pytest.importorskip("opentelemetry.instrumentation.wsgi")
+    from flask import Flask
+
+    from resilience_mw.flask_ext import Resilience
+    from resilience_mw.testing import force_level
+    from tests.helpers import serving
+
+    memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+    spans = memory.InMemorySpanExporter()
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(spans))
+    app = Flask("traced")
+    Resilience(app, start="off")
+    app.wsgi_app = wsgi.OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    app.add_url_rule("/page", "page", lambda: "ok")
+    with serving(app) as url:
+        assert requests.get(f"{url}/page", timeout=5).status_code == 200
+        force_level(app, "Emergency")
+        assert requests.get(f"{url}/page", timeout=5).status_code == 503
+    statuses = [s.attributes.get("http.status_code", s.attributes.get("http.response.status_code")) for s in spans.get_finished_spans()]
+    assert statuses == [200, 503], statuses
