@@ -29,9 +29,11 @@ def readiness_document(
 
     ``pass`` at Normal with every node healthy; ``warn`` when degraded or a node is down
     (still ready: taking the instance out would not help its dependencies); ``fail`` when
-    the load level (CPU, memory, a forced level; the error rate only with
-    ``errors_shed``) is at ``shed_level`` or above, so a load balancer routes away. The
-    document carries the cause of the level and the cooldown. ``state`` is the shared
+    the load level (the queueing delay, a forced level; CPU and memory only with
+    ``resources_shed``, the error rate only with ``errors_shed``) is at ``shed_level`` or
+    above, so a load balancer routes away. The document carries the cause of the level,
+    why it sheds or does not (``figures.cause.sheds``, and in ``output``), whose CPU the
+    CPU check shows, and the cooldown. ``state`` is the shared
     store's status (:meth:`~resilience_mw.sync.StateSync.status`): a store that does not
     answer makes it ``warn``, never ``fail`` (the worker serves on local state).
     """
@@ -67,7 +69,9 @@ def readiness_document(
         "degradation:level": [
             {"componentType": "system", "observedValue": level.name, "status": status, "time": now}
         ],
-        "cpu:utilization": measure(figures["cpu"], "percent"),
+        "cpu:utilization": [
+            {**measure(figures["cpu"], "percent")[0], "output": f"CPU of {figures.get('cpu_source', 'this process')}"}
+        ],
         "memory:utilization": measure(figures["memory"], "percent"),
         "requests:errorRate": measure(figures["error_rate"], "ratio"),
     }
@@ -105,8 +109,10 @@ def readiness_document(
     }
     if status != "pass":
         down = [n["id"] for n in nodes if not n["healthy"]]
+        sheds = figures["cause"].get("sheds")
         doc["output"] = (
             f"degradation level {level.name}"
+            + (f" ({sheds})" if sheds else "")
             + (f"; nodes down: {', '.join(down)}" if down else "")
             + ("; state store not answering: local state only" if state is not None and state["status"] != "pass" else "")
         )
