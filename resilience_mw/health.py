@@ -22,6 +22,7 @@ take a node out, ``healthy_threshold`` passes bring it back)::
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import random
@@ -50,6 +51,18 @@ log = logging.getLogger(__name__)
 #: anything else passes it. It must return within ``timeout`` seconds (a round waits
 #: for its checks).
 Probe = Callable[[ServiceNode, float], object]
+
+
+class _Unset(enum.Enum):
+    """The default of an argument left out: ``None`` is a value, and not a valid one."""
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "<from the config>"
+
+
+_UNSET = _Unset.UNSET
 
 
 class CheckFailed(Exception):
@@ -147,6 +160,9 @@ class HealthChecker:
     :param check_interval: seconds between checks of a node that is offered.
     :param timeout: seconds one check may take from its own start.
     :param path: request path appended to each node's endpoint (by :class:`HttpProbe`).
+        Left out, each of these three is its :class:`~resilience_mw.config.HealthCheckConfig`
+        default; given, it is checked like any option (``None`` is a
+        :class:`~resilience_mw.ConfigError`, not the default).
     :param config: a :class:`~resilience_mw.config.HealthCheckConfig`; or pass its
         fields (``unhealthy_interval``, ``unhealthy_threshold``, ``healthy_threshold``,
         ``jitter``, ``max_workers``, ``max_body_bytes``) as keyword arguments.
@@ -158,9 +174,9 @@ class HealthChecker:
 
     def __init__(
         self,
-        check_interval: float | None = None,
-        timeout: float | None = None,
-        path: str | None = None,
+        check_interval: float | _Unset = _UNSET,
+        timeout: float | _Unset = _UNSET,
+        path: str | _Unset = _UNSET,
         *,
         config: HealthCheckConfig | None = None,
         probe: Probe | None = None,
@@ -169,7 +185,7 @@ class HealthChecker:
         **options: Any,
     ) -> None:
         for key, value in (("check_interval", check_interval), ("timeout", timeout), ("path", path)):
-            if value is not None:
+            if value is not _UNSET:
                 options[key] = value
         #: the settings in force
         self.config = cfg = HealthCheckConfig.from_options(config, options)

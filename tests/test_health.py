@@ -151,6 +151,19 @@ def test_config_errors(kwargs: dict[str, Any], field: str) -> None:
     assert info.value.field == field
 
 
+@pytest.mark.parametrize("field", ["path", "timeout", "check_interval"])
+def test_none_is_a_config_error_not_the_default(field: str) -> None:
+    """``HealthChecker(path=None)`` once checked ``/health`` without a word; ``None`` is
+    no path (nor interval, nor timeout), as in HealthCheckConfig."""
+    with pytest.raises(ConfigError) as info:
+        HealthChecker(**{field: None})
+    assert (info.value.field, info.value.value) == (field, None) and f"{field}=None" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        HealthChecker(5, 2, None)  # type: ignore[arg-type]  # positionally too
+    assert (info.value.field, info.value.value) == ("path", None)
+    assert HealthChecker().config.path == "/health"  # left out: the default
+
+
 def test_trickled_body_is_bounded_by_timeout(node_factory: Any) -> None:
     server = node_factory("trickle", "trickle")
     t0 = time.monotonic()
