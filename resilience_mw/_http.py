@@ -11,8 +11,16 @@
 * **Interim responses.** ``102``/``103`` (Early Hints) are skipped like ``100`` (Python's
   http.client takes them for the final answer and the connection then answers every
   later request with the previous response).
-* **Transfer codings.** A ``Transfer-Encoding`` other than ``chunked`` is refused as a
-  malformed answer instead of handing the caller raw chunk framing.
+* **Transfer codings.** A body is framed as urllib3 (and so a plain ``HTTPAdapter``)
+  frames it, also where the adapter reads it through http.client itself: chunked
+  whenever ``chunked`` is among the codings (``gzip, chunked``, ``identity, chunked``,
+  ``chunked, chunked``), else by ``Content-Length`` or the connection's end. Other
+  codings are not decoded, as requests does not decode them. No coding is refused: a
+  plain adapter frames every one of them this way, and refusing would only make the
+  adapter fail where requests does not. The one difference kept: the connection of
+  such an answer is never reused, so bytes that a confused framing left behind (the rest
+  of a ``gzip`` body cut at its ``Content-Length``) cannot become the next request's
+  response.
 * :func:`read_bounded`: read a body within a size limit.
 """
 
@@ -40,7 +48,6 @@ from . import _fork
 __all__ = [
     "POOL_CLASSES",
     "AttemptContext",
-    "UnsupportedTransferEncoding",
     "attempt",
     "read_bounded",
 ]
@@ -193,12 +200,9 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-class UnsupportedTransferEncoding(http.client.HTTPException):
-    """The node framed its body with a transfer coding other than ``chunked``."""
-
-
 class _Response(http.client.HTTPResponse):
-    """http.client's response, skipping every interim (1xx) answer but 101."""
+    """http.client's response, skipping every interim (1xx) answer but 101, and framing
+    a body whose ``Transfer-Encoding`` lists more than ``chunked`` as urllib3 does."""
 
     def _read_status(self) -> tuple[str, int, str]:
         while True:
@@ -209,9 +213,22 @@ class _Response(http.client.HTTPResponse):
 
     def begin(self) -> None:
         super().begin()
-        coding = self.headers.get("transfer-encoding")
-        if coding is not None and coding.strip().lower() != "chunked":
-            raise UnsupportedTransferEncoding(f"unsupported Transfer-Encoding: {coding[:40]!r}")
+        if self.headers.get("transfer-encoding") is None:
+            return
+        # urllib3 joins every Transfer-Encoding line and reads the body chunk by chunk if
+        # any coding is "chunked"; http.client frames it as chunked only for exactly
+        # "chunked" in the first line, else by Content-Length or until the connection
+        # ends, which would hand raw chunk framing to whoever reads through http.client
+        # (read1: the adapter's deadline and max_body_bytes modes).
+        codings = [c.strip().lower() for line in self.headers.get_all("transfer-encoding", ()) for c in line.split(",")]
+        if codings == ["chunked"]:
+            return
+        if "chunked" in codings:
+            self.chunked, self.chunk_left = True, None
+            no_body = self.status in (204, 304) or 100 <= self.status < 200 or self._method == "HEAD"  # type: ignore[attr-defined]
+            self.length = 0 if no_body else None  # a Content-Length is ignored, as by urllib3
+        # Framing the node did not state plainly: read this answer, then close.
+        self.will_close = True
 
 
 class _Tracked:

@@ -29,7 +29,12 @@ or an adapter built with ``retry_non_idempotent=True``. A body that cannot be re
 **Blames the right party.** Only what the node did counts against it: connection
 failures, timeouts, resets, malformed answers, 5xx and 429. The caller's own mistakes
 (an invalid URL or proxy URL, a CA bundle that does not load, a body over
-``max_body_bytes``) are raised at once, charge no node and try no other.
+``max_body_bytes``) are raised at once, charge no node and try no other. So is running
+out of the inbound request's deadline (the middleware's ``deadline_header``, which the
+adapter spends no more than): an attempt it cuts short is no failure of the node, no
+ejection and no latency sample, and :class:`DeadlineExceeded` is raised without trying
+another node. The adapter's own ``deadline=`` and the call's ``timeout`` still charge
+the node when they are the shorter limit, as they would without a caller's deadline.
 
 **Never shuts its nodes out.** When every node is ejected or held off, the best
 candidate is tried anyway (panic routing; see :class:`~resilience_mw.config.PoolConfig`),
@@ -68,7 +73,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from requests.models import PreparedRequest, Response
 from requests.utils import get_auth_from_url, rewind_body, should_bypass_proxies
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from . import _fork, _http
 from . import _validate as v
@@ -130,7 +135,7 @@ class ResponseTooLarge(ResilienceError, requests.RequestException):
 
 
 class DeadlineExceeded(ResilienceError, requests.Timeout):
-    """The adapter's ``deadline`` passed before the call finished."""
+    """The adapter's ``deadline``, or the inbound request's, passed before the call finished."""
 
 
 def _retry_after(resp: Response, cap: float) -> float | None:
@@ -306,13 +311,17 @@ class FailoverAdapter(HTTPAdapter):
         )
         replayable = _replayable(request)
         ends = None if cfg.deadline is None else time.monotonic() + cfg.deadline
+        # the inbound request's deadline when it comes before the adapter's own: running
+        # out of it is the caller's doing, never the node's
+        callers: float | None = None
         inbound = inbound_deadline.get()
         if inbound is not None:
             # serving a request with a deadline: spend no more than what is left of it,
             # and pass it on to the node
             deadline, header = inbound
-            left = deadline - time.time()
-            ends = time.monotonic() + left if ends is None else min(ends, time.monotonic() + left)
+            by = time.monotonic() + (deadline - time.time())
+            if ends is None or by < ends:
+                ends = callers = by
             if header and header not in request.headers:
                 request.headers[header] = str(int(deadline * 1000))
         timeout = cfg.default_timeout if timeout is None else timeout
@@ -320,13 +329,14 @@ class FailoverAdapter(HTTPAdapter):
         loop = FailoverLoop(self.manager, order, label=lambda: f"{request.method} {_path(request)}", budget=self.budget)
         for step in loop:
             if ends is not None and time.monotonic() >= ends:
-                what = "the inbound request's deadline" if cfg.deadline is None else f"deadline of {cfg.deadline:g}s"
-                exc = DeadlineExceeded(f"{what} passed before trying {step.node.id}", request=request)
+                exc = DeadlineExceeded(
+                    f"{self._deadline_name(callers)} passed before trying {step.node.id}", request=request
+                )
                 loop.failed(step, exc, charge=False, go_on=False)
                 raise exc
             with _http.attempt(ends) as ctx:
                 try:
-                    resp = self._attempt(request, step, stream, timeout, verify, cert, proxies, read_body, ctx)
+                    resp = self._attempt(request, step, stream, timeout, verify, cert, proxies, read_body, ctx, callers)
                 except Exception as exc:
                     if isinstance(exc, requests.RequestException):
                         _detach_node_credentials(exc, request)
@@ -335,6 +345,15 @@ class FailoverAdapter(HTTPAdapter):
                     ):
                         loop.failed(step, exc, charge=False, go_on=False)
                         raise
+                    if callers is not None and _ran_out(ctx, exc, callers):
+                        # The caller's deadline ended the attempt, not the node: no failure,
+                        # no ejection, and no other node to blame in its turn.
+                        if isinstance(exc, DeadlineExceeded):
+                            loop.failed(step, exc, charge=False, go_on=False)
+                            raise
+                        passed = self._deadline_passed(request, step, callers)
+                        loop.failed(step, passed, charge=False, go_on=False)
+                        raise passed from exc
                     # Another node only if this one provably never saw the request, or
                     # seeing it twice is harmless; never once the deadline has passed.
                     go_on = not isinstance(exc, DeadlineExceeded) and (
@@ -371,8 +390,10 @@ class FailoverAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None,
         read_body: bool,
         ctx: _http.AttemptContext,
+        callers: float | None,
     ) -> Response:
-        """Send one attempt to ``step.node``; the body too when ``read_body``."""
+        """Send one attempt to ``step.node``; the body too when ``read_body``.
+        ``callers``: the inbound deadline, when it is the one ``ctx.deadline`` holds."""
         attempt = self._prepare(request, step.node, first=step.position == 0)
         try:
             resp = super().send(
@@ -388,19 +409,22 @@ class FailoverAdapter(HTTPAdapter):
                 resp._content_consumed = True  # type: ignore[attr-defined]
         except requests.RequestException as exc:
             if ctx.expired:
-                raise self._deadline_passed(request, step) from exc
+                raise self._deadline_passed(request, step, callers) from exc
             raise
         if ctx.expired:
             # The watchdog's shutdown can read as a clean end: a head cut mid-header, or
             # a body without a length. Whatever arrived is not the whole answer.
             resp.close()
-            raise self._deadline_passed(request, step)
+            raise self._deadline_passed(request, step, callers)
         return resp
 
-    def _deadline_passed(self, request: PreparedRequest, step: Try) -> DeadlineExceeded:
+    def _deadline_passed(self, request: PreparedRequest, step: Try, callers: float | None) -> DeadlineExceeded:
+        return DeadlineExceeded(f"{self._deadline_name(callers)} passed on node {step.node.id}", request=request)
+
+    def _deadline_name(self, callers: float | None) -> str:
+        """Which deadline bounds the call, for messages (``callers``: the inbound one does)."""
         deadline = self.failover_config.deadline
-        what = "the inbound request's deadline" if deadline is None else f"deadline of {deadline:g}s"
-        return DeadlineExceeded(f"{what} passed on node {step.node.id}", request=request)
+        return "the inbound request's deadline" if callers is not None or deadline is None else f"deadline of {deadline:g}s"
 
     def _check_caller_tls(self, request: PreparedRequest, verify: bool | str, cert: Any) -> None:
         """Load the caller's CA bundle and client certificate once: if they are broken,
@@ -510,6 +534,19 @@ def _proxies_for(node_url: str, proxies: Mapping[str, str] | None) -> Mapping[st
         return proxies
     env = getproxies()
     return {scheme: proxy for scheme, proxy in proxies.items() if env.get(scheme) != proxy}
+
+
+#: how early a timeout may fire and still be the inbound deadline's (the socket's timer
+#: and ``time.monotonic()`` round differently)
+_TIMER_SLACK = 0.001
+
+
+def _ran_out(ctx: _http.AttemptContext, exc: BaseException, callers: float) -> bool:
+    """Whether the attempt ended because the inbound deadline ``callers`` passed: it was
+    cut by the watchdog or by a timeout, and that deadline had passed by then. A timeout
+    that fired before it (the caller's own, shorter ``timeout``) is the node's."""
+    timed_out = ctx.expired or isinstance(exc, requests.Timeout) or isinstance(exc.__cause__, ReadTimeoutError)
+    return timed_out and time.monotonic() >= callers - _TIMER_SLACK
 
 
 def _path(request: PreparedRequest) -> str:

@@ -17,11 +17,16 @@ take a node out, ``healthy_threshold`` passes bring it back)::
 
     checker = HealthChecker(check_interval=5, timeout=2)
     checker.start(manager)   # the pool (a FailoverManager) whose nodes to check
+
+The seed's names work as the seed calls them: ``checker.start(nodes, manager)`` checks
+those nodes of ``manager``, ``checker.check_all_nodes_parallel(nodes)`` checks each
+once and returns the results, and a result's ``is_healthy`` is its ``passed``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import random
@@ -42,7 +47,7 @@ from .model import CheckResult, ServiceNode
 from .pool import NodePool
 from .worker import BackgroundWorker
 
-__all__ = ["HealthChecker", "HttpProbe", "Probe"]
+__all__ = ["HealthCheckResult", "HealthChecker", "HttpProbe", "Probe"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,40 @@ log = logging.getLogger(__name__)
 #: anything else passes it. It must return within ``timeout`` seconds (a round waits
 #: for its checks).
 Probe = Callable[[ServiceNode, float], object]
+
+
+class _Unset(enum.Enum):
+    """The default of an argument left out: ``None`` is a value, and not a valid one."""
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "<from the config>"
+
+
+_UNSET = _Unset.UNSET
+
+
+class HealthCheckResult(CheckResult):
+    """The :class:`~resilience_mw.CheckResult` a :class:`HealthChecker` returns, which
+    also answers to the seed's name for :attr:`passed` (its ``NodeHealth.is_healthy``).
+    It equals a ``CheckResult`` with the same fields."""
+
+    __slots__ = ()
+
+    @property
+    def is_healthy(self) -> bool:
+        """Whether the check passed (the seed's name for :attr:`passed`)."""
+        return self.passed
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CheckResult):
+            return NotImplemented
+        return (self.node_id, self.passed, self.latency, self.detail) == (
+            other.node_id, other.passed, other.latency, other.detail
+        )
+
+    __hash__ = CheckResult.__hash__
 
 
 class CheckFailed(Exception):
@@ -147,6 +186,9 @@ class HealthChecker:
     :param check_interval: seconds between checks of a node that is offered.
     :param timeout: seconds one check may take from its own start.
     :param path: request path appended to each node's endpoint (by :class:`HttpProbe`).
+        Left out, each of these three is its :class:`~resilience_mw.config.HealthCheckConfig`
+        default; given, it is checked like any option (``None`` is a
+        :class:`~resilience_mw.ConfigError`, not the default).
     :param config: a :class:`~resilience_mw.config.HealthCheckConfig`; or pass its
         fields (``unhealthy_interval``, ``unhealthy_threshold``, ``healthy_threshold``,
         ``jitter``, ``max_workers``, ``max_body_bytes``) as keyword arguments.
@@ -158,9 +200,9 @@ class HealthChecker:
 
     def __init__(
         self,
-        check_interval: float | None = None,
-        timeout: float | None = None,
-        path: str | None = None,
+        check_interval: float | _Unset = _UNSET,
+        timeout: float | _Unset = _UNSET,
+        path: str | _Unset = _UNSET,
         *,
         config: HealthCheckConfig | None = None,
         probe: Probe | None = None,
@@ -169,7 +211,7 @@ class HealthChecker:
         **options: Any,
     ) -> None:
         for key, value in (("check_interval", check_interval), ("timeout", timeout), ("path", path)):
-            if value is not None:
+            if value is not _UNSET:
                 options[key] = value
         #: the settings in force
         self.config = cfg = HealthCheckConfig.from_options(config, options)
@@ -182,9 +224,12 @@ class HealthChecker:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._pool: NodePool | None = None
+        #: the started pool's nodes to check (``None``: all of them)
+        self._nodes: tuple[ServiceNode, ...] | None = None
         #: node id -> when its next check is due (by ``clock``)
         self._due: dict[str, float] = {}
-        self._halt = False
+        #: calls of stop(): a round ends early when it changes, one after a stop runs whole
+        self._stops = 0
         #: rounds of due checks run by the background thread
         self.rounds = 0
         self._worker = BackgroundWorker("resilience_mw-health", self._tick, cfg.check_interval)
@@ -192,7 +237,7 @@ class HealthChecker:
 
     # ---------------------------------------------------------------- checks
 
-    def check_node(self, node: ServiceNode) -> CheckResult:
+    def check_node(self, node: ServiceNode) -> HealthCheckResult:
         """Check one node now and return what was seen (no state is changed)."""
         timeout = self.config.timeout
         start = self._clock()
@@ -209,22 +254,23 @@ class HealthChecker:
         if not passed:
             log.debug("health check of %s failed: %s", node.id, detail)
         signals.send(signals.health_checked, self, node=node, passed=passed, duration=latency, detail=detail)
-        return CheckResult(node.id, passed, latency, detail)
+        return HealthCheckResult(node.id, passed, latency, detail)
 
     def check_nodes(
         self, nodes: Iterable[ServiceNode], on_result: Callable[[CheckResult], object] | None = None
-    ) -> list[CheckResult]:
+    ) -> list[HealthCheckResult]:
         """Check ``nodes``, at most ``max_workers`` at a time (the calling thread is one),
         each with its full timeout; ``on_result`` is called as each check ends. Returns
         the results in the order of ``nodes``, only for nodes actually checked (a stop
         in the middle leaves the rest unchecked and unreported)."""
         todo = list(enumerate(nodes))
-        results: list[CheckResult | None] = [None] * len(todo)
+        results: list[HealthCheckResult | None] = [None] * len(todo)
         claim = threading.Lock()
         next_item = iter(todo)
+        stops = self._stops
 
         def work() -> None:
-            while not self._halt:
+            while self._stops == stops:
                 with claim:
                     item = next(next_item, None)
                 if item is None:
@@ -247,10 +293,18 @@ class HealthChecker:
                 t.join()  # each check ends by its timeout: the watchdog sees to it
         return [r for r in results if r is not None]
 
-    def run_once(self, pool: NodePool | None = None) -> list[CheckResult]:
-        """Check every node of ``pool`` (default: the started one) now and record the results."""
-        pool = self._pool_or(pool)
-        return self.check_nodes(pool.nodes, lambda result: self._record(pool, result))
+    def check_all_nodes_parallel(self, nodes: Iterable[ServiceNode]) -> list[HealthCheckResult]:
+        """Check each of ``nodes`` once, now, in parallel, and return the results in the
+        order of ``nodes`` (the seed's name). As with :meth:`check_nodes`, at most
+        ``max_workers`` run at a time (the seed starts a task per node), and nothing is
+        recorded (:meth:`run_once` records)."""
+        return self.check_nodes(nodes)
+
+    def run_once(self, pool: NodePool | None = None) -> list[HealthCheckResult]:
+        """Check every node of ``pool`` now and record the results; by default the
+        started pool's nodes that :meth:`start` was given."""
+        pool, nodes = self._pool_and_nodes(pool)
+        return self.check_nodes(nodes, lambda result: self._record(pool, result))
 
     def _record(self, pool: NodePool, result: CheckResult) -> None:
         cfg = self.config
@@ -267,13 +321,14 @@ class HealthChecker:
         with self._lock:
             self._due[result.node_id] = self._clock() + interval * (1 + self._rng.random() * cfg.jitter)
 
-    def run_due(self, pool: NodePool | None = None) -> list[CheckResult]:
-        """Check and record the nodes of ``pool`` (default: the started one) whose check
-        is due (what the background thread does each time it wakes); the results."""
-        pool = self._pool_or(pool)
+    def run_due(self, pool: NodePool | None = None) -> list[HealthCheckResult]:
+        """Check and record the nodes of ``pool`` (by default the started pool's nodes
+        that :meth:`start` was given) whose check is due (what the background thread does
+        each time it wakes); the results."""
+        pool, nodes = self._pool_and_nodes(pool)
         now = self._clock()
         with self._lock:
-            due = [n for n in pool.nodes if self._due.get(n.id, now) <= now]
+            due = [n for n in nodes if self._due.get(n.id, now) <= now]
         return self.check_nodes(due, lambda result: self._record(pool, result)) if due else []
 
     def next_due(self) -> float | None:
@@ -288,36 +343,52 @@ class HealthChecker:
         # wake when the next node is due (never busy-loop, never sleep past a check)
         self._worker.interval = self.config.check_interval if nxt is None else max(0.005, nxt - self._clock())
 
-    def _pool_or(self, pool: NodePool | None) -> NodePool:
+    def _pool_and_nodes(self, pool: NodePool | None) -> tuple[NodePool, tuple[ServiceNode, ...]]:
+        """``pool`` and all its nodes; by default the started pool and the nodes started."""
         if pool is None:
-            pool = self._pool
+            with self._lock:
+                pool, nodes = self._pool, self._nodes
             if pool is None:
                 raise RuntimeError("no pool: pass one, or start(pool) first")
-        elif not isinstance(pool, NodePool):
-            raise ConfigError(
-                "pool", pool, "must be the NodePool (e.g. a FailoverManager) whose nodes to check"
-            )
-        return pool
+            return pool, pool.nodes if nodes is None else nodes
+        pool = _pool_of("pool", pool)
+        return pool, pool.nodes
 
     # ------------------------------------------------------------- lifecycle
 
-    def start(self, pool: NodePool) -> None:
-        """Check ``pool``'s nodes in a daemon thread until :meth:`stop`. Idempotent;
-        safe from many threads at once; after any stop it runs again."""
-        pool = self._pool_or(pool)
+    def start(self, pool: NodePool | Iterable[ServiceNode], manager: NodePool | None = None) -> None:
+        """Check nodes in a daemon thread until :meth:`stop`, recording each result in
+        their pool: ``start(pool)`` checks every node of ``pool`` (e.g. a
+        :class:`~resilience_mw.FailoverManager`); ``start(nodes, manager)``, the seed's
+        form, checks the given nodes, which must be ``manager``'s own. Idempotent; safe
+        from many threads at once; after any stop it runs again. Called again for the
+        same pool, it checks the nodes named last.
+
+        :raises ConfigError: no pool (a node list without its ``manager``), a node that is
+            not ``manager``'s, or another pool already being checked.
+        """
+        if manager is None:
+            pool, nodes = _pool_of("pool", pool), None
+        else:
+            manager = _pool_of("manager", manager)
+            nodes = _nodes_of(manager, pool)
+            pool = manager
         with self._lock:
             if self._pool is not None and self._pool is not pool:
                 if self._worker.running:
                     raise ConfigError("pool", pool, "this checker is already checking another pool")
                 self._due.clear()
-            self._pool = pool
-            self._halt = False
+            self._pool, self._nodes = pool, nodes
+            checked = {n.id for n in (pool.nodes if nodes is None else nodes)}
+            # a node no longer checked must not stay due, or the thread would wake for it
+            self._due = {node_id: due for node_id, due in self._due.items() if node_id in checked}
         self._worker.start()
 
     def stop(self, timeout: float | None = 5.0) -> bool:
-        """Stop checking (checks in progress end by their timeout); ``True`` once the
-        thread is gone."""
-        self._halt = True
+        """Stop checking (checks in progress end by their timeout, a round in progress
+        ends); ``True`` once the thread is gone."""
+        with self._lock:
+            self._stops += 1
         return self._worker.stop(timeout)
 
     @property
@@ -342,3 +413,28 @@ class HealthChecker:
             f"HealthChecker(path={cfg.path!r}, interval={cfg.check_interval}, timeout={cfg.timeout}, "
             f"thresholds={cfg.unhealthy_threshold}/{cfg.healthy_threshold}, running={self.running})"
         )
+
+
+def _pool_of(field: str, pool: object) -> NodePool:
+    """``pool``, if it is a pool; else the ConfigError ``field`` names."""
+    if not isinstance(pool, NodePool):
+        hint = "or give the nodes and their manager: start(nodes, manager)" if field == "pool" else None
+        raise ConfigError(field, pool, "must be the NodePool (e.g. a FailoverManager) whose nodes to check", hint=hint)
+    return pool
+
+
+def _nodes_of(manager: NodePool, nodes: object) -> tuple[ServiceNode, ...]:
+    """``nodes`` (each once, in order), if each is one of ``manager``'s own nodes."""
+    if isinstance(nodes, (str, bytes, NodePool)) or not isinstance(nodes, Iterable):
+        raise ConfigError("nodes", nodes, "must be a list of the manager's ServiceNodes")
+    given = list(nodes)
+    own = {n.id: n for n in manager.nodes}
+    strangers = [n for n in given if not isinstance(n, ServiceNode) or own.get(n.id) != n]
+    if strangers:
+        raise ConfigError(
+            "nodes", strangers, "must be nodes of the manager (the same id, endpoint, priority and weight)",
+            hint=f"the manager's: {sorted(own)}",
+        )
+    if not given:
+        raise ConfigError("nodes", given, "must name at least one node of the manager")
+    return tuple({n.id: own[n.id] for n in given}.values())

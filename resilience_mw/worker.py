@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import logging
 import os
@@ -102,7 +103,7 @@ class BackgroundWorker:
     def start(self) -> None:
         """Start the thread; a no-op if it is already running."""
         with self._lock:
-            if _suppressed:
+            if _suppression.open:
                 log.debug("%s: not started (background workers are off for testing)", self.name)
                 return
             self._wanted = True
@@ -172,9 +173,28 @@ def _owner_collected(ref: weakref.ref[BackgroundWorker]) -> None:
 
 
 _workers: weakref.WeakSet[BackgroundWorker] = weakref.WeakSet()
-#: while above zero, :meth:`BackgroundWorker.start` starts nothing (see :func:`suppressed`)
-_suppressed = 0
-_suppressed_lock = threading.Lock()
+
+
+class _Suppression:
+    """The :func:`suppressed` blocks open in this process; while there is one,
+    :meth:`BackgroundWorker.start` starts nothing."""
+
+    def __init__(self) -> None:
+        #: open blocks, by the thread that opened them
+        self.open: collections.Counter[int] = collections.Counter()
+        self.lock = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have been entering or leaving suppressed() at the fork, and
+        # the blocks other threads had open never close here: only the forking thread's
+        # (its id is the same in the child) live on.
+        self.lock = threading.Lock()
+        me = threading.get_ident()
+        self.open = collections.Counter({me: self.open[me]} if self.open[me] else {})
+
+
+_suppression = _Suppression()
 
 #: the most interpreter exit waits for ticks in progress, all workers together
 EXIT_GRACE = 0.1
@@ -198,15 +218,19 @@ def stop_all(timeout: float) -> bool:
 
 @contextlib.contextmanager
 def suppressed() -> Iterator[None]:
-    """No worker starts while this is active (what :mod:`resilience_mw.testing` uses)."""
-    global _suppressed
-    with _suppressed_lock:
-        _suppressed += 1
+    """No worker starts while this is active, in any thread (what
+    :mod:`resilience_mw.testing` uses). In a forked child only the blocks of the thread
+    that forked are still open."""
+    me = threading.get_ident()
+    with _suppression.lock:
+        _suppression.open[me] += 1
     try:
         yield
     finally:
-        with _suppressed_lock:
-            _suppressed -= 1
+        with _suppression.lock:
+            _suppression.open[me] -= 1
+            if not _suppression.open[me]:
+                del _suppression.open[me]
 
 
 atexit.register(stop_all, EXIT_GRACE)

@@ -423,3 +423,97 @@ def test_reset_mid_body_is_a_requests_error_and_fails_over(node_factory: Any) ->
         assert b.request_ids[headers["X-Request-Id"]] == 0
     finally:
         srv.close()
+
+
+# ------------------------------------------------- the caller's deadline is not the node's fault
+
+
+def test_an_inbound_deadline_never_ejects_a_healthy_upstream(node_factory: Any) -> None:
+    """Three requests whose caller allows 40 ms, to a view calling an upstream that answers
+    in 150 ms: the caller's deadline runs out every time, and the upstream stays healthy."""
+    from flask import Flask
+    from werkzeug.serving import make_server
+
+    from resilience_mw import Phase
+    from resilience_mw.flask_ext import Resilience
+
+    slow, b = node_factory("slow", "slow"), node_factory("b")
+    slow.delay = 0.15
+    upstream, adapter = session_for(slow, b)  # failure_threshold 3: three charges would eject it
+    app = Flask("inbound-deadline")
+    Resilience(app, start="off", deadline_header="X-Request-Deadline")
+
+    @app.get("/orders")
+    def orders() -> tuple[bytes, int]:
+        try:
+            return upstream.get(f"{BASE}/x", timeout=5).content, 200
+        except DeadlineExceeded:
+            return b"the caller's deadline passed", 504
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    front = f"http://127.0.0.1:{server.server_port}/orders"
+    try:
+        for _ in range(3):
+            r = requests.get(front, headers={"X-Request-Deadline": "40ms"}, timeout=5)
+            assert r.status_code == 504  # DeadlineExceeded: given up before the 150 ms answer
+        assert adapter.manager.phase("slow") is Phase.HEALTHY
+        [state] = [s for s in adapter.manager.snapshot() if s["id"] == "slow"]
+        assert (state["state"], state["consecutive_failures"], state["ejections"]) == ("healthy", 0, 0)
+        assert state["latency"] is None  # no 40 ms sample to make it look fast or slow either
+        assert b.hits() == 0  # the blame did not move on to the next node
+        r = requests.get(front, timeout=5)  # no deadline: the first node still gets the traffic
+        assert r.status_code == 200 and r.json()["node"] == "slow"
+        assert slow.hits() == 4
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("binding", ["deadline", "timeout"])
+def test_the_adapters_own_limit_still_charges_the_node(node_factory: Any, binding: str) -> None:
+    """When the adapter's own ``deadline`` or the call's ``timeout`` is shorter than what
+    the caller allows, running out of it is the slow node's doing, as without a caller."""
+    from resilience_mw import Phase
+    from resilience_mw.admission import inbound_deadline
+
+    slow, b = node_factory("slow", "slow"), node_factory("b")
+    slow.delay = 0.15
+    options = {"deadline": 0.04} if binding == "deadline" else {}
+    s, adapter = session_for(slow, b, failure_threshold=1, **options)
+    for inbound in (None, (time.time() + 5, "")):  # without a caller's deadline, and under a longer one
+        token = inbound_deadline.set(inbound)
+        try:
+            if binding == "deadline":
+                with pytest.raises(DeadlineExceeded):
+                    s.get(f"{BASE}/x", timeout=5)
+                assert b.hits() == 0  # no time left for another node
+            else:
+                assert s.get(f"{BASE}/x", timeout=0.04).json()["node"] == "b"  # timed out: failed over
+        finally:
+            inbound_deadline.reset(token)
+        assert adapter.manager.phase("slow") is Phase.EJECTED
+        assert adapter.manager.health("slow").consecutive_failures == 1
+        adapter.manager.record_check("slow", True)  # back in, for the next round
+
+
+@pytest.mark.parametrize(("method", "stream"), [("GET", False), ("POST", False), ("GET", True)])
+def test_the_callers_deadline_charges_no_node_whatever_the_call(node_factory: Any, method: str, stream: bool) -> None:
+    """Cut by the inbound deadline (the watchdog or the clamped timeout, whichever fires
+    first), an attempt charges nothing, for any method, streamed or not, and with the
+    adapter's own longer deadline in force too."""
+    from resilience_mw import Phase
+    from resilience_mw.admission import inbound_deadline
+
+    slow, b = node_factory("slow", "slow"), node_factory("b")
+    slow.delay = 0.15
+    s, adapter = session_for(slow, b, failure_threshold=1, deadline=2)
+    for _ in range(3):
+        token = inbound_deadline.set((time.time() + 0.04, "X-Request-Deadline"))
+        try:
+            with pytest.raises(DeadlineExceeded, match="inbound request's deadline"):
+                s.request(method, f"{BASE}/x", data=b"{}", stream=stream, timeout=5)
+        finally:
+            inbound_deadline.reset(token)
+    assert adapter.manager.phase("slow") is Phase.HEALTHY
+    assert adapter.manager.health("slow").consecutive_failures == 0 and b.hits() == 0
+    assert slow.hits() == 3 and slow.headers_seen[-1]["X-Request-Deadline"]  # it was passed on

@@ -151,6 +151,19 @@ def test_config_errors(kwargs: dict[str, Any], field: str) -> None:
     assert info.value.field == field
 
 
+@pytest.mark.parametrize("field", ["path", "timeout", "check_interval"])
+def test_none_is_a_config_error_not_the_default(field: str) -> None:
+    """``HealthChecker(path=None)`` once checked ``/health`` without a word; ``None`` is
+    no path (nor interval, nor timeout), as in HealthCheckConfig."""
+    with pytest.raises(ConfigError) as info:
+        HealthChecker(**{field: None})
+    assert (info.value.field, info.value.value) == (field, None) and f"{field}=None" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        HealthChecker(5, 2, None)  # type: ignore[arg-type]  # positionally too
+    assert (info.value.field, info.value.value) == ("path", None)
+    assert HealthChecker().config.path == "/health"  # left out: the default
+
+
 def test_trickled_body_is_bounded_by_timeout(node_factory: Any) -> None:
     server = node_factory("trickle", "trickle")
     t0 = time.monotonic()
@@ -216,3 +229,76 @@ def test_basic_auth_from_the_endpoint_and_the_status_in_the_detail(node_factory:
     node = ServiceNode("n", server.url.replace("http://", "http://user:secret@"))
     result = HealthChecker(timeout=1.0).check_node(node)
     assert not result.passed and result.detail == "CheckFailed: status 503"
+
+
+# ------------------------------------------------------------ the seed's names
+
+
+def test_check_all_nodes_parallel_checks_each_node_once_at_the_same_time(node_factory: Any) -> None:
+    """The seed's ``check_all_nodes_parallel(nodes)``: one check of each node, run side
+    by side, the results in the order given (``is_healthy`` as the seed reads them),
+    and nothing recorded anywhere."""
+    from resilience_mw import CheckResult
+    from resilience_mw.health import HttpProbe
+
+    servers = [node_factory("up"), node_factory("failing", "error"), node_factory("up2")]
+    nodes = [*(node_for(s) for s in servers), ServiceNode("gone", f"http://127.0.0.1:{free_port()}")]
+    manager = FailoverManager(nodes)
+    # every check waits at a barrier for the others: checks run one after another never get past it
+    barrier, http = threading.Barrier(len(nodes)), HttpProbe()
+
+    def side_by_side(node: ServiceNode, timeout: float) -> bool:
+        barrier.wait(timeout)
+        return http(node, timeout)
+
+    checker = HealthChecker(timeout=2, probe=side_by_side, max_workers=len(nodes))
+    checker.stop()  # a checker stopped before (never started here) still checks on request
+    results = checker.check_all_nodes_parallel(nodes)
+    assert [(r.node_id, r.is_healthy) for r in results] == [("up", True), ("failing", False), ("up2", True), ("gone", False)]
+    assert all(r.is_healthy is r.passed for r in results) and not barrier.broken
+    assert results[1].detail == "CheckFailed: status 500"
+    assert [s.hits("/health", exclude_health=False) for s in servers] == [1, 1, 1]
+    assert all(manager.is_healthy(n.id) for n in nodes)  # a look, not a verdict
+    first = results[0]
+    same = CheckResult(first.node_id, first.passed, first.latency, first.detail)
+    assert first == same and same == first and hash(first) == hash(same)
+
+
+def test_start_with_the_seeds_nodes_and_manager_checks_those_nodes(node_factory: Any) -> None:
+    """The seed's ``start(nodes, manager)``: the given nodes are checked and their
+    results recorded in the manager; a node of the manager not given is left alone."""
+    a, b, c = node_factory("a"), node_factory("b", "error"), node_factory("c", "error")
+    nodes = [node_for(a), node_for(b), node_for(c)]
+    manager = FailoverManager(nodes)
+    checker = HealthChecker(check_interval=0.05, timeout=0.5, unhealthy_threshold=1, jitter=0)
+    checker.start(nodes[:2], manager)
+    try:
+        assert wait_for(lambda: not manager.is_healthy("b") and a.hits("/health", exclude_health=False) >= 2, 3)
+    finally:
+        assert checker.stop(2)
+    assert manager.is_healthy("a") and manager.is_healthy("c")  # c answers 500, but was not to be checked
+    assert c.hits("/health", exclude_health=False) == 0
+    assert [r.node_id for r in checker.run_once()] == ["a", "b"]  # the started nodes, by default
+    checker.start(manager)  # the pool form still checks every node
+    try:
+        assert wait_for(lambda: not manager.is_healthy("c"), 3)
+    finally:
+        assert checker.stop(2)
+
+
+def test_start_with_nodes_wants_the_managers_own_nodes(node_factory: Any) -> None:
+    a = node_factory("a")
+    manager = FailoverManager([node_for(a)])
+    checker = HealthChecker()
+    cases = [
+        (([node_for(a)], "not a manager"), "manager"),
+        (([ServiceNode("a", "http://elsewhere:8080")], manager), "nodes"),  # same id, another node
+        (([ServiceNode("x", a.url)], manager), "nodes"),
+        (([], manager), "nodes"),
+        (([node_for(a)],), "pool"),  # nodes alone: which manager records the results?
+    ]
+    for args, field in cases:
+        with pytest.raises(ConfigError) as info:
+            checker.start(*args)  # type: ignore[arg-type]
+        assert info.value.field == field
+    assert not checker.running

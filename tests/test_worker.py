@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
+from resilience_mw import worker
 from resilience_mw.worker import BackgroundWorker
 
 
@@ -83,3 +86,86 @@ def test_worker_runs_again_in_forked_child() -> None:
     finally:
         w.stop()
     assert w.alive is False
+
+
+def exit_code_of_forked(in_child: Callable[[], bool]) -> int:
+    """Run ``in_child`` in a real ``os.fork()`` child and wait for it: its exit code (0
+    when it returned true; ``-SIGALRM`` when it hung for 5 s and was ended)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            signal.alarm(5)  # a deadlocked child ends, so waitpid below cannot hang
+            code = 0 if in_child() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_suppression_lock_is_free_in_a_child_forked_while_another_thread_held_it() -> None:
+    """gunicorn --preload forking while a thread is inside suppressed(): the child can
+    still open a suppressed() block, and it still keeps workers from starting."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with worker._suppression.lock:
+            holding.set()
+            release.wait(10)
+
+    def in_child() -> bool:
+        if not worker._suppression.lock.acquire(timeout=1):
+            return False  # inherited held: suppressed() would block forever
+        worker._suppression.lock.release()
+        with worker.suppressed():
+            w = BackgroundWorker("t-suppressed-child", lambda: None, 0.01)
+            w.start()
+            return not w.alive
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(5)
+    try:
+        assert exit_code_of_forked(in_child) == 0
+    finally:
+        release.set()
+        t.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_only_the_forking_threads_suppressed_blocks_live_on_in_the_child() -> None:
+    """A block another thread had open at the fork never closes in the child, so it must
+    not keep the child's workers off; the forking thread's own block still does, until
+    it closes."""
+    opened, release = threading.Event(), threading.Event()
+
+    def stay_suppressed() -> None:
+        with worker.suppressed():
+            opened.set()
+            release.wait(10)
+
+    def in_child() -> bool:
+        w = BackgroundWorker("t-unsuppressed-child", lambda: None, 0.01)
+        w.start()  # the forking thread's block is still open
+        kept_off = not w.alive
+        block.__exit__(None, None, None)
+        w.start()  # only the other thread's block is left, and it is gone with that thread
+        started = w.alive
+        w.stop(2)
+        return kept_off and started
+
+    t = threading.Thread(target=stay_suppressed)
+    t.start()
+    assert opened.wait(5)
+    block = worker.suppressed()
+    block.__enter__()
+    try:
+        assert exit_code_of_forked(in_child) == 0
+    finally:
+        block.__exit__(None, None, None)
+        release.set()
+        t.join()
+    assert not worker._suppression.open  # every block closed in the parent
