@@ -43,6 +43,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import _fork
+
 __all__ = ["AdaptiveLimit"]
 
 #: updates in a row at the floor after which a probe starts at once
@@ -100,6 +102,7 @@ class AdaptiveLimit:
         self._samples = 0
         self._at_floor = 0
         self._lock = threading.Lock()
+        _fork.register(self)
 
     def acquire(self, sheddable: bool) -> int | None:
         """Take a slot: the epoch to give back to :meth:`release`, or ``None`` when the
@@ -125,11 +128,18 @@ class AdaptiveLimit:
         """Give the slot back; ``rtt``: how long the request took (``None``: it failed
         early and says nothing about latency); ``epoch``: what :meth:`acquire` gave."""
         with self._lock:
-            self.inflight -= 1
+            # (never below 0: a slot taken before a fork is released in a child that reset)
+            self.inflight = max(0, self.inflight - 1)
             if sheddable:
-                self.sheddable_inflight -= 1
+                self.sheddable_inflight = max(0, self.sheddable_inflight - 1)
             if rtt is not None and epoch == self.epoch:
                 self._sample(rtt)
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread lives on: the parent's requests in flight never release
+        # here, and the lock may have been held by one of them.
+        self._lock = threading.Lock()
+        self.inflight = self.sheddable_inflight = 0
 
     def _start_probe(self) -> None:
         self.probing = True

@@ -47,7 +47,7 @@ from .model import CheckResult, ServiceNode
 from .pool import NodePool
 from .worker import BackgroundWorker
 
-__all__ = ["HealthCheckResult", "HealthChecker", "HttpProbe", "Probe"]
+__all__ = ["HealthChecker", "HttpProbe", "Probe"]
 
 log = logging.getLogger(__name__)
 
@@ -67,28 +67,6 @@ class _Unset(enum.Enum):
 
 
 _UNSET = _Unset.UNSET
-
-
-class HealthCheckResult(CheckResult):
-    """The :class:`~resilience_mw.CheckResult` a :class:`HealthChecker` returns, which
-    also answers to the seed's name for :attr:`passed` (its ``NodeHealth.is_healthy``).
-    It equals a ``CheckResult`` with the same fields."""
-
-    __slots__ = ()
-
-    @property
-    def is_healthy(self) -> bool:
-        """Whether the check passed (the seed's name for :attr:`passed`)."""
-        return self.passed
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CheckResult):
-            return NotImplemented
-        return (self.node_id, self.passed, self.latency, self.detail) == (
-            other.node_id, other.passed, other.latency, other.detail
-        )
-
-    __hash__ = CheckResult.__hash__
 
 
 class CheckFailed(Exception):
@@ -237,7 +215,7 @@ class HealthChecker:
 
     # ---------------------------------------------------------------- checks
 
-    def check_node(self, node: ServiceNode) -> HealthCheckResult:
+    def check_node(self, node: ServiceNode) -> CheckResult:
         """Check one node now and return what was seen (no state is changed)."""
         timeout = self.config.timeout
         start = self._clock()
@@ -254,17 +232,17 @@ class HealthChecker:
         if not passed:
             log.debug("health check of %s failed: %s", node.id, detail)
         signals.send(signals.health_checked, self, node=node, passed=passed, duration=latency, detail=detail)
-        return HealthCheckResult(node.id, passed, latency, detail)
+        return CheckResult(node.id, passed, latency, detail)
 
     def check_nodes(
         self, nodes: Iterable[ServiceNode], on_result: Callable[[CheckResult], object] | None = None
-    ) -> list[HealthCheckResult]:
+    ) -> list[CheckResult]:
         """Check ``nodes``, at most ``max_workers`` at a time (the calling thread is one),
         each with its full timeout; ``on_result`` is called as each check ends. Returns
         the results in the order of ``nodes``, only for nodes actually checked (a stop
         in the middle leaves the rest unchecked and unreported)."""
         todo = list(enumerate(nodes))
-        results: list[HealthCheckResult | None] = [None] * len(todo)
+        results: list[CheckResult | None] = [None] * len(todo)
         claim = threading.Lock()
         next_item = iter(todo)
         stops = self._stops
@@ -293,14 +271,14 @@ class HealthChecker:
                 t.join()  # each check ends by its timeout: the watchdog sees to it
         return [r for r in results if r is not None]
 
-    def check_all_nodes_parallel(self, nodes: Iterable[ServiceNode]) -> list[HealthCheckResult]:
+    def check_all_nodes_parallel(self, nodes: Iterable[ServiceNode]) -> list[CheckResult]:
         """Check each of ``nodes`` once, now, in parallel, and return the results in the
         order of ``nodes`` (the seed's name). As with :meth:`check_nodes`, at most
         ``max_workers`` run at a time (the seed starts a task per node), and nothing is
         recorded (:meth:`run_once` records)."""
         return self.check_nodes(nodes)
 
-    def run_once(self, pool: NodePool | None = None) -> list[HealthCheckResult]:
+    def run_once(self, pool: NodePool | None = None) -> list[CheckResult]:
         """Check every node of ``pool`` now and record the results; by default the
         started pool's nodes that :meth:`start` was given."""
         pool, nodes = self._pool_and_nodes(pool)
@@ -321,7 +299,7 @@ class HealthChecker:
         with self._lock:
             self._due[result.node_id] = self._clock() + interval * (1 + self._rng.random() * cfg.jitter)
 
-    def run_due(self, pool: NodePool | None = None) -> list[HealthCheckResult]:
+    def run_due(self, pool: NodePool | None = None) -> list[CheckResult]:
         """Check and record the nodes of ``pool`` (by default the started pool's nodes
         that :meth:`start` was given) whose check is due (what the background thread does
         each time it wakes); the results."""

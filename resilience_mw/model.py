@@ -104,6 +104,12 @@ class CheckResult:
     #: why it failed (a status, an error type and message; redacted), ``""`` if it passed
     detail: str = ""
 
+    @property
+    def is_healthy(self) -> bool:
+        """Whether the check passed (the seed's name for :attr:`passed`, its
+        ``NodeHealth.is_healthy``)."""
+        return self.passed
+
 
 class FailoverStrategy(enum.Enum):
     """How a manager picks the node for the next call."""

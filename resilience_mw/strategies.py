@@ -16,6 +16,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
+from . import _fork
 from .model import FailoverStrategy, ServiceNode
 
 __all__ = [
@@ -71,6 +72,10 @@ class _LockedSmoothWeighted:
         self._weights = [n.weight for n in nodes]
         self._total = sum(self._weights)
         self._current = [0] * len(nodes)
+        self._lock = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     def __call__(self) -> ServiceNode:

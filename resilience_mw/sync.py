@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import signals
+from . import _fork, signals
 from ._budget import RetryBudget
 from ._redact import describe_error
 from .config import StateConfig
@@ -93,6 +93,7 @@ class StateSync:
         self.checker = checker
         self._clock = clock
         self._lock = threading.Lock()
+        _fork.register(self)
         self._applied_version: int | None = None
         self._applied_level: str | None = None
         self._published: set[str] = set()
@@ -327,6 +328,9 @@ class StateSync:
             self._last_sync = now
         if since is not None:
             log.info("state store %r answers again after %.1f s; resynchronised", self.store, now - since)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"StateSync({self.store!r}, scope={self.scope}, running={self.running}, leader={self.leader})"

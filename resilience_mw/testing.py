@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from blinker import Signal
 
-from . import signals, worker
+from . import _fork, signals, worker
 from .degradation import AutoDegradationManager
 from .model import DegradationLevel, NodeHealth
 from .pool import NodePool
@@ -46,6 +46,10 @@ class FakeClock:
 
     def __init__(self, start: float = 1000.0) -> None:
         self.now = float(start)
+        self._lock = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
@@ -123,6 +127,10 @@ class SignalRecord:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, Any, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     def add(self, name: str, sender: Any, kwargs: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -169,3 +170,52 @@ def test_only_the_forking_threads_suppressed_blocks_live_on_in_the_child() -> No
         release.set()
         t.join()
     assert not worker._suppression.open  # every block closed in the parent
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_every_lock_owner_gets_a_fresh_lock_in_a_forked_child(tmp_path: Any) -> None:
+    """Each object that owns a lock, its lock held by another thread at the fork: the
+    child can take every one of them (none stays held forever)."""
+    from resilience_mw import AlertRules, AutoDegradationManager, NodePool, ServiceNode
+    from resilience_mw._limit import AdaptiveLimit
+    from resilience_mw.stores import open_store
+    from resilience_mw.strategies import _LockedSmoothWeighted
+    from resilience_mw.sync import StateSync
+    from resilience_mw.testing import FakeClock, SignalRecord
+
+    degradation = AutoDegradationManager()
+    owners = {
+        "AdaptiveLimit": AdaptiveLimit(),
+        "StateSync": StateSync(open_store(f"sqlite:///{tmp_path}/state.db"), degradation),
+        "smooth weighted round robin": _LockedSmoothWeighted([ServiceNode("a", "http://127.0.0.1:1", weight=3)]),
+        "FakeClock": FakeClock(),
+        "SignalRecord": SignalRecord(),
+        "AlertRules": AlertRules(),
+        "AutoDegradationManager": degradation,
+        "NodePool": NodePool([ServiceNode("a", "http://127.0.0.1:1")]),
+    }
+    holding, release = threading.Barrier(len(owners) + 1), threading.Event()
+
+    def hold(lock: Any) -> None:
+        with lock:
+            holding.wait(5)
+            release.wait(10)
+
+    threads = [threading.Thread(target=hold, args=(o._lock,)) for o in owners.values()]
+    for t in threads:
+        t.start()
+    holding.wait(5)
+
+    def in_child() -> bool:
+        stuck = [name for name, o in owners.items() if not o._lock.acquire(timeout=1)]
+        print("still held in the child:", stuck, flush=True)
+        return not stuck
+
+    try:
+        assert exit_code_of_forked(in_child) == 0
+    finally:
+        release.set()
+        for t in threads:
+            t.join()
+        owners["AlertRules"].close()
