@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -299,3 +300,52 @@ def test_file_wrapper_body_is_passed_through_for_sendfile(deg: AutoDegradationMa
     assert b"".join(body) == b"a,b\n1,2\n"
     body.close()
     assert counts(deg) == (1, 0)
+
+
+def test_a_function_file_wrapper_body_is_passed_through_untouched(deg: AutoDegradationManager, tmp_path: Any) -> None:
+    """uWSGI's wsgi.file_wrapper is a function that returns the file itself, and it
+    uses sendfile only when the app returns that very object."""
+    path = tmp_path / "report.csv"
+    path.write_bytes(b"a,b\n")
+    handed: list[Any] = []
+
+    def uwsgi_file_wrapper(filelike: Any, blksize: int = 8192) -> Any:
+        handed.append(filelike)
+        return filelike
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/csv")])
+        return environ["wsgi.file_wrapper"](path.open("rb"))
+
+    environ = {"PATH_INFO": "/report", "REQUEST_METHOD": "GET", "wsgi.file_wrapper": uwsgi_file_wrapper}
+    body = ResilienceMiddleware(app_, deg)(environ, lambda *a: None)
+    assert body is handed[0]  # the same object: sendfile is kept
+    body.close()
+    assert counts(deg) == (1, 0)
+
+
+def test_exc_info_reaches_the_server_only_when_the_app_gave_one(deg: AutoDegradationManager) -> None:
+    """PEP 3333 servers and middlewares pass exc_info only when they have one; a server
+    whose start_response takes two arguments must not get a third."""
+    calls: list[tuple[Any, ...]] = []
+
+    def two_argument_start_response(status: str, headers: list[tuple[str, str]]) -> Any:
+        calls.append((status,))
+        return lambda data: None
+
+    def recording_start_response(*args: Any) -> Any:
+        calls.append(args)
+        return lambda data: None
+
+    def failing(environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            raise ValueError("late")
+        except ValueError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        return [b"oops"]
+
+    environ = {"PATH_INFO": "/x", "REQUEST_METHOD": "GET"}
+    assert ResilienceMiddleware(app, deg)(dict(environ), two_argument_start_response)
+    ResilienceMiddleware(failing, deg)(dict(environ), recording_start_response)
+    assert calls[0] == ("200 OK",)
+    assert len(calls[1]) == 3 and calls[1][2][0] is ValueError
