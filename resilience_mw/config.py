@@ -239,6 +239,13 @@ class DegradationConfig(_Validated):
                 f"slices of error_window_seconds={self.error_window_seconds:g} must be at least 10 ms",
             )
 
+    @property
+    def queue_behind_at(self) -> float:
+        """The median queueing delay from which a process is behind on its queue: the
+        lowest queue threshold set (20 ms by default; 20 ms when all are off)."""
+        levels = [getattr(self, f"queue_threshold_{s}") for s in ("l1", "l2", "l3", "emergency")]
+        return min((t for t in levels if t is not None), default=0.02)
+
     def queue_level(self, queue: float | None) -> DegradationLevel:
         """The level the queueing delay (seconds; ``None``: not measured) alone calls for."""
         if queue is None:
@@ -617,9 +624,10 @@ class MiddlewareConfig(_Validated):
     queue_tolerance: float | None = option(
         0.01, "with the queue header read (queue_signal or max_queue_time): the queueing delay the "
         "lowest-priority request tolerates (sheddable: 1-2x by user, sheddable_plus 2-4x, critical 8-16x); "
-        "a request that waited longer is shed while the load level is above Normal (with "
-        "criticality_shedding: at any level), and one that waited less is not shed by the level "
-        "(None: shed by level only)",
+        "a request that waited longer is shed while the process is behind on its queue (its last "
+        "interval's median wait reached queue_threshold_l1, or it still refuses a twentieth of its "
+        "requests for waiting), and one whose wait is known is not shed by the level (None: shed "
+        "by level only)",
         v.optional(v.seconds(minimum=0.0001, maximum=60)),
     )
     user_key: str | None = option(

@@ -52,6 +52,9 @@ _INTERVAL = v.seconds(minimum=0.01, maximum=3600)
 #: queueing-delay samples kept per sampling interval (the rest of the interval's are not
 #: needed for its median)
 _QUEUE_SAMPLES = 512
+#: the share of an interval's stamped requests refused for waiting too long that shows a
+#: process still behind (a load that persists); below it, the odd refusal of a burst
+_STILL_BEHIND = 0.05
 
 
 class _Bucket:
@@ -226,6 +229,12 @@ class AutoDegradationManager:
         #: since when (by the clock) the load level has been held up by its cooldown
         #: alone, ``None`` while a signal or an operator calls for it
         self.cooling_since: float | None = None
+        #: the process is behind on its queue: the last interval's median queueing delay
+        #: reached ``queue_threshold_l1``, or it had been behind and still refused a
+        #: twentieth of its stamped requests for waiting too long. While it is, a request
+        #: whose wait is known is shed when it waited longer than its tolerance; once its
+        #: requests are served within their tolerance again, nothing is shed that way
+        self.queue_behind = False
         cooldown = self.config.cooldown_seconds
         self._overall = Settler(cooldown)
         self._load = Settler(cooldown)
@@ -249,6 +258,10 @@ class AutoDegradationManager:
         # their median, which a minority of odd stamps cannot move (no sample in a tick: no
         # queue, rather than the last value forever)
         self._queue_tick: list[float] = []
+        # stamped requests, and those refused for waiting too long, this interval (racy
+        # increments: a lost one only nudges a share)
+        self._tick_stamped = 0
+        self._tick_refused = 0
         _fork.register(self)
         _fork.register(self.window)
 
@@ -276,9 +289,15 @@ class AutoDegradationManager:
     def observe_queue_time(self, seconds: float) -> None:
         """One request's queueing delay (the middleware's, from the proxy's stamp).
         Lock-free: a sample lost to a race with the tick only thins the tick's sample."""
+        self._tick_stamped += 1
         tick = self._queue_tick
         if len(tick) < _QUEUE_SAMPLES:
             tick.append(seconds)
+
+    def refused_for_waiting(self) -> None:
+        """One request refused because it waited longer than its tolerance (keeps
+        :attr:`queue_behind` while the process still refuses a share of its requests)."""
+        self._tick_refused += 1
 
     def share_counts(self, requests: int, failures: int, valid_for: float) -> None:
         """Judge the error rate on these counts (every worker's window, summed by the
@@ -344,7 +363,12 @@ class AutoDegradationManager:
         now = self._clock()
         errors = cfg.error_level(rate, requests)
         tick, self._queue_tick = self._queue_tick, []
+        stamped, refused = self._tick_stamped, self._tick_refused
+        self._tick_stamped = self._tick_refused = 0
         queue = statistics.median(tick) if tick else None
+        self.queue_behind = queue is not None and (
+            queue >= cfg.queue_behind_at or (self.queue_behind and refused >= _STILL_BEHIND * stamped)
+        )
         with self._lock:
             in_grace = self._started_at is not None and now - self._started_at < cfg.startup_grace_seconds
             # Startup spikes (imports, forks, warm-up) are not load: they are not fed.

@@ -442,22 +442,26 @@ class ResilienceMiddleware:
         """Why the request is shed for its class, or ``None``.
 
         A request whose queueing delay is known is judged by it (unless an operator forced
-        the level): shed when it waited longer than its class and user tolerate
-        (:func:`~resilience_mw.admission.queue_tolerance`), while the load level is above
-        Normal (with criticality shedding, at any level), so a process that falls behind
-        sheds just what keeps its queue short, and serves everything once it keeps up,
-        cooldown or not. Otherwise, with criticality shedding, the level's share of the
-        class's users (:func:`~resilience_mw.admission.shed_share`), eased while the level
-        only waits out its cooldown.
+        the level): while the process is behind on its queue
+        (:attr:`~resilience_mw.AutoDegradationManager.queue_behind`), it is shed when it
+        waited longer than its class and user tolerate
+        (:func:`~resilience_mw.admission.queue_tolerance`). A process that falls behind
+        sheds just what keeps its queue short, from the next sample on, and serves
+        everything once its requests are served within their tolerance again, cooldown or
+        not. Otherwise, with criticality shedding, the level's share of the class's users
+        (:func:`~resilience_mw.admission.shed_share`), eased while the level only waits out
+        its cooldown.
         """
         by_class = self.config.criticality_shedding
-        if waited is not None and self._tolerance is not None and self.degradation.forced is None:
-            if not (by_class or (load is not DegradationLevel.Normal and self.shed_level is not None)):
+        degradation = self.degradation
+        if waited is not None and self._tolerance is not None and degradation.forced is None:
+            if not degradation.queue_behind or not (by_class or self.shed_level is not None):
                 return None
             criticality = self._criticality(environ, path)
             if criticality is Criticality.CRITICAL_PLUS:
                 return None
             if waited > queue_tolerance(criticality, self._bucket(environ), self._tolerance):
+                degradation.refused_for_waiting()
                 return "criticality" if by_class else "queue"
             return None
         if not by_class or load is DegradationLevel.Normal:

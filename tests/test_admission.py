@@ -165,6 +165,11 @@ def test_a_growing_queue_sheds_the_lowest_classes_first_user_by_user_without_a_l
     )
     app.add_url_rule("/feed", "feed", lambda: "ok")
     client = app.test_client()
+    manager = Resilience.state(app).degradation
+    for _ in range(20):  # one interval of requests that queued 30 ms: the process is behind
+        client.get("/checkout", headers={"X-Request-Start": f"t={time.time() - 0.03:.6f}"})
+    manager.evaluate()
+    assert manager.queue_behind and manager.load_level is DegradationLevel.Normal
     classes: dict[str, Criticality] = {"/prefetch": Criticality.SHEDDABLE, "/feed": Criticality.SHEDDABLE_PLUS,
                "/search": Criticality.CRITICAL, "/checkout": Criticality.CRITICAL_PLUS}
     users = [f"u{i}" for i in range(200)]

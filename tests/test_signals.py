@@ -319,8 +319,35 @@ def test_shedding_eases_as_soon_as_the_overload_ends(clock: Any) -> None:
         clock.advance(1)
     assert served[0] < 0.1 and 0.15 < served[1] < 0.4 and 0.6 < served[3] < 0.9 and served[4] == 1, served
     assert get(0.05)[0] == 200  # within its tolerance: served during the cooldown
+    # no longer behind on its queue: a stray request that waited long is served too
+    assert not m.queue_behind and get(0.5)[0] == 200
     assert retry_afters and max(retry_afters) <= 30 and len(set(retry_afters)) >= 5, sorted(set(retry_afters))
     assert all(r >= 1 for r in retry_afters)
+
+
+def test_behind_on_its_queue_while_it_still_refuses_a_share_of_its_requests(clock: Any) -> None:
+    """Behind from a median wait at queue_threshold_l1; still behind while a twentieth or
+    more of the stamped requests are refused for waiting too long (a load that persists,
+    held short by the refusals); not behind once refusals are the odd burst."""
+    from resilience_mw import AutoDegradationManager
+    from resilience_mw.sampling import Sample
+
+    m = AutoDegradationManager(sampler=lambda: Sample(cpu=1.0, memory=1.0), clock=clock)
+
+    def interval(wait: float, refused: int) -> bool:
+        for _ in range(100):
+            m.observe_queue_time(wait)
+        for _ in range(refused):
+            m.refused_for_waiting()
+        clock.advance(1)
+        m.evaluate()
+        return m.queue_behind
+
+    assert not interval(0.005, 3)  # a few refusals in a burst: not behind
+    assert interval(0.03, 0)  # the median reached 20 ms
+    assert interval(0.005, 10)  # held short by refusing a tenth: still behind
+    assert not interval(0.005, 2)  # served within tolerance again
+    assert not interval(0.005, 10)  # (refusals alone do not make it behind)
 
 
 # ------------------------------------------ admission a client cannot turn
