@@ -1,5 +1,5 @@
 """Overload: goodput, critical success and latency at 2x and 4x capacity, with and
-without the library, measured in the same run.
+without the library, and with HAProxy in front instead, measured in the same run.
 
 A real gunicorn (gthread, one worker x 4 threads, pinned to CPU 0; ``BENCH_WORKERS`` for
 more workers) serves bench/overload_app.py (about 5 ms of CPU per request); the load
@@ -11,14 +11,25 @@ sheddable_plus, 60 % sheddable: critical traffic fits within C even at 4x) and 1
 keys, stamping ``X-Request-Start`` as a proxy would. Variants: (a) ``none``: no library;
 (b) ``cpu``: the extension with its CPU levels; (c) ``full``: queueing delay (queue
 tolerance by class and user, the level's queue signal, a 0.4 s max queue time) +
-criticality + adaptive concurrency.
+criticality + adaptive concurrency; ``haproxy<ms>`` (``haproxy25`` and ``haproxy100`` by
+default): what an operator would put in front instead of the library: HAProxy 2.6
+(Debian's, started here on 127.0.0.1 with a config generated in a temporary directory,
+``haproxy -f cfg -db``, on the generator's CPU as a proxy on another machine would be)
+before (a)'s server, ``maxconn`` on the server line = the worker threads (4 x workers),
+``timeout queue <ms>``, and ``http-request set-priority-class`` by the request's path
+``/work/<criticality>`` (critical_plus first, then critical, sheddable_plus, sheddable).
+HAProxy answers 503 when a request's queue time runs out: counted as shed. (HAProxy does
+not read ``X-Request-Start``; the generator's stamp passes through, harmless.)
 
 Reported per variant and load: goodput (2xx within the 500 ms SLO per second) as a
 fraction of C, the success rate of critical traffic (critical and critical_plus, 2xx
 within the SLO), the p99 latency of admitted (2xx) requests over the unloaded p99, and
-what the library shed, by reason. Everything is bounded in time. Prints one JSON line;
+what the library shed, by reason; for HAProxy, its goodput over (c)'s at the same load
+(``goodput_over_full``) and HAProxy's own CPU per request. ``refusal_cpu``: the CPU one
+refusal costs inside the worker (see :func:`refusal_cost`), which HAProxy's refusals do
+not: they run on another CPU. Everything is bounded in time. Prints one JSON line;
 ``--trace`` adds, on stderr, CPU use, latency per second and each worker's level trace.
-Usage: python bench/bench_overload.py [--seconds 20] [--variants none,cpu,full] [--trace]
+Usage: python bench/bench_overload.py [--seconds 20] [--variants none,cpu,full,haproxy25,haproxy100] [--trace]
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -48,6 +59,8 @@ from tests.helpers import stop_process
 from tests.nodes import free_port
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
+# Debian installs it in /usr/sbin, not on a user's PATH
+HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None)
 SLO = 0.5
 # The server gets one CPU, the load generator the other: sharing them, the generator's own
 # work would be counted as the server's overload (and vary with the offered load).
@@ -79,10 +92,24 @@ def start(lib: str, stats_dir: str | None = None) -> tuple[subprocess.Popen[byte
 Pool = list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
 
 
-async def one(port: int, criticality: str, user: str, pool: Pool | None = None) -> tuple[str, int, float]:
+class Result(NamedTuple):
+    """One request: its class, status (0: failed or timed out), latency, the
+    ``Retry-After`` of a refusal, and (open loop) its scheduled send time from the start
+    of the phase."""
+
+    criticality: str
+    status: int
+    took: float
+    retry_after: str | None = None
+    at: float = 0.0
+
+
+async def one(port: int, criticality: str, user: str, pool: Pool | None = None) -> Result:
     """One request; with ``pool``, on a kept-alive connection (as a proxy in front keeps
-    them), else on a connection of its own."""
+    them), else on a connection of its own. Every request carries ``X-Request-Start`` (the
+    library's queue measure; HAProxy ignores it)."""
     t0 = time.time()
+    retry_after = None
     for attempt in (1, 2):
         reused = bool(pool)
         writer: asyncio.StreamWriter | None = None
@@ -97,24 +124,34 @@ async def one(port: int, criticality: str, user: str, pool: Pool | None = None) 
                 f"X-Request-Start: t={t0:.6f}\r\nX-User: {user}\r\n\r\n".encode()
             )
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2 - (time.time() - t0))
-            status = int(head.split(None, 2)[1])
-            length = next(
-                int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-            )
+            lines = head.split(b"\r\n")
+            status = int(lines[0].split(None, 2)[1])
+            length, close, retry_after = None, False, None
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"retry-after":
+                    retry_after = value.strip().decode("latin-1")
+                elif name == b"connection":
+                    close = value.strip().lower() == b"close"
+            if length is None:
+                raise ValueError("no Content-Length")
             await asyncio.wait_for(reader.readexactly(length), 2 - (time.time() - t0))
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError, StopIteration) as e:
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
             if writer is not None:
                 writer.close()
             if reused and attempt == 1 and isinstance(e, (asyncio.IncompleteReadError, ConnectionError)):
                 continue  # the server had closed the idle connection: once more on a new one
-            status = 0
+            status, retry_after = 0, None
         else:
-            if pool is not None:
+            if pool is not None and not close:
                 pool.append((reader, writer))
-            else:
+            else:  # (HAProxy closes the connection after a 503 of its own)
                 writer.close()
         break
-    return criticality, status, time.time() - t0
+    return Result(criticality, status, time.time() - t0, retry_after)
 
 
 def _close(pool: Pool | None) -> None:
@@ -122,44 +159,69 @@ def _close(pool: Pool | None) -> None:
         writer.close()
 
 
-async def closed_loop(port: int, seconds: float, clients: int = 4) -> tuple[float, list[float]]:
+async def closed_loop(
+    port: int, seconds: float, clients: int = 4, criticality: str = "critical", limit: int | None = None
+) -> tuple[float, list[float], collections.Counter[int]]:
+    """``clients`` clients, each sending its next request when the last one is answered,
+    for ``seconds`` (or until ``limit`` requests in all). Returns the rate of 200s, their
+    latencies and the count of each status."""
     latencies: list[float] = []
+    statuses: collections.Counter[int] = collections.Counter()
     stop = time.monotonic() + seconds
     pool: Pool | None = [] if KEEP_ALIVE else None
 
     async def client() -> None:
-        while time.monotonic() < stop:
-            _, status, took = await one(port, "critical", "u0", pool)
-            if status == 200:
-                latencies.append(took)
+        while time.monotonic() < stop and (limit is None or statuses.total() < limit):
+            r = await one(port, criticality, "u0", pool)
+            statuses[r.status] += 1
+            if r.status == 200:
+                latencies.append(r.took)
 
+    began = time.monotonic()
     await asyncio.gather(*(client() for _ in range(clients)))
     _close(pool)
-    return len(latencies) / seconds, latencies
+    return len(latencies) / (time.monotonic() - began), latencies, statuses
 
 
-async def open_loop(port: int, rate: float, seconds: float) -> list[tuple[str, int, float]]:
+async def open_loop(port: int, schedule: list[tuple[float, float]]) -> list[Result]:
+    """Offer ``schedule``, a list of ``(rate, seconds)`` segments one after another, open
+    loop (each request at its time, answered or not). Each result carries its scheduled
+    send time from the start."""
     rng = random.Random(1)
     names, weights = zip(*MIX, strict=True)
+    sends: list[float] = []
+    start = 0.0
+    for rate, seconds in schedule:
+        sends.extend(start + i / rate for i in range(int(rate * seconds)))
+        start += seconds
     tasks = []
     pool: Pool | None = [] if KEEP_ALIVE else None
     t0 = time.monotonic()
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = t0 + i / rate - time.monotonic()
+    for at in sends:
+        delay = t0 + at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         crit = rng.choices(names, weights)[0]
         tasks.append(asyncio.create_task(one(port, crit, f"u{rng.randrange(100)}", pool)))
-    results = list(await asyncio.gather(*tasks))
+    results = await asyncio.gather(*tasks)
     _close(pool)
-    return results
+    return [r._replace(at=at) for r, at in zip(results, sends, strict=True)]
+
+
+def _cpu(pid: int, children: bool = True) -> float:
+    """CPU seconds process ``pid`` (and its children) have used so far."""
+    parent = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [parent, *(parent.children(recursive=True) if children else ())])
 
 
 def _server_cpu(proc: subprocess.Popen[bytes]) -> float:
     """CPU seconds the server's processes have used so far."""
-    parent = psutil.Process(proc.pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
+    return _cpu(proc.pid)
+
+
+def _workers_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds the server's workers (not the arbiter) have used so far."""
+    return sum(sum(p.cpu_times()[:2]) for p in psutil.Process(proc.pid).children(recursive=True))
 
 
 def _server_cpus_idle() -> float:
@@ -177,11 +239,12 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values, default=0.0)
 
 
-def wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
+def wait_up(port: int, proc: subprocess.Popen[bytes], statuses: tuple[int, ...] = (200,)) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        _, status, _ = asyncio.run(one(port, "critical", "u0"))
-        if status == 200:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        if asyncio.run(one(port, "critical", "u0")).status in statuses:
             for child in psutil.Process(proc.pid).children(recursive=True):
                 assert set(child.cpu_affinity()) == SERVER_CPUS  # (inherited from the arbiter)
             return
@@ -189,76 +252,239 @@ def wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("gunicorn did not start")
 
 
+def haproxy_variant(name: str) -> int | None:
+    """``haproxy<ms>``: HAProxy with ``timeout queue <ms>``; otherwise ``None``."""
+    return int(name.removeprefix("haproxy")) if name.startswith("haproxy") and name[7:].isdigit() else None
+
+
+#: HAProxy's queue priority class by criticality (the lowest class is served first)
+PRIORITY_CLASS = {"critical_plus": 0, "critical": 1, "sheddable_plus": 2, "sheddable": 3}
+
+
+def haproxy_config(port: int, server_port: int, queue_ms: int) -> str:
+    """What an operator would put in front instead of the library: at most one request per
+    worker thread on the server, the rest queued by class for at most ``queue_ms``, then
+    HAProxy's own 503."""
+    priorities = "\n".join(
+        f"    http-request set-priority-class int({cls}) if {{ path /work/{crit} }}"
+        for crit, cls in PRIORITY_CLASS.items()
+    )
+    return f"""global
+    nbthread 1
+    maxconn 8192
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 10s
+    timeout http-keep-alive 30s
+    timeout queue {queue_ms}ms
+
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend app
+
+backend app
+{priorities}
+    server app 127.0.0.1:{server_port} maxconn {4 * WORKERS}
+"""
+
+
+def start_haproxy(server_port: int, queue_ms: int, directory: str) -> tuple[subprocess.Popen[bytes], int]:
+    """HAProxy in the foreground (``-db``) on 127.0.0.1, on the generator's CPU (inherited:
+    a real proxy runs elsewhere than the server), with its config and log in ``directory``."""
+    port = free_port()
+    cfg = Path(directory, "haproxy.cfg")
+    cfg.write_text(haproxy_config(port, server_port, queue_ms))
+    check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise RuntimeError(f"haproxy rejected its config:\n{check.stdout}{check.stderr}")
+    with open(Path(directory, "haproxy.log"), "wb") as log:
+        proc = subprocess.Popen([HAPROXY, "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"haproxy exited: {Path(directory, 'haproxy.log').read_text()}")
+        if asyncio.run(one(port, "critical", "u0")).status == 200:
+            assert set(psutil.Process(proc.pid).cpu_affinity()) == GENERATOR_CPUS
+            return proc, port
+        time.sleep(0.1)
+    stop_process(proc)
+    raise RuntimeError("haproxy did not start")
+
+
+def refusal_cost(n: int) -> dict[str, Any]:
+    """The CPU one refusal costs, two ways. ``worker_us``: a gunicorn worker like the
+    bench's (``LIB=shedall``: the library sheds every non-core request at level Normal)
+    refuses ``n`` requests from 4 closed-loop clients on kept-alive connections; its
+    workers' CPU time (psutil; the arbiter left out), over the 503s: the whole refusal
+    inside the worker, HTTP parsing and writing included (and the library's sampler, 4
+    times a second). ``middleware_us``: the same app called in this process through
+    Flask's WSGI entry ``n`` times (thread CPU time): the library's share. HAProxy's
+    refusals cost the server nothing: HAProxy runs on another CPU (its CPU per request is
+    reported by variant)."""
+    proc, port = start("shedall")
+    try:
+        wait_up(port, proc, statuses=(503,))
+        asyncio.run(closed_loop(port, 10, criticality="sheddable", limit=n // 5))  # warm
+        before = _workers_cpu(proc)
+        _, _, statuses = asyncio.run(closed_loop(port, 30, criticality="sheddable", limit=n))
+        worker = _workers_cpu(proc) - before
+    finally:
+        stop_process(proc)
+    from werkzeug.test import EnvironBuilder
+
+    from bench.overload_app import create_app
+
+    saved = {k: os.environ.pop(k, None) for k in ("LIB", "STATS_DIR")}
+    os.environ["LIB"] = "shedall"
+    try:
+        app = create_app()
+    finally:
+        for k, val in saved.items():
+            os.environ.pop(k, None)
+            if val is not None:
+                os.environ[k] = val
+    environ = EnvironBuilder(path="/work/sheddable", headers={"X-User": "u1"}).get_environ()
+    got: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
+        got.append(status)
+
+    def call() -> None:
+        body = app(dict(environ), start_response)
+        for _ in body:
+            pass
+        getattr(body, "close", lambda: None)()
+
+    for _ in range(1000):
+        call()
+    got.clear()
+    t0 = time.thread_time()
+    for _ in range(n):
+        call()
+    in_process = time.thread_time() - t0
+    app.extensions["resilience"].stop()
+    assert got and all(s.startswith("503") for s in got), got[:3]
+    return {
+        "worker_us": round(1e6 * worker / max(1, statuses[503]), 1),
+        "refused_in_worker": statuses[503],
+        "other_statuses": {str(k): v for k, v in statuses.items() if k != 503},
+        "middleware_us": round(1e6 * in_process / n, 2),
+    }
+
+
+def summary(results: list[Result], seconds: float, capacity: float, unloaded_p99: float) -> dict[str, Any]:
+    """Goodput (2xx within the SLO per second) over C, critical success, admitted p99 over
+    the unloaded p99, and what was refused or failed."""
+    good = [r for r in results if r.status == 200 and r.took <= SLO]
+    critical = [r for r in results if r.criticality in ("critical", "critical_plus")]
+    critical_good = [r for r in critical if r.status == 200 and r.took <= SLO]
+    admitted = [r.took for r in results if r.status == 200]
+    return {
+        "goodput_of_capacity": round(len(good) / seconds / capacity, 3),
+        "critical_success": round(len(critical_good) / max(1, len(critical)), 4),
+        "admitted_p99_over_unloaded": round(p99(admitted) / unloaded_p99, 2) if admitted else None,
+        "shed_503": sum(1 for r in results if r.status == 503),
+        "failed_or_timed_out": sum(1 for r in results if r.status == 0),
+        "offered": len(results),
+    }
+
+
+def trace(name: str, factor: float, results: list[Result], seconds: float) -> None:
+    """Admitted latency per second of the run (is it a transient?) and the refusals'."""
+    per_second: list[list[float]] = [[] for _ in range(int(seconds) + 1)]
+    for r in results:
+        if r.status == 200:
+            per_second[int(r.at)].append(r.took)
+    print(name, factor, "p50/p99 ms per second:",
+          [(round(statistics.median(x) * 1000), round(p99(x) * 1000)) for x in per_second if x], file=sys.stderr)
+    refused = [r.took for r in results if r.status == 503]
+    if refused:
+        print(name, factor, "503 p50/p99 ms:", round(statistics.median(refused) * 1000, 1),
+              round(p99(refused) * 1000, 1), file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--variants", default="none,cpu,full", help="comma-separated subset of none,cpu,full")
+    ap.add_argument("--variants", default="none,cpu,full,haproxy25,haproxy100",
+                    help="comma-separated subset of none,cpu,full,haproxy<ms> (HAProxy, timeout queue <ms>)")
     ap.add_argument("--trace", action="store_true", help="print each worker's level/threshold/limit trace to stderr")
     ap.add_argument("--connection", choices=("keep-alive", "close"), default="keep-alive")
+    ap.add_argument("--refusals", type=int, default=3000, help="refusals timed for the CPU cost of one (0: skip)")
     args = ap.parse_args()
     global KEEP_ALIVE
     KEEP_ALIVE = args.connection == "keep-alive"
-    os.sched_setaffinity(0, GENERATOR_CPUS)
+    os.sched_setaffinity(0, GENERATOR_CPUS)  # HAProxy, started from here, inherits it
+    variants = args.variants.split(",")
+    for name in variants:
+        if name not in ("none", "cpu", "full", "shedall") and haproxy_variant(name) is None:
+            ap.error(f"unknown variant {name!r}")
     out: dict[str, Any] = {}
     proc, port = start("none")
     try:
         wait_up(port, proc)
         asyncio.run(closed_loop(port, 2))  # warm
-        capacity, latencies = asyncio.run(closed_loop(port, 5))
+        capacity, latencies, _ = asyncio.run(closed_loop(port, 5))
     finally:
         stop_process(proc)
     unloaded_p99 = p99(latencies)
     out["capacity_rps"] = round(capacity, 1)
     out["unloaded_p99_ms"] = round(unloaded_p99 * 1000, 1)
-    for lib in args.variants.split(","):
+    if args.refusals:
+        out["refusal_cpu"] = refusal_cost(args.refusals)
+    for name in variants:
+        queue_ms = haproxy_variant(name)
+        if queue_ms is not None and HAPROXY is None:
+            out[name] = {"skipped": "needs haproxy (apt-get install haproxy)"}
+            continue
         stats_dir = tempfile.mkdtemp()
-        proc, port = start(lib, stats_dir)
+        proc, port = start("none" if queue_ms is not None else name, stats_dir)
+        proxy = None
         try:
             wait_up(port, proc)
+            if queue_ms is not None:
+                proxy, port = start_haproxy(port, queue_ms, stats_dir)
             for factor in (2, 4):
                 busy, mine, began, idle = _server_cpu(proc), sum(os.times()[:2]), time.monotonic(), _server_cpus_idle()
-                results = asyncio.run(open_loop(port, factor * capacity, args.seconds))
+                proxy_cpu = _cpu(proxy.pid) if proxy else 0.0
+                results = asyncio.run(open_loop(port, [(factor * capacity, args.seconds)]))
+                took = time.monotonic() - began
                 if args.trace:
-                    took = time.monotonic() - began
-                    print(lib, factor, "CPU busy: server", round((_server_cpu(proc) - busy) / took, 3),
+                    print(name, factor, "CPU busy: server", round((_server_cpu(proc) - busy) / took, 3),
                           "generator", round((sum(os.times()[:2]) - mine) / took, 3),
-                          "server CPUs idle", round((_server_cpus_idle() - idle) / took, 3), file=sys.stderr)
-                good = [r for r in results if r[1] == 200 and r[2] <= SLO]
-                critical = [r for r in results if r[0] in ("critical", "critical_plus")]
-                critical_good = [r for r in critical if r[1] == 200 and r[2] <= SLO]
-                admitted = [r[2] for r in results if r[1] == 200]
-                if args.trace:  # admitted latency per second of the run: is it a transient?
-                    per_second = [
-                        [r[2] for r in results[int(i * factor * capacity):int((i + 1) * factor * capacity)] if r[1] == 200]
-                        for i in range(int(args.seconds))
-                    ]
-                    print(lib, factor, "p50/p99 ms per second:",
-                          [(round(statistics.median(x) * 1000), round(p99(x) * 1000)) for x in per_second if x],
+                          "server CPUs idle", round((_server_cpus_idle() - idle) / took, 3),
+                          *(("haproxy", round((_cpu(proxy.pid) - proxy_cpu) / took, 3)) if proxy else ()),
                           file=sys.stderr)
-                    refused = [r[2] for r in results if r[1] == 503]
-                    if refused:
-                        print(lib, factor, "503 p50/p99 ms:", round(statistics.median(refused) * 1000, 1),
-                              round(p99(refused) * 1000, 1), file=sys.stderr)
-                out[f"{lib}_{factor}x"] = {
-                    "goodput_of_capacity": round(len(good) / args.seconds / capacity, 3),
-                    "critical_success": round(len(critical_good) / max(1, len(critical)), 4),
-                    "admitted_p99_over_unloaded": round(p99(admitted) / unloaded_p99, 2) if admitted else None,
-                    "shed_503": sum(1 for r in results if r[1] == 503),
-                    "failed_or_timed_out": sum(1 for r in results if r[1] == 0),
-                    "offered": len(results),
-                }
+                    trace(name, factor, results, args.seconds)
+                out[f"{name}_{factor}x"] = summary(results, args.seconds, capacity, unloaded_p99)
+                if proxy:
+                    out[f"{name}_{factor}x"]["proxy_cpu_us_per_request"] = round(
+                        1e6 * (_cpu(proxy.pid) - proxy_cpu) / len(results), 1
+                    )
                 time.sleep(2)  # let the backlog drain between loads
         finally:
+            if proxy:
+                stop_process(proxy)
             stop_process(proc)
         reasons: collections.Counter[str] = collections.Counter()
-        for name in os.listdir(stats_dir):
-            with open(os.path.join(stats_dir, name)) as f:
-                stats = json.load(f)
+        for file in Path(stats_dir).glob("*.json"):
+            stats = json.loads(file.read_text())
             reasons.update(stats["reasons"])
             if args.trace:
-                print(lib, name, stats["trace"], file=sys.stderr)
+                print(name, file.name, stats["trace"], file=sys.stderr)
         shutil.rmtree(stats_dir)
-        out[f"{lib}_shed_by_reason"] = dict(reasons)
+        if queue_ms is None:
+            out[f"{name}_shed_by_reason"] = dict(reasons)
+    for name in variants:
+        for factor in (2, 4):
+            row, full = out.get(f"{name}_{factor}x"), out.get(f"full_{factor}x")
+            if haproxy_variant(name) is not None and row and full:
+                row["goodput_over_full"] = round(
+                    row["goodput_of_capacity"] / full["goodput_of_capacity"], 3
+                ) if full["goodput_of_capacity"] else None
     emit("overload", {"results": out, "seconds": args.seconds,
                       "goals": {"full_2x_goodput": 0.9, "full_4x_goodput": 0.8, "full_critical_success": 0.99,
                                 "full_admitted_p99_over_unloaded": 2.0}})
