@@ -5,7 +5,8 @@ A real gunicorn (gthread, one worker x 4 threads, pinned to CPU 0; ``BENCH_WORKE
 more workers) serves bench/overload_app.py (about 5 ms of CPU per request); the load
 generator runs on CPU 1, so its own work is not taken for the server's overload. Capacity
 C is measured first, unloaded (closed loop, 4 clients). Then an open-loop generator
-(asyncio, one connection per request, a 2 s client timeout) offers 2x and 4x C for
+(asyncio, a 2 s client timeout; connections kept alive as a proxy keeps them,
+``--connection close``: one per request) offers 2x and 4x C for
 ``--seconds`` each, with a mix of criticalities (2 % critical_plus, 8 % critical, 30 %
 sheddable_plus, 60 % sheddable: critical traffic fits within C even at 4x) and 100 user
 keys, stamping ``X-Request-Start`` as a proxy would. Variants: (a) ``none``: no library;
@@ -26,10 +27,22 @@ fraction of C, the success rate of critical traffic (critical and critical_plus,
 within the SLO), the p99 latency of admitted (2xx) requests over the unloaded p99, and
 what the library shed, by reason; for HAProxy, its goodput over (c)'s at the same load
 (``goodput_over_full``) and HAProxy's own CPU per request. ``refusal_cpu``: the CPU one
-refusal costs inside the worker (see :func:`refusal_cost`), which HAProxy's refusals do
-not: they run on another CPU. Everything is bounded in time. Prints one JSON line;
+refusal costs inside the worker (see :func:`refusal_cost`; ``worker_over_served``: over
+the worker's CPU per request served unloaded, ``served_cpu_ms``), which HAProxy's refusals
+do not: they run on another CPU. Everything is bounded in time. Prints one JSON line;
 ``--trace`` adds, on stderr, CPU use, latency per second and each worker's level trace.
-Usage: python bench/bench_overload.py [--seconds 20] [--variants none,cpu,full,haproxy25,haproxy100] [--trace]
+
+Recovery: per variant, after the 2x and 4x loads, ``--overload-seconds`` (20) at 4x C, then
+the offered load drops to 0.5x C for ``--recovery-seconds`` (10), on one schedule.
+``recovery_s`` is the time from the drop until requests are served again: requests are
+grouped by their scheduled send time into 1 s windows starting every 0.1 s from the drop;
+it is the start of the first window from which on every window of the phase has >= 99 %
+of its requests answered 2xx (``None``: not within the phase). Goal: <= 2 s for the
+library's variants. ``<variant>_retry_after``: the ``Retry-After`` values the refused
+clients got over the whole run of that variant (all three phases): min, median, max and
+how many distinct values (HAProxy sends none). ``goals_met`` says which goal held.
+Usage: python bench/bench_overload.py [--seconds 20] [--variants none,cpu,full,haproxy25,haproxy100]
+       [--overload-seconds 20 --recovery-seconds 10] [--refusals 3000] [--trace]
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -71,7 +85,8 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 #: a connection per request)
 KEEP_ALIVE = True
 # Critical traffic (a tenth) fits within capacity even at 4x, with room to refuse the rest
-# (about 0.3 ms of CPU per refusal here: a sixth of the server at 4x).
+# (a refusal costs the worker about 0.2 ms of CPU here, ``refusal_cpu``: a seventh of the
+# server at 4x).
 MIX = [("critical_plus", 0.02), ("critical", 0.08), ("sheddable_plus", 0.30), ("sheddable", 0.60)]
 
 
@@ -392,6 +407,64 @@ def summary(results: list[Result], seconds: float, capacity: float, unloaded_p99
     }
 
 
+#: recovery: requests are grouped by their scheduled send time in windows this long...
+RECOVERY_WINDOW = 1.0
+#: ...starting every this many seconds after the drop...
+RECOVERY_STEP = 0.1
+#: ...and a window is recovered when this share of its requests got a 2xx
+RECOVERY_SERVED = 0.99
+
+
+def recovery(results: list[Result], drop: float, end: float, capacity: float) -> dict[str, Any]:
+    """How soon requests are served again once the load drops at ``drop`` (seconds from the
+    phase's start; the phase ends at ``end``). Windows of ``RECOVERY_WINDOW`` seconds of
+    scheduled send time start every ``RECOVERY_STEP`` seconds from the drop; ``recovery_s``
+    is the start of the first window from which on every window has >= 99 % of its
+    requests answered 2xx (whatever their latency: each is within the client's 2 s
+    timeout), measured from the drop; ``None`` when the last window of the phase still
+    falls short. Also: the goodput before the drop, the share served after it, per second."""
+    after = [r for r in results if r.at >= drop]
+    last = round((end - drop - RECOVERY_WINDOW) / RECOVERY_STEP)
+    failing = -1  # the last window that falls short
+    for k in range(last + 1):
+        lo = drop + k * RECOVERY_STEP
+        window = [r.status // 100 == 2 for r in after if lo <= r.at < lo + RECOVERY_WINDOW]
+        if window and sum(window) / len(window) < RECOVERY_SERVED:
+            failing = k
+    per_second: list[list[bool]] = [[] for _ in range(int(end - drop + 0.999))]
+    for r in after:
+        per_second[min(len(per_second) - 1, int(r.at - drop))].append(r.status // 100 == 2)
+    before = [r for r in results if r.at < drop]
+    return {
+        "recovery_s": round((failing + 1) * RECOVERY_STEP, 2) if failing < last else None,
+        "served_after_drop": round(sum(r.status // 100 == 2 for r in after) / max(1, len(after)), 4),
+        "served_per_second_after_drop": [round(sum(x) / len(x), 3) for x in per_second if x],
+        "overload_goodput_of_capacity": round(
+            sum(1 for r in before if r.status == 200 and r.took <= SLO) / drop / capacity, 3
+        ),
+        "offered_before_after_drop": [len(before), len(after)],
+    }
+
+
+def retry_after_spread(results: list[Result]) -> dict[str, Any]:
+    """The ``Retry-After`` values the refused (503) clients got: min, median, max (seconds)
+    and the number of distinct values; ``with_header``: the refusals that carried one."""
+    refused = [r for r in results if r.status == 503]
+    seconds: list[float] = []
+    for r in refused:
+        if r.retry_after is not None:
+            with contextlib.suppress(ValueError):  # (an HTTP date: counted in with_header only)
+                seconds.append(float(r.retry_after))
+    spread: dict[str, Any] = {
+        "refused": len(refused),
+        "with_header": sum(1 for r in refused if r.retry_after is not None),
+    }
+    if seconds:
+        spread.update(min=min(seconds), median=statistics.median(seconds), max=max(seconds),
+                      distinct=len(set(seconds)))
+    return spread
+
+
 def trace(name: str, factor: float, results: list[Result], seconds: float) -> None:
     """Admitted latency per second of the run (is it a transient?) and the refusals'."""
     per_second: list[list[float]] = [[] for _ in range(int(seconds) + 1)]
@@ -414,6 +487,9 @@ def main() -> None:
     ap.add_argument("--trace", action="store_true", help="print each worker's level/threshold/limit trace to stderr")
     ap.add_argument("--connection", choices=("keep-alive", "close"), default="keep-alive")
     ap.add_argument("--refusals", type=int, default=3000, help="refusals timed for the CPU cost of one (0: skip)")
+    ap.add_argument("--overload-seconds", type=float, default=20.0,
+                    help="recovery phase: seconds at 4x C before the load drops to 0.5x C (0: no recovery phase)")
+    ap.add_argument("--recovery-seconds", type=float, default=10.0, help="recovery phase: seconds at 0.5x C")
     args = ap.parse_args()
     global KEEP_ALIVE
     KEEP_ALIVE = args.connection == "keep-alive"
@@ -427,14 +503,18 @@ def main() -> None:
     try:
         wait_up(port, proc)
         asyncio.run(closed_loop(port, 2))  # warm
+        before = _workers_cpu(proc)
         capacity, latencies, _ = asyncio.run(closed_loop(port, 5))
+        served_cpu = (_workers_cpu(proc) - before) / len(latencies)
     finally:
         stop_process(proc)
     unloaded_p99 = p99(latencies)
     out["capacity_rps"] = round(capacity, 1)
     out["unloaded_p99_ms"] = round(unloaded_p99 * 1000, 1)
+    out["served_cpu_ms"] = round(1000 * served_cpu, 2)  # the worker's CPU per request served unloaded
     if args.refusals:
-        out["refusal_cpu"] = refusal_cost(args.refusals)
+        out["refusal_cpu"] = cost = refusal_cost(args.refusals)
+        cost["worker_over_served"] = round(cost["worker_us"] / 1e6 / served_cpu, 3)
     for name in variants:
         queue_ms = haproxy_variant(name)
         if queue_ms is not None and HAPROXY is None:
@@ -447,6 +527,7 @@ def main() -> None:
             wait_up(port, proc)
             if queue_ms is not None:
                 proxy, port = start_haproxy(port, queue_ms, stats_dir)
+            everything: list[Result] = []
             for factor in (2, 4):
                 busy, mine, began, idle = _server_cpu(proc), sum(os.times()[:2]), time.monotonic(), _server_cpus_idle()
                 proxy_cpu = _cpu(proxy.pid) if proxy else 0.0
@@ -459,12 +540,23 @@ def main() -> None:
                           *(("haproxy", round((_cpu(proxy.pid) - proxy_cpu) / took, 3)) if proxy else ()),
                           file=sys.stderr)
                     trace(name, factor, results, args.seconds)
+                everything += results
                 out[f"{name}_{factor}x"] = summary(results, args.seconds, capacity, unloaded_p99)
                 if proxy:
                     out[f"{name}_{factor}x"]["proxy_cpu_us_per_request"] = round(
                         1e6 * (_cpu(proxy.pid) - proxy_cpu) / len(results), 1
                     )
                 time.sleep(2)  # let the backlog drain between loads
+            if args.overload_seconds > 0:
+                drop, end = args.overload_seconds, args.overload_seconds + args.recovery_seconds
+                results = asyncio.run(
+                    open_loop(port, [(4 * capacity, args.overload_seconds), (0.5 * capacity, args.recovery_seconds)])
+                )
+                everything += results
+                out[f"{name}_recovery"] = recovery(results, drop, end, capacity)
+                if args.trace:
+                    trace(f"{name} recovery (drop at {drop:g} s)", 4, results, end)
+            out[f"{name}_retry_after"] = retry_after_spread(everything)
         finally:
             if proxy:
                 stop_process(proxy)
@@ -485,9 +577,34 @@ def main() -> None:
                 row["goodput_over_full"] = round(
                     row["goodput_of_capacity"] / full["goodput_of_capacity"], 3
                 ) if full["goodput_of_capacity"] else None
-    emit("overload", {"results": out, "seconds": args.seconds,
-                      "goals": {"full_2x_goodput": 0.9, "full_4x_goodput": 0.8, "full_critical_success": 0.99,
-                                "full_admitted_p99_over_unloaded": 2.0}})
+    goals = {"full_2x_goodput": 0.9, "full_4x_goodput": 0.8, "full_critical_success": 0.99,
+             "full_admitted_p99_over_unloaded": 2.0, "recovery_max_s": 2.0}
+    emit("overload", {"results": out, "seconds": args.seconds, "overload_seconds": args.overload_seconds,
+                      "recovery_seconds": args.recovery_seconds,
+                      "recovery_window_s": [RECOVERY_WINDOW, RECOVERY_STEP, RECOVERY_SERVED],
+                      "goals": goals, "goals_met": goals_met(out, goals)})
+
+
+def goals_met(out: dict[str, Any], goals: dict[str, float]) -> dict[str, bool | None]:
+    """Each goal, met or not (``None``: its variant did not run). The goodput, critical and
+    latency goals are (c)'s, at both loads where both apply; the recovery goal, each library
+    variant's."""
+    met: dict[str, bool | None] = {}
+    full = [out.get(f"full_{f}x") for f in (2, 4)]
+    if all(full):
+        two, four = full
+        met["full_2x_goodput"] = two["goodput_of_capacity"] >= goals["full_2x_goodput"]
+        met["full_4x_goodput"] = four["goodput_of_capacity"] >= goals["full_4x_goodput"]
+        met["full_critical_success"] = min(x["critical_success"] for x in full) >= goals["full_critical_success"]
+        p99s = [x["admitted_p99_over_unloaded"] for x in full]
+        met["full_admitted_p99_over_unloaded"] = (
+            None not in p99s and max(p99s) <= goals["full_admitted_p99_over_unloaded"]
+        )
+    for lib in ("cpu", "full"):
+        rec = out.get(f"{lib}_recovery")
+        if rec is not None:
+            met[f"{lib}_recovery"] = rec["recovery_s"] is not None and rec["recovery_s"] <= goals["recovery_max_s"]
+    return met
 
 
 if __name__ == "__main__":
