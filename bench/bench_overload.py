@@ -38,7 +38,9 @@ the offered load drops to 0.5x C for ``--recovery-seconds`` (10), on one schedul
 grouped by their scheduled send time into 1 s windows starting every 0.1 s from the drop;
 it is the start of the first window from which on every window of the phase has >= 99 %
 of its requests answered 2xx (``None``: not within the phase). Goal: <= 2 s for the
-library's variants. ``<variant>_retry_after``: the ``Retry-After`` values the refused
+library's variants. A window holds about 0.5 C requests (~90 here): one request not served
+misses 99 %, so a single stray refusal late in the phase sets ``recovery_s``;
+``first_window_at_99_s`` and ``last_not_served`` tell a stray refusal from a slow recovery. ``<variant>_retry_after``: the ``Retry-After`` values the refused
 clients got over the whole run of that variant (all three phases): min, median, max and
 how many distinct values (HAProxy sends none). ``goals_met`` says which goal held.
 Usage: python bench/bench_overload.py [--seconds 20] [--variants none,cpu,full,haproxy25,haproxy100]
@@ -422,27 +424,40 @@ def recovery(results: list[Result], drop: float, end: float, capacity: float) ->
     is the start of the first window from which on every window has >= 99 % of its
     requests answered 2xx (whatever their latency: each is within the client's 2 s
     timeout), measured from the drop; ``None`` when the last window of the phase still
-    falls short. Also: the goodput before the drop, the share served after it, per second."""
+    falls short; ``first_window_at_99_s``: the first window that reaches 99 %, whatever
+    follows. Also: the goodput before the drop, the share served after it (per second
+    too), and the requests not served after it, by status, with the last few."""
     after = [r for r in results if r.at >= drop]
     last = round((end - drop - RECOVERY_WINDOW) / RECOVERY_STEP)
     failing = -1  # the last window that falls short
+    first = None  # the first window that does not
     for k in range(last + 1):
         lo = drop + k * RECOVERY_STEP
         window = [r.status // 100 == 2 for r in after if lo <= r.at < lo + RECOVERY_WINDOW]
         if window and sum(window) / len(window) < RECOVERY_SERVED:
             failing = k
+        elif first is None:
+            first = k
     per_second: list[list[bool]] = [[] for _ in range(int(end - drop + 0.999))]
     for r in after:
         per_second[min(len(per_second) - 1, int(r.at - drop))].append(r.status // 100 == 2)
     before = [r for r in results if r.at < drop]
+    failed = [r for r in after if r.status // 100 != 2]
     return {
         "recovery_s": round((failing + 1) * RECOVERY_STEP, 2) if failing < last else None,
+        # the first window at 99 %, whatever follows (a single stray refusal later moves
+        # recovery_s, not this)
+        "first_window_at_99_s": None if first is None else round(first * RECOVERY_STEP, 2),
         "served_after_drop": round(sum(r.status // 100 == 2 for r in after) / max(1, len(after)), 4),
         "served_per_second_after_drop": [round(sum(x) / len(x), 3) for x in per_second if x],
         "overload_goodput_of_capacity": round(
             sum(1 for r in before if r.status == 200 and r.took <= SLO) / drop / capacity, 3
         ),
         "offered_before_after_drop": [len(before), len(after)],
+        # at 0.5x C a window holds ~0.5 C requests: below ~100 a single failure misses 99 %
+        "not_served_after_drop": dict(collections.Counter(str(r.status) for r in failed)),
+        # the last ones (seconds after the drop, status, class): a stray refusal or a real tail?
+        "last_not_served": [[round(r.at - drop, 2), r.status, r.criticality] for r in failed[-5:]],
     }
 
 
