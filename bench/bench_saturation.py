@@ -140,6 +140,7 @@ def statuses(url: str) -> dict[int, Any]:
 
 
 def run(variant: str, seconds: float) -> dict[str, Any]:
+    assert WRK is not None
     proc, url = start(variant)
     try:
         for _ in range(20):  # a few requests first: imports, the extension's lazy start
