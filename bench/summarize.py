@@ -193,8 +193,8 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         ">= 0.9 C (2x) / 0.8 C (4x), >= 99 %, <= 2x",
                     )
                 )
-            for name in sorted(k.removesuffix(f"_{factor}x") for k in res if k.startswith("haproxy")
-                               and k.endswith(f"_{factor}x")):
+            proxies = [k.removesuffix(f"_{factor}x") for k in res if k.startswith("haproxy") and k.endswith(f"_{factor}x")]
+            for name in sorted(proxies, key=lambda n: int(n.removeprefix("haproxy"))):
                 h = res[f"{name}_{factor}x"]
                 p99 = h["admitted_p99_over_unloaded"]
                 r.append(
@@ -244,7 +244,7 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "gunicorn, 2 sync workers at 100 % CPU, wrk -c8: Resilience (defaults) vs plain Flask",
                 f"{sat['rps_ratio_resilient_over_plain']:.3f}x 2xx rps; {sat['shed_503']} x 503; "
                 f"load level {sat['load_level_worst']} (end {sat['load_level_end']})",
-                f"2xx rps {runs[0]['plain']['ok_rps']:.0f} / {runs[0]['resilient']['ok_rps']:.0f}; "
+                f"2xx rps plain {runs[0]['plain']['ok_rps']:.0f} / Resilience {runs[0]['resilient']['ok_rps']:.0f}; "
                 f"{sat['seconds']:g} s each",
                 ">= 0.95x, 0 x 503, Normal",
             )
