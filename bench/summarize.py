@@ -193,6 +193,62 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         ">= 0.9 C (2x) / 0.8 C (4x), >= 99 %, <= 2x",
                     )
                 )
+            proxies = [k.removesuffix(f"_{factor}x") for k in res if k.startswith("haproxy") and k.endswith(f"_{factor}x")]
+            for name in sorted(proxies, key=lambda n: int(n.removeprefix("haproxy"))):
+                h = res[f"{name}_{factor}x"]
+                p99 = h["admitted_p99_over_unloaded"]
+                r.append(
+                    (
+                        f"overload {factor}x C: HAProxy in front, timeout queue {name.removeprefix('haproxy')} ms",
+                        f"{h['goodput_of_capacity']:.2f} C / {h['critical_success']:.1%} / "
+                        + (f"{p99:.2f}x" if p99 is not None else "-"),
+                        (f"{h['goodput_over_full']:.2f}x the library's goodput; " if h.get("goodput_over_full") else "")
+                        + f"HAProxy CPU {h['proxy_cpu_us_per_request']:.0f} us per request, on another CPU",
+                        "reported",
+                    )
+                )
+        recovered = {k.removesuffix("_recovery"): x for k, x in res.items() if k.endswith("_recovery")}
+        if recovered:
+            times = [
+                f"{name} {x['recovery_s']:.1f} s" if x["recovery_s"] is not None
+                else f"{name} not within {ov['recovery_seconds']:g} s"
+                for name, x in recovered.items()
+            ]
+            spreads = [
+                f"{name} {x['min']:g}-{x['max']:g} s ({x['distinct']} values)" if "min" in x else f"{name} none"
+                for name, x in ((k.removesuffix("_retry_after"), x) for k, x in res.items() if k.endswith("_retry_after"))
+            ]
+            r.append(
+                (
+                    f"overload: {ov['overload_seconds']:g} s at 4x C, then 0.5x C: time until 99 % are served",
+                    " / ".join(times),
+                    "Retry-After " + "; ".join(spreads),
+                    "<= 2 s (library)",
+                )
+            )
+        cost = res.get("refusal_cpu")
+        if cost:
+            r.append(
+                (
+                    "CPU of one refusal in the worker / in the middleware",
+                    f"{cost['worker_us']:.0f} us / {cost['middleware_us']:.1f} us",
+                    f"{cost['worker_over_served']:.1%} of a served request ({res['served_cpu_ms']:.2f} ms)",
+                    "reported",
+                )
+            )
+    sat = b.get("saturation")
+    if sat and "skipped" not in sat:
+        runs = sat["results"] if isinstance(sat["results"], list) else [sat["results"]]
+        r.append(
+            (
+                "gunicorn, 2 sync workers at 100 % CPU, wrk -c8: Resilience (defaults) vs plain Flask",
+                f"{sat['rps_ratio_resilient_over_plain']:.3f}x 2xx rps; {sat['shed_503']} x 503; "
+                f"load level {sat['load_level_worst']} (end {sat['load_level_end']})",
+                f"2xx rps plain {runs[0]['plain']['ok_rps']:.0f} / Resilience {runs[0]['resilient']['ok_rps']:.0f}; "
+                f"{sat['seconds']:g} s each",
+                ">= 0.95x, 0 x 503, Normal",
+            )
+        )
     hb = b.get("health")
     if hb:
         for n in ("n3", "n1000"):
