@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from ._redact import describe_error, redact_value
 
 __all__ = [
+    "PROGRAMMING_ERRORS",
     "AllNodesFailedError",
     "Attempt",
     "ConfigError",
@@ -31,6 +32,20 @@ __all__ = [
 
 class ResilienceError(Exception):
     """Root of every error resilience_mw raises on purpose."""
+
+
+#: exceptions that say the caller's code is wrong, not that a node or a dependency failed:
+#: the failover loop neither charges them to a node nor retries them on another, and a
+#: fallback still serves the request but logs them at ERROR with their traceback
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
+    NameError,  # UnboundLocalError too
+    AttributeError,
+    TypeError,
+    ImportError,  # ModuleNotFoundError too
+    SyntaxError,
+    AssertionError,
+    NotImplementedError,
+)
 
 
 class ConfigWarning(UserWarning):

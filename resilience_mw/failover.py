@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from . import signals
 from ._budget import RetryBudget
 from ._redact import describe_error
-from .exceptions import AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
+from .exceptions import PROGRAMMING_ERRORS, AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
 from .model import FailoverStrategy, ServiceNode
 from .pool import CallOrder, NodePool
 
@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: exceptions that are bugs in the caller's operation, not a node's fault: by default
-#: they are neither charged to the node nor retried on another
-PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
-    TypeError,
-    NameError,
-    AttributeError,
-    AssertionError,
-    NotImplementedError,
-    ImportError,
-)
 
 
 class Try:

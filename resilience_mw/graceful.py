@@ -24,7 +24,7 @@ from . import _outcomes, signals
 from . import _validate as v
 from ._redact import describe_error
 from .degradation import AutoDegradationManager
-from .exceptions import ConfigError
+from .exceptions import PROGRAMMING_ERRORS, ConfigError
 from .model import DegradationLevel, parse_level
 
 __all__ = [
@@ -41,18 +41,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: exceptions that say the primary's code is wrong, not that a dependency failed: a
-#: fallback still serves the request, but they are logged at ERROR with the traceback and
-#: counted apart (``resilience_fallbacks_total{outcome="programming_error"}``)
-PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
-    NameError,  # UnboundLocalError too
-    AttributeError,
-    TypeError,
-    ImportError,  # ModuleNotFoundError too
-    SyntaxError,
-    AssertionError,
-    NotImplementedError,
-)
 
 
 def fallback_caller(fallback: Callable[..., T]) -> Callable[[tuple[Any, ...], dict[str, Any]], T]:
