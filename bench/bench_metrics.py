@@ -42,8 +42,8 @@ from werkzeug.test import EnvironBuilder
 from bench._harness import emit, interleaved, median, ratio
 from resilience_mw import AutoDegradationManager, DetailedLogsFilter
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.metrics import Metrics
-from resilience_mw.sampling_otel import LevelSampler
+from resilience_mw.telemetry.metrics import Metrics
+from resilience_mw.telemetry.otel import LevelSampler
 from resilience_mw.testing import stop_all_workers
 from tests.helpers import stop_process
 from tests.nodes import free_port

@@ -32,8 +32,8 @@ from bench._harness import emit, interleaved, median, ratio
 from resilience_mw import AutoDegradationManager
 from resilience_mw.config import StateConfig
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.stores import open_store
-from resilience_mw.sync import StateSync
+from resilience_mw.fleet.stores import open_store
+from resilience_mw.fleet.sync import StateSync
 from resilience_mw.testing import stop_all_workers
 from tests.redis_server import RedisServer
 

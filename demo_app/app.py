@@ -24,10 +24,10 @@ import requests
 from flask import Flask, abort, jsonify, render_template, request
 
 from resilience_mw import DegradationLevel, Feature, signals
+from resilience_mw._worker import BackgroundWorker
 from resilience_mw.adapter import FailoverAdapter
 from resilience_mw.decorators import feature, with_fallback
 from resilience_mw.flask_ext import Resilience, ResilienceState
-from resilience_mw.worker import BackgroundWorker
 
 from .cluster import Cluster
 

@@ -7,65 +7,65 @@ for ``requests`` clients.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import signals
-from ._node_state import DownReason, Phase, RecoveryReason
-from .admission import Criticality
-from .alerts import AlertRules
+from . import _imports, signals
 from .config import DegradationConfig
-from .degradation import AutoDegradationManager
+from .degradation import AutoDegradationManager, FeatureTable, GracefulDegradation, SystemSampler
 from .exceptions import (
     AllNodesFailedError,
     Attempt,
     ConfigError,
+    ConfigWarning,
     FailoverError,
     FeatureUnavailable,
     NoAvailableNodeError,
     ResilienceError,
     UnknownNodeError,
 )
-from .failover import FailoverManager, ServiceBackup
-from .features import FeatureTable
-from .graceful import GracefulDegradation
-from .health import HealthChecker, HttpProbe
-from .logfilter import DetailedLogsFilter
-from .model import CheckResult, DegradationLevel, FailoverStrategy, Feature, NodeHealth, ServiceNode
-from .pool import NodePool
-from .readiness import readiness_document
-from .sampling import Sample, SystemSampler
+from .failover import DownReason, FailoverManager, NodePool, Phase, RecoveryReason, ServiceBackup
+from .model import (
+    CheckResult,
+    Criticality,
+    DegradationLevel,
+    FailoverStrategy,
+    Feature,
+    NodeHealth,
+    Sample,
+    ServiceNode,
+)
+from .telemetry import AlertRules, DetailedLogsFilter, readiness_document
 
 if TYPE_CHECKING:
     from .adapter import DeadlineExceeded, FailoverAdapter
     from .decorators import FeatureUnavailableHTTP, criticality, feature, with_fallback
+    from .failover.health import HealthChecker, HttpProbe
     from .flask_ext import Resilience
     from .wsgi import ResilienceMiddleware
 
 __version__ = "0.1.0"
 
-# Integration classes are imported on first use, so `import resilience_mw` does not
-# pull in Flask or the requests adapter machinery for code that only needs the core.
-_LAZY = {
-    "FailoverAdapter": "adapter",
-    "DeadlineExceeded": "adapter",
-    "FeatureUnavailableHTTP": "decorators",
-    "criticality": "decorators",
-    "Resilience": "flask_ext",
-    "ResilienceMiddleware": "wsgi",
-    "feature": "decorators",
-    "with_fallback": "decorators",
-}
+# Old module paths (resilience_mw.pool, ...) keep working, with a DeprecationWarning.
+_imports.install()
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
+# Integrations and what loads requests are imported on first use, so `import
+# resilience_mw` does not pull in Flask or the requests machinery for code that only
+# needs the core.
+__getattr__ = _imports.lazy(
+    __name__,
+    {
+        "FailoverAdapter": ".adapter",
+        "DeadlineExceeded": ".adapter",
+        "FeatureUnavailableHTTP": ".decorators",
+        "criticality": ".decorators",
+        "feature": ".decorators",
+        "with_fallback": ".decorators",
+        "HealthChecker": ".failover.health",
+        "HttpProbe": ".failover.health",
+        "Resilience": ".flask_ext",
+        "ResilienceMiddleware": ".wsgi",
+    },
+)
 
 __all__ = [
     "AlertRules",
@@ -74,6 +74,7 @@ __all__ = [
     "AutoDegradationManager",
     "CheckResult",
     "ConfigError",
+    "ConfigWarning",
     "Criticality",
     "DeadlineExceeded",
     "DegradationConfig",

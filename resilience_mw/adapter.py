@@ -75,14 +75,15 @@ from requests.models import PreparedRequest, Response
 from requests.utils import get_auth_from_url, rewind_body, should_bypass_proxies
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 
-from . import _fork, _http
+from . import _fork
 from . import _validate as v
-from ._budget import RetryBudget
 from ._redact import redact_url
-from .admission import inbound_deadline
+from .admission.rules import inbound_deadline
 from .config import AdapterConfig, PoolConfig
 from .exceptions import ConfigError, NoAvailableNodeError, ResilienceError, with_attempts
-from .failover import FailoverLoop, FailoverManager, Try
+from .failover import _transport as _http
+from .failover.budget import RetryBudget
+from .failover.loop import FailoverLoop, FailoverManager, Try
 from .model import FailoverStrategy, ServiceNode
 
 __all__ = [

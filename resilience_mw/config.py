@@ -29,9 +29,8 @@ from typing import Any, TypeVar
 
 from . import _validate as v
 from ._redact import redact_url
-from .admission import Criticality
 from .exceptions import ConfigError
-from .model import DegradationLevel, FailoverStrategy, ServiceNode, parse_level
+from .model import Criticality, DegradationLevel, FailoverStrategy, ServiceNode, parse_level
 
 __all__ = [
     "AdapterConfig",

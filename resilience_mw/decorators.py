@@ -27,12 +27,18 @@ from typing import Any, ParamSpec, TypeVar
 from flask import current_app, has_app_context, has_request_context, request
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from . import _outcomes
 from . import _validate as v
-from .admission import Criticality
-from .degradation import AutoDegradationManager
+from .admission.rules import Criticality
+from .degradation import counting as _outcomes
+from .degradation.fallback import (
+    check_levels,
+    exception_types,
+    fallback_caller,
+    primary_failed,
+    run_with_fallback,
+)
+from .degradation.manager import AutoDegradationManager
 from .exceptions import ConfigError, FeatureUnavailable, ResilienceError
-from .graceful import check_levels, exception_types, fallback_caller, primary_failed, run_with_fallback
 from .model import DegradationLevel
 
 __all__ = ["FeatureUnavailableHTTP", "criticality", "feature", "with_fallback"]

@@ -54,24 +54,24 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import _outcomes
 from . import _validate as v
 from ._redact import describe_error
 from .adapter import FailoverAdapter
-from .admission import Criticality
-from .alerts import AlertRules
-from .degradation import AutoDegradationManager
+from .admission.rules import Criticality
+from .degradation import counting as _outcomes
+from .degradation.load import SystemSampler
+from .degradation.manager import AutoDegradationManager
 from .exceptions import ConfigError
-from .failover import FailoverManager
-from .health import HealthChecker
-from .metrics import Metrics, prometheus_exposition, register
+from .failover.health import HealthChecker
+from .failover.loop import FailoverManager
+from .fleet.store import StoreError
+from .fleet.stores import open_store
+from .fleet.sync import StateSync
 from .model import parse_level
-from .readiness import readiness_document
-from .sampling import SystemSampler
 from .settings import DEFAULTS, PREFIX, ResilienceSettings, warn_unknown_keys
-from .store import StoreError
-from .stores import open_store
-from .sync import StateSync
+from .telemetry.alerts import AlertRules
+from .telemetry.metrics import Metrics, prometheus_exposition, register
+from .telemetry.readiness import readiness_document
 from .wsgi import ResilienceMiddleware
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]

@@ -17,10 +17,12 @@ from .exceptions import ConfigError
 
 __all__ = [
     "CheckResult",
+    "Criticality",
     "DegradationLevel",
     "FailoverStrategy",
     "Feature",
     "NodeHealth",
+    "Sample",
     "ServiceNode",
     "parse_level",
     "redact_url",
@@ -177,3 +179,23 @@ def parse_level(value: object, field: str = "level") -> DegradationLevel:
     except (KeyError, ValueError):
         pass
     raise ConfigError(field, value, f"must be one of {[lv.name for lv in DegradationLevel]}")
+
+
+class Criticality(str, enum.Enum):
+    """How much a request matters when some must be shed (highest first)."""
+
+    CRITICAL_PLUS = "critical_plus"
+    CRITICAL = "critical"
+    SHEDDABLE_PLUS = "sheddable_plus"
+    SHEDDABLE = "sheddable"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """CPU and memory use, in percent."""
+
+    cpu: float
+    memory: float

@@ -30,8 +30,7 @@ from .config import (
     nodes_check,
 )
 from .exceptions import ConfigError, ConfigWarning
-from .model import ServiceNode
-from .sampling import Sample
+from .model import Sample, ServiceNode
 
 __all__ = ["PREFIX", "SETTINGS", "ConfigWarning", "ResilienceSettings", "Setting", "warn_unknown_keys"]
 

@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 
 from blinker import Signal
 
-from . import _fork, signals, worker
-from .degradation import AutoDegradationManager
+from . import _fork, signals
+from . import _worker as worker
+from .degradation.manager import AutoDegradationManager
+from .failover.pool import NodePool
 from .model import DegradationLevel, NodeHealth
-from .pool import NodePool
 
 __all__ = [
     "FakeClock",

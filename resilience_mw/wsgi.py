@@ -41,9 +41,9 @@ import warnings
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _fork, _outcomes, signals
-from ._limit import AdaptiveLimit
-from .admission import (
+from . import _fork, signals
+from .admission.limit import AdaptiveLimit
+from .admission.rules import (
     DEFAULT_SHED_TABLE,
     Criticality,
     bucket_secret,
@@ -58,7 +58,8 @@ from .admission import (
     user_bucket,
 )
 from .config import MiddlewareConfig
-from .degradation import AutoDegradationManager
+from .degradation import counting as _outcomes
+from .degradation.manager import AutoDegradationManager
 from .exceptions import ConfigError, ConfigWarning
 from .model import DegradationLevel
 

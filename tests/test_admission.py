@@ -201,7 +201,7 @@ def test_a_growing_queue_sheds_the_lowest_classes_first_user_by_user_without_a_l
 
 
 def test_with_the_queue_measured_only_a_forced_level_sheds_by_its_table() -> None:
-    from resilience_mw.sampling import Sample
+    from resilience_mw.degradation.load import Sample
 
     app = Flask("levels")
     Resilience(app, start="off", criticality_shedding=True, queue_signal=True, shed_level=None, trusted_proxies=0,
@@ -266,7 +266,7 @@ def test_the_adapter_spends_only_what_is_left_of_the_inbound_deadline(node_facto
 
 def test_queueing_delay_raises_the_load_level_and_sheds() -> None:
     from resilience_mw.config import DegradationConfig
-    from resilience_mw.sampling import Sample
+    from resilience_mw.degradation.load import Sample
 
     app = Flask("queued")
     Resilience(

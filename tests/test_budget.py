@@ -3,7 +3,7 @@ that forgets."""
 
 from __future__ import annotations
 
-from resilience_mw._budget import RetryBudget
+from resilience_mw.failover.budget import RetryBudget
 from resilience_mw.testing import FakeClock
 
 

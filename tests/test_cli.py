@@ -19,8 +19,8 @@ from werkzeug.serving import make_server
 from resilience_mw import AutoDegradationManager, DegradationLevel
 from resilience_mw.config import StateConfig
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.stores import open_store
-from resilience_mw.sync import StateSync
+from resilience_mw.fleet.stores import open_store
+from resilience_mw.fleet.sync import StateSync
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,8 +28,8 @@ from resilience_mw import (
 )
 from resilience_mw.adapter import FailoverAdapter
 from resilience_mw.decorators import feature, with_fallback
+from resilience_mw.degradation.load import Sample
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.sampling import Sample
 from resilience_mw.settings import SETTINGS, ConfigWarning
 from resilience_mw.wsgi import ResilienceMiddleware
 

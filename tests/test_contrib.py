@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from resilience_mw.metrics import METRICS
+from resilience_mw.telemetry.metrics import METRICS
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
 NAME = re.compile(r"\bresilience_(?!mw\b)[a-z_]+")  # metric names; not the group or package name

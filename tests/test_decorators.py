@@ -10,7 +10,7 @@ from flask import Flask, Response, stream_with_context
 from resilience_mw import DegradationConfig, DegradationLevel, Feature, FeatureUnavailable, ResilienceError
 from resilience_mw.decorators import FeatureUnavailableHTTP, feature, with_fallback
 from resilience_mw.degradation import AutoDegradationManager
-from resilience_mw.sampling import Sample
+from resilience_mw.degradation.load import Sample
 from tests.apps.flask_app import create_app
 
 L = DegradationLevel

@@ -13,7 +13,7 @@ import pytest
 from resilience_mw import ConfigError, DegradationLevel, Feature, signals
 from resilience_mw.config import DegradationConfig
 from resilience_mw.degradation import AutoDegradationManager, ErrorWindow
-from resilience_mw.sampling import Sample, SystemSampler, cgroup_memory_percent
+from resilience_mw.degradation.load import Sample, SystemSampler, cgroup_memory_percent
 from resilience_mw.testing import FakeClock
 from tests.test_worker import wait_for
 
@@ -244,7 +244,7 @@ def test_a_process_pinned_to_a_busy_cpu_reads_it_busy() -> None:
     script = """
 import os, threading, time
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-from resilience_mw.sampling import SystemSampler
+from resilience_mw.degradation.load import SystemSampler
 pinned, host = SystemSampler(cgroup_root="/nonexistent", scope="container"), SystemSampler(scope="host")
 assert pinned.cpus is not None and len(pinned.cpus) == 1
 pinned.prime(); host.prime()

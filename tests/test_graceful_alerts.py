@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from resilience_mw import DegradationLevel, FailoverManager, Feature, ServiceNode, signals
-from resilience_mw.alerts import AlertRules
 from resilience_mw.config import DegradationConfig
 from resilience_mw.degradation import AutoDegradationManager
-from resilience_mw.graceful import GracefulDegradation
-from resilience_mw.sampling import Sample
+from resilience_mw.degradation.fallback import GracefulDegradation
+from resilience_mw.degradation.load import Sample
+from resilience_mw.telemetry.alerts import AlertRules
 from resilience_mw.testing import FakeClock
 
 L = DegradationLevel

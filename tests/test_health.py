@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from resilience_mw import ConfigError, FailoverManager, ServiceNode, signals
-from resilience_mw.health import HealthChecker
+from resilience_mw.failover.health import HealthChecker
 from resilience_mw.testing import FakeClock
 from tests.nodes import free_port
 from tests.test_worker import wait_for
@@ -239,7 +239,7 @@ def test_check_all_nodes_parallel_checks_each_node_once_at_the_same_time(node_fa
     by side, the results in the order given (``is_healthy`` as the seed reads them),
     and nothing recorded anywhere."""
     from resilience_mw import CheckResult
-    from resilience_mw.health import HttpProbe
+    from resilience_mw.failover.health import HttpProbe
 
     servers = [node_factory("up"), node_factory("failing", "error"), node_factory("up2")]
     nodes = [*(node_for(s) for s in servers), ServiceNode("gone", f"http://127.0.0.1:{free_port()}")]

@@ -27,8 +27,8 @@ from resilience_mw import (
 from resilience_mw import (
     DegradationLevel as L,
 )
+from resilience_mw.degradation.load import SystemSampler
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.sampling import SystemSampler
 from resilience_mw.testing import FakeClock
 
 

@@ -21,8 +21,8 @@ from flask import Flask
 
 from resilience_mw import AutoDegradationManager, FailoverManager, HealthChecker, ServiceNode, signals
 from resilience_mw.config import DegradationConfig
+from resilience_mw.degradation.load import Sample
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.sampling import Sample
 from resilience_mw.testing import stop_all_workers, workers_off
 from tests.helpers import library_threads
 from tests.hostile import RawServer, read_request

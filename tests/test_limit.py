@@ -4,7 +4,7 @@ warm-up; sheddable traffic cannot take the critical share."""
 
 from __future__ import annotations
 
-from resilience_mw._limit import AdaptiveLimit
+from resilience_mw.admission.limit import AdaptiveLimit
 from resilience_mw.testing import FakeClock
 
 

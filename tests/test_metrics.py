@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from resilience_mw import AutoDegradationManager, ConfigError, FailoverManager, ServiceNode
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.metrics import METRICS, Metrics, otel_name
+from resilience_mw.telemetry.metrics import METRICS, Metrics, otel_name
 
 NODES = [ServiceNode("a", "http://a", priority=2), ServiceNode("b", "http://b", priority=1)]
 

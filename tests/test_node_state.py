@@ -20,8 +20,8 @@ from resilience_mw import (
     readiness_document,
     signals,
 )
-from resilience_mw._node_state import NodeState, Transition
 from resilience_mw.config import PoolConfig
+from resilience_mw.failover.node_state import NodeState, Transition
 from resilience_mw.testing import FakeClock, record_signals
 
 RULES = PoolConfig(failure_threshold=2, base_ejection_time=10, max_ejection_time=40)

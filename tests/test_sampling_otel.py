@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 
 from resilience_mw import AutoDegradationManager, ConfigError
-from resilience_mw.sampling_otel import FEATURE_ATTRIBUTE, LevelSampler
+from resilience_mw.telemetry.otel import FEATURE_ATTRIBUTE, LevelSampler
 
 _RNG = random.Random(7)
 IDS = [_RNG.getrandbits(128) for _ in range(20_000)]

@@ -27,9 +27,9 @@ from flask import Flask
 from resilience_mw import DegradationLevel, Feature, signals
 from resilience_mw.admission import cookie_value, user_bucket
 from resilience_mw.decorators import criticality, feature, with_fallback
+from resilience_mw.degradation.load import SystemSampler
 from resilience_mw.exceptions import ConfigWarning
 from resilience_mw.flask_ext import Resilience
-from resilience_mw.sampling import SystemSampler
 from resilience_mw.testing import force_level, record_signals
 from tests.helpers import cpu_hog, serving, stop_process
 from tests.nodes import free_port
@@ -78,7 +78,7 @@ def test_the_service_cpu_is_its_own_process_tree_not_the_host() -> None:
     idle (the host reads busy); its own busy thread and its busy child process count."""
     script = """
 import os, sys, threading, time
-from resilience_mw.sampling import SystemSampler
+from resilience_mw.degradation.load import SystemSampler
 service, host = SystemSampler(), SystemSampler(scope="host")
 service.prime(); host.prime()
 time.sleep(1.0)
@@ -281,7 +281,7 @@ def test_shedding_eases_as_soon_as_the_overload_ends(clock: Any) -> None:
     that barely waited is served at once, unstamped traffic comes back a growing share
     at a time, and Retry-After never exceeds what the level can still last."""
     from resilience_mw import AutoDegradationManager, DegradationConfig, ResilienceMiddleware
-    from resilience_mw.sampling import Sample
+    from resilience_mw.degradation.load import Sample
 
     m = AutoDegradationManager(
         DegradationConfig(sustain_samples=1, sustain_window=1, startup_grace_seconds=0, cooldown_seconds=30,
@@ -330,7 +330,7 @@ def test_behind_on_its_queue_while_it_still_refuses_a_share_of_its_requests(cloc
     more of the stamped requests are refused for waiting too long (a load that persists,
     held short by the refusals); not behind once refusals are the odd burst."""
     from resilience_mw import AutoDegradationManager
-    from resilience_mw.sampling import Sample
+    from resilience_mw.degradation.load import Sample
 
     m = AutoDegradationManager(sampler=lambda: Sample(cpu=1.0, memory=1.0), clock=clock)
 
@@ -476,7 +476,7 @@ def test_a_bug_behind_a_fallback_is_logged_at_error_with_its_traceback(caplog: p
 
     with serving(app) as url, record_signals(signals.fallback_served) as seen, caplog.at_level(logging.WARNING):
         assert requests.get(f"{url}/search", timeout=5).text == "cached results"  # still served
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "resilience_mw.graceful"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "resilience_mw.degradation.fallback"]
     assert len(errors) == 1 and errors[0].exc_info is not None and errors[0].exc_info[0] is NameError
     assert "search" in errors[0].getMessage()
     assert [e["reason"] for e in seen.named("fallback-served")] == ["programming_error"]
@@ -493,5 +493,5 @@ def test_an_outage_behind_a_fallback_stays_a_warning(caplog: pytest.LogCaptureFi
 
     with serving(app) as url, caplog.at_level(logging.WARNING):
         assert requests.get(f"{url}/search", timeout=5).text == "cached results"
-    records = [r for r in caplog.records if r.name == "resilience_mw.graceful"]
+    records = [r for r in caplog.records if r.name == "resilience_mw.degradation.fallback"]
     assert [r.levelno for r in records] == [logging.WARNING] and records[0].exc_info is None

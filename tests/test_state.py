@@ -26,10 +26,10 @@ from resilience_mw import (
     readiness_document,
 )
 from resilience_mw.config import StateConfig
-from resilience_mw.health import HealthChecker
-from resilience_mw.store import StateStore, StoreError
-from resilience_mw.stores import open_store
-from resilience_mw.sync import StateSync
+from resilience_mw.failover.health import HealthChecker
+from resilience_mw.fleet.store import StateStore, StoreError
+from resilience_mw.fleet.stores import open_store
+from resilience_mw.fleet.sync import StateSync
 from resilience_mw.testing import FakeClock
 from tests.redis_server import RedisServer
 
@@ -175,7 +175,7 @@ def test_a_store_that_fails_costs_one_log_line_and_is_caught_up_with(
     sync._tick()
     assert sync.status()["status"] == "pass"
     redis_server.kill()
-    with caplog.at_level(logging.WARNING, logger="resilience_mw.sync"):
+    with caplog.at_level(logging.WARNING, logger="resilience_mw.fleet.sync"):
         for _ in range(20):
             clock.advance(1)
             sync._tick()
@@ -318,7 +318,7 @@ def test_a_fleet_retry_budget_holds_for_every_worker_together(store_url: str, no
 
 
 def test_a_fleet_error_rate_counts_every_workers_requests(store_url: str) -> None:
-    from resilience_mw.sampling import Sample
+    from resilience_mw.degradation.load import Sample
 
     workers = []
     for n in "abc":

@@ -173,7 +173,7 @@ def test_redis_killed_mid_load_fails_no_request_and_is_caught_up_with(tmp_path: 
             time.sleep(1.5)
             server.start()
             back = time.monotonic()
-            from resilience_mw.stores import open_store
+            from resilience_mw.fleet.stores import open_store
 
             open_store(server.url).set_override("Level2", None, "test")  # written after the restart
             g.wait_for(all_at("Level2"), timeout=3)
@@ -181,7 +181,7 @@ def test_redis_killed_mid_load_fails_no_request_and_is_caught_up_with(tmp_path: 
             stop.set()
             for c in clients:
                 c.join()
-            warnings = [line for line in g.lines if re.match(r"LOG \d+ WARNING resilience_mw.sync .*did not answer", line)]
+            warnings = [line for line in g.lines if re.match(r"LOG \d+ WARNING resilience_mw.fleet.sync .*did not answer", line)]
     finally:
         stop.set()
         server.stop()

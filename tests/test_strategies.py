@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from resilience_mw import FailoverManager, FailoverStrategy, NodeHealth, ServiceNode
-from resilience_mw.strategies import smooth_weighted_sequence
+from resilience_mw.failover._strategies import smooth_weighted_sequence
 
 
 def _down(m: FailoverManager, node_id: str) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from resilience_mw import worker
-from resilience_mw.worker import BackgroundWorker
+from resilience_mw import _worker as worker
+from resilience_mw._worker import BackgroundWorker
 
 
 def wait_for(cond, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
@@ -178,10 +178,10 @@ def test_every_lock_owner_gets_a_fresh_lock_in_a_forked_child(tmp_path: Any) -> 
     """Each object that owns a lock, its lock held by another thread at the fork: the
     child can take every one of them (none stays held forever)."""
     from resilience_mw import AlertRules, AutoDegradationManager, NodePool, ServiceNode
-    from resilience_mw._limit import AdaptiveLimit
-    from resilience_mw.stores import open_store
-    from resilience_mw.strategies import _LockedSmoothWeighted
-    from resilience_mw.sync import StateSync
+    from resilience_mw.admission.limit import AdaptiveLimit
+    from resilience_mw.failover._strategies import _LockedSmoothWeighted
+    from resilience_mw.fleet.stores import open_store
+    from resilience_mw.fleet.sync import StateSync
     from resilience_mw.testing import FakeClock, SignalRecord
 
     degradation = AutoDegradationManager()

@@ -16,7 +16,7 @@ from werkzeug.test import Client
 
 from resilience_mw import ConfigError, DegradationConfig, DegradationLevel
 from resilience_mw.degradation import AutoDegradationManager
-from resilience_mw.sampling import Sample
+from resilience_mw.degradation.load import Sample
 from resilience_mw.wsgi import LEVEL_KEY, ORIGINAL_PATH_KEY, ResilienceMiddleware, record_failure
 
 L = DegradationLevel

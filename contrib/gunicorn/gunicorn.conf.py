@@ -3,7 +3,7 @@ mode. Set PROMETHEUS_MULTIPROC_DIR (an empty directory, wiped between runs) in t
 environment that starts gunicorn, then: gunicorn -c contrib/gunicorn/gunicorn.conf.py app:app
 """
 
-from resilience_mw.metrics import mark_process_dead
+from resilience_mw.telemetry.metrics import mark_process_dead
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

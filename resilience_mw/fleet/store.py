@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 from typing import Protocol
 
-from .exceptions import ResilienceError
+from ..exceptions import ResilienceError
 
 __all__ = [
     "TALLIES",

@@ -43,7 +43,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-from . import _fork
+from .. import _fork
 
 __all__ = [
     "POOL_CLASSES",

@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import _fork
+from .. import _fork
 
 __all__ = ["AdaptiveLimit"]
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .config import PoolConfig
-from .model import ServiceNode
+from ..config import PoolConfig
+from ..model import ServiceNode
 
 __all__ = ["DownReason", "NodeState", "Phase", "RecoveryReason", "Transition"]
 

@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import _fork, signals
-from ._node_state import NodeState, Phase, Transition
-from .config import PoolConfig, nodes_check
-from .exceptions import ConfigError, UnknownNodeError
-from .model import FailoverStrategy, NodeHealth, ServiceNode
-from .strategies import Orderer, Picker, build_orderer, build_picker
+from .. import _fork, signals
+from ..config import PoolConfig, nodes_check
+from ..exceptions import ConfigError, UnknownNodeError
+from ..model import FailoverStrategy, NodeHealth, ServiceNode
+from ._strategies import Orderer, Picker, build_orderer, build_picker
+from .node_state import NodeState, Phase, Transition
 
 __all__ = ["CallOrder", "NodePool"]
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .degradation import AutoDegradationManager
-from .failover import FailoverManager
-from .model import DegradationLevel
+from ..degradation.manager import AutoDegradationManager
+from ..failover.loop import FailoverManager
+from ..model import DegradationLevel
 
 __all__ = ["readiness_document"]
 

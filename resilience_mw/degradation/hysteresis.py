@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .model import DegradationLevel
+from ..model import DegradationLevel
 
 __all__ = ["Settler", "sustained"]
 

@@ -17,12 +17,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
+from ..model import Sample
 
 __all__ = [
     "SCOPES",
@@ -39,14 +39,6 @@ log = logging.getLogger(__name__)
 
 #: cgroup v1 reports "no limit" as a huge number near 2**63
 _V1_UNLIMITED = 1 << 60
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """CPU and memory use, in percent."""
-
-    cpu: float
-    memory: float
 
 
 def _read_int(path: Path) -> int | None:

@@ -36,16 +36,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _fork, signals
-from ._budget import RetryBudget
-from ._redact import describe_error
-from .config import StateConfig
-from .degradation import AutoDegradationManager
-from .health import HealthChecker
-from .model import parse_level
-from .pool import NodePool
+from .. import _fork, signals
+from .._redact import describe_error
+from .._worker import BackgroundWorker
+from ..config import StateConfig
+from ..degradation.manager import AutoDegradationManager
+from ..failover.budget import RetryBudget
+from ..failover.health import HealthChecker
+from ..failover.pool import NodePool
+from ..model import parse_level
 from .store import NodeReport, Override, StateStore, StoreError, reporter_id
-from .worker import BackgroundWorker
 
 __all__ = ["StateSync"]
 

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from . import signals
-from ._budget import RetryBudget
-from ._redact import describe_error
-from .exceptions import PROGRAMMING_ERRORS, AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
-from .model import FailoverStrategy, ServiceNode
+from .. import signals
+from .._redact import describe_error
+from ..exceptions import PROGRAMMING_ERRORS, AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
+from ..model import FailoverStrategy, ServiceNode
+from .budget import RetryBudget
 from .pool import CallOrder, NodePool
 
 __all__ = ["PROGRAMMING_ERRORS", "FailoverLoop", "FailoverManager", "ServiceBackup", "Try"]

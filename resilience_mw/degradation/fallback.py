@@ -20,12 +20,13 @@ import logging
 from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any, TypeVar
 
-from . import _outcomes, signals
-from . import _validate as v
-from ._redact import describe_error
-from .degradation import AutoDegradationManager
-from .exceptions import PROGRAMMING_ERRORS, ConfigError
-from .model import DegradationLevel, parse_level
+from .. import _validate as v
+from .. import signals
+from .._redact import describe_error
+from ..exceptions import PROGRAMMING_ERRORS, ConfigError
+from ..model import DegradationLevel, parse_level
+from . import counting as _outcomes
+from .manager import AutoDegradationManager
 
 __all__ = [
     "PROGRAMMING_ERRORS",

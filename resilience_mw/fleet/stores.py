@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from ._redact import redact_url
-from ._store_redis import RedisStore
-from ._store_sqlite import SQLiteStore
-from .exceptions import ConfigError
+from .._redact import redact_url
+from ..exceptions import ConfigError
+from ._redis import RedisStore
+from ._sqlite import SQLiteStore
 from .store import StateStore
 
 __all__ = ["open_store"]

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _fork, signals
-from .config import AlertConfig
-from .model import DegradationLevel
+from .. import _fork, signals
+from ..config import AlertConfig
+from ..model import DegradationLevel
 
 __all__ = ["AlertRules"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable
 
-from .degradation import AutoDegradationManager
-from .exceptions import ConfigError
-from .model import Feature
+from ..degradation.manager import AutoDegradationManager
+from ..exceptions import ConfigError
+from ..model import Feature
 
 __all__ = ["DetailedLogsFilter"]
 

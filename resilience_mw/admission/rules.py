@@ -25,14 +25,13 @@ the clock and the headers).
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import math
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 
-from .model import DegradationLevel
+from ..model import Criticality, DegradationLevel
 
 __all__ = [
     "DEFAULT_SHED_TABLE",
@@ -60,18 +59,6 @@ inbound_deadline: ContextVar[tuple[float, str] | None] = ContextVar("resilience_
 FUTURE_SKEW = 1.0
 #: a stamp older than this is taken for a broken clock, not a queue
 MAX_PLAUSIBLE_QUEUE = 3600.0
-
-
-class Criticality(str, enum.Enum):
-    """How much a request matters when some must be shed (highest first)."""
-
-    CRITICAL_PLUS = "critical_plus"
-    CRITICAL = "critical"
-    SHEDDABLE_PLUS = "sheddable_plus"
-    SHEDDABLE = "sheddable"
-
-    def __str__(self) -> str:
-        return str(self.value)
 
 
 #: level -> share of each class's users shed (a class not listed is not shed)

@@ -28,10 +28,10 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.util.types import Attributes
 
-from . import _validate as v
-from .degradation import AutoDegradationManager
-from .exceptions import ConfigError
-from .model import DegradationLevel, Feature, parse_level
+from .. import _validate as v
+from ..degradation.manager import AutoDegradationManager
+from ..exceptions import ConfigError
+from ..model import DegradationLevel, Feature, parse_level
 
 __all__ = ["DEFAULT_RATIOS", "FEATURE_ATTRIBUTE", "LevelSampler"]
 

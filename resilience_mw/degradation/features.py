@@ -21,9 +21,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Mapping
 
-from . import _fork
-from .exceptions import ConfigError
-from .model import DegradationLevel, Feature, parse_level
+from .. import _fork
+from ..exceptions import ConfigError
+from ..model import DegradationLevel, Feature, parse_level
 
 __all__ = ["DEFAULT_TABLE", "FeatureTable"]
 

@@ -16,8 +16,8 @@ try:
 except ImportError:  # the [redis] extra is not installed: RedisStore says so
     redis = None  # type: ignore[assignment]
 
-from ._redact import describe_error, redact_url
-from .exceptions import ConfigError
+from .._redact import describe_error, redact_url
+from ..exceptions import ConfigError
 from .store import TALLIES, NodeReport, Override, StoreError
 
 __all__ = ["RedisStore"]

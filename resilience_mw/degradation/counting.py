@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from .degradation import ErrorWindow
+from .manager import ErrorWindow
 
 __all__ = ["environ_provider", "key", "record", "record_failure", "refused"]
 

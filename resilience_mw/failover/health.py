@@ -39,13 +39,14 @@ import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util import make_headers, parse_url
 
-from . import _fork, _http, signals
-from ._redact import describe_error
-from .config import HealthCheckConfig
-from .exceptions import ConfigError
-from .model import CheckResult, ServiceNode
+from .. import _fork, signals
+from .._redact import describe_error
+from .._worker import BackgroundWorker
+from ..config import HealthCheckConfig
+from ..exceptions import ConfigError
+from ..model import CheckResult, ServiceNode
+from . import _transport as _http
 from .pool import NodePool
-from .worker import BackgroundWorker
 
 __all__ = ["HealthChecker", "HttpProbe", "Probe"]
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 from .store import NodeReport, Override, StoreError
 
 __all__ = ["SQLiteStore"]

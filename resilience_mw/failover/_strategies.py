@@ -16,8 +16,8 @@ import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from . import _fork
-from .model import FailoverStrategy, ServiceNode
+from .. import _fork
+from ..model import FailoverStrategy, ServiceNode
 
 __all__ = [
     "Orderer",

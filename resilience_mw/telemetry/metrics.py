@@ -35,12 +35,12 @@ try:  # the [otel] extra
 except ImportError:  # pragma: no cover - without the extra
     otel_metrics = otel_trace = None  # type: ignore[assignment]
 
-from . import signals
-from ._node_state import Phase
-from .degradation import AutoDegradationManager
-from .exceptions import ConfigError
-from .model import DegradationLevel, Feature, ServiceNode
-from .pool import NodePool
+from .. import signals
+from ..degradation.manager import AutoDegradationManager
+from ..exceptions import ConfigError
+from ..failover.node_state import Phase
+from ..failover.pool import NodePool
+from ..model import DegradationLevel, Feature, ServiceNode
 
 __all__ = ["METRICS", "Metrics", "mark_process_dead", "otel_name", "prometheus_exposition", "register"]
 

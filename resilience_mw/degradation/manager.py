@@ -33,15 +33,15 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from . import _fork, signals
-from . import _validate as v
-from ._level_policy import Settler, sustained
-from .config import DegradationConfig
-from .exceptions import ConfigError
+from .. import _fork, signals
+from .. import _validate as v
+from .._worker import BackgroundWorker
+from ..config import DegradationConfig
+from ..exceptions import ConfigError
+from ..model import DegradationLevel, parse_level
 from .features import FeatureTable
-from .model import DegradationLevel, parse_level
-from .sampling import Sample, SystemSampler
-from .worker import BackgroundWorker
+from .hysteresis import Settler, sustained
+from .load import Sample, SystemSampler
 
 __all__ = ["AutoDegradationManager", "ErrorWindow"]
 
