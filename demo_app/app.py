@@ -27,7 +27,8 @@ from resilience_mw import DegradationLevel, Feature, signals
 from resilience_mw._worker import BackgroundWorker
 from resilience_mw.adapter import FailoverAdapter
 from resilience_mw.decorators import feature, with_fallback
-from resilience_mw.flask_ext import Resilience, ResilienceState
+from resilience_mw.flask_ext import Resilience
+from resilience_mw.runtime import Runtime
 
 from .cluster import Cluster
 
@@ -40,7 +41,7 @@ TRAFFIC_MAX_SECONDS = 3600.0
 class Demo:
     """What the dashboard shows: events, history, traffic, per-node served counts."""
 
-    def __init__(self, state: ResilienceState, cluster: Cluster, token: str) -> None:
+    def __init__(self, state: Runtime, cluster: Cluster, token: str) -> None:
         assert state.failover is not None
         self.state = state
         self.cluster = cluster

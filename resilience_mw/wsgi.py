@@ -36,32 +36,17 @@ import logging
 import math
 import random
 import threading
-import time
-import warnings
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _fork, signals
-from .admission.limit import AdaptiveLimit
-from .admission.rules import (
-    DEFAULT_SHED_TABLE,
-    Criticality,
-    bucket_secret,
-    client_address,
-    cookie_value,
-    inbound_deadline,
-    parse_deadline,
-    parse_request_start,
-    queue_tolerance,
-    server_queue_time,
-    shed_share,
-    user_bucket,
-)
+from .admission.gate import CRITICALITY_KEY, DEADLINE_KEY, FULL, QUEUE_TIME_KEY, Admission
+from .admission.rules import inbound_deadline
 from .config import MiddlewareConfig
 from .degradation import counting as _outcomes
 from .degradation.manager import AutoDegradationManager
-from .exceptions import ConfigError, ConfigWarning
-from .model import DegradationLevel
+from .exceptions import ConfigError
+from .model import Criticality, DegradationLevel
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -77,22 +62,11 @@ __all__ = [
     "record_failure",
 ]
 
-#: environ key: seconds the request queued before the app saw it (per the proxy's stamp)
-QUEUE_TIME_KEY = "resilience.queue_time"
-#: environ key: the caller's deadline, epoch seconds (per the deadline header)
-DEADLINE_KEY = "resilience.deadline"
-#: environ key: the request's :class:`~resilience_mw.admission.Criticality`, when decided
-CRITICALITY_KEY = "resilience.criticality"
-_CRITICALITIES = {c.value: c for c in Criticality}
-#: environ key: this middleware admitted the request (its second pass serves it)
-_ADMITTED_KEY = "resilience.admitted"
-#: environ key: the request's user bucket in [0, 1), once drawn (see _bucket)
-_BUCKET_KEY = "resilience.user_bucket"
 #: Retry-After of a refusal while the load level is Normal (the request's own wait,
 #: deadline or the concurrency limit refused it: a passing condition)
 _BRIEF_RETRY = 2
-#: what _take_slot answers when the adaptive limit is full
-_FULL = (False, -1.0, -1)
+#: the waitress environ key that tells when a request arrived (see admission.server_queue_time)
+_WAITRESS = "waitress.client_disconnected"
 
 
 @functools.lru_cache(maxsize=512)
@@ -110,10 +84,6 @@ def _is_file_body(body: object, file_wrapper: object) -> bool:
         return type(body) is file_wrapper
     return file_wrapper is not None and callable(getattr(body, "read", None))
 
-
-def _environ_key(header: str) -> str:
-    """The WSGI environ key of a request header."""
-    return "HTTP_" + header.upper().replace("-", "_")
 
 log = logging.getLogger(__name__)
 
@@ -239,50 +209,9 @@ class ResilienceMiddleware:
         self._window = degradation.window
         self._key = _outcomes.key(degradation.window)
         self.enforce = cfg.enforce
-        # Admission (queue time, deadline, criticality): checked only when configured.
-        self._queue_key = (
-            _environ_key(cfg.queue_header) if cfg.max_queue_time is not None or cfg.queue_signal else None
-        )
-        self._deadline_key = _environ_key(cfg.deadline_header) if cfg.deadline_header else None
-        self._criticality_key = _environ_key(cfg.criticality_header) if cfg.criticality_header else None
-        self._user_key = _environ_key(cfg.user_key) if cfg.user_key else None
-        self._secret = bucket_secret(cfg.user_key_secret) if cfg.user_key_secret else b""
-        if cfg.criticality_shedding and cfg.user_key is None and cfg.trusted_proxies is None:
-            warnings.warn(
-                "criticality shedding has no way to tell users apart (no user_key, trusted_proxies unset): each "
-                "request is shed by its own draw, so a user may see some requests served and others shed; set "
-                "user_key (RESILIENCE_USER_KEY) or trusted_proxies (RESILIENCE_TRUSTED_PROXIES: 0 when clients "
-                "connect directly, 1 behind one proxy)",
-                ConfigWarning,
-                stacklevel=3,
-            )
-        self._routes = sorted(
-            ((prefix, Criticality(c)) for prefix, c in cfg.criticality_routes.items()), key=lambda r: -len(r[0])
-        )
-        #: the adaptive in-flight limit (``concurrency_limit``), when on
-        self.limit = (
-            AdaptiveLimit(
-                min_limit=cfg.concurrency_min_limit,
-                max_limit=cfg.concurrency_max_limit,
-                initial=min(cfg.concurrency_max_limit, max(20, cfg.concurrency_min_limit)),
-            )
-            if cfg.concurrency_limit
-            else None
-        )
-        self._shed_table = DEFAULT_SHED_TABLE if cfg.shed_table is None else cfg.shed_table
-        # with the queue measured, each request may wait as long as its class and user allow
-        self._tolerance = cfg.queue_tolerance if self._queue_key is not None else None
-        self._admits = (
-            self._queue_key is not None
-            or self._deadline_key is not None
-            or cfg.criticality_shedding
-            or self.limit is not None
-        )
-        #: ``f(environ) -> Criticality | None`` from the app's routing (the Flask
-        #: extension reads ``@criticality`` on views); consulted when a class may be shed
-        self.criticality_of: Callable[[WSGIEnvironment], Criticality | None] | None = None
-        #: request-start stamps that could not be believed (skewed clocks)
-        self.skewed_stamps = 0
+        #: the admission steps (queue time, deadline, class, the concurrency limit)
+        self.admission = Admission(cfg, degradation, self)
+
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._on_first_request is not None:
@@ -290,8 +219,41 @@ class ResilienceMiddleware:
         path = environ.get("PATH_INFO", "")
         if path in self.exempt_paths:
             return self.app(environ, start_response)
-        if self._admits and environ.get(_ADMITTED_KEY) is not self:
-            return self._admit_then_serve(environ, start_response, path)
+        admission = self.admission
+        # (inline: an unstamped request with nothing else to check costs two dict lookups)
+        if not (admission.always or (admission.stamp_key is not None and (
+            admission.stamp_key in environ or _WAITRESS in environ
+        ))):
+            return self._serve(environ, start_response, path)
+        reason = admission.admit(environ, path)
+        if reason is not None:
+            shed = self._refuse(environ, path, self.degradation.load_level, reason, start_response)
+            if shed is not None:
+                return shed
+        slot = None
+        if admission.limit is not None:
+            slot = admission.take_slot(environ, path)
+            if slot is FULL:
+                shed = self._refuse(environ, path, self.degradation.load_level, "concurrency", start_response)
+                if shed is not None:
+                    return shed
+                slot = None  # shadow mode: served without a slot
+        deadline = environ.get(DEADLINE_KEY)
+        if slot is None and deadline is None:
+            return self._serve(environ, start_response, path)
+        # the app's outbound calls (the requests adapter) see what is left of the deadline
+        token = None if deadline is None else inbound_deadline.set((deadline, self.config.deadline_header or ""))
+        try:
+            return self._serve(environ, start_response, path)
+        finally:
+            if token is not None:
+                inbound_deadline.reset(token)
+            if slot is not None:
+                admission.release(slot)
+
+    def _serve(self, environ: WSGIEnvironment, start_response: StartResponse, path: str) -> Iterable[bytes]:
+        """The admitted request: the level's gate and reroutes, then the app, its outcome
+        counted once."""
         level = self.degradation.level
         environ[LEVEL_KEY] = level
         if level >= self._act_from:
@@ -348,37 +310,6 @@ class ResilienceMiddleware:
         next(watching)  # to the first, empty yield; see _watching
         return watching
 
-    def _admit_then_serve(
-        self, environ: WSGIEnvironment, start_response: StartResponse, path: str
-    ) -> Iterable[bytes]:
-        """Queue time, deadline, criticality and the concurrency limit, then (admitted)
-        the request as any other: ``__call__`` again, with the environ marked admitted.
-        Kept off ``__call__`` so that a middleware without admission pays nothing for it."""
-        refused = self._admit(environ, path, start_response)
-        if refused is not None:
-            return refused
-        slot = None
-        if self.limit is not None:
-            slot = self._take_slot(environ, path)
-            if slot is _FULL:
-                shed = self._refuse(environ, path, self.degradation.load_level, "concurrency", start_response)
-                if shed is not None:
-                    return shed
-                slot = None  # shadow mode: served without a slot
-        deadline = environ.get(DEADLINE_KEY)
-        # the app's outbound calls (the requests adapter) see what is left of the deadline
-        token = None if deadline is None else inbound_deadline.set((deadline, self.config.deadline_header or ""))
-        environ[_ADMITTED_KEY] = self
-        try:
-            return self(environ, start_response)
-        finally:
-            if token is not None:
-                inbound_deadline.reset(token)
-            if slot is not None:
-                sheddable, started, epoch = slot
-                assert self.limit is not None
-                self.limit.release(sheddable, time.perf_counter() - started, epoch)
-
     def _count(self, environ: WSGIEnvironment, status: str) -> None:
         """Count a request whose status arrived after the app returned."""
         if not status:
@@ -402,135 +333,6 @@ class ResilienceMiddleware:
         if hook is not None:
             hook()
 
-    def _admit(self, environ: WSGIEnvironment, path: str, start_response: StartResponse) -> list[bytes] | None:
-        """Queue time, deadline, and the request's own wait against its tolerance or its
-        class's share of the level (see :mod:`resilience_mw.admission`)."""
-        now = time.time()
-        reason = None
-        waited = None
-        if self._queue_key is not None:
-            stamp = environ.get(self._queue_key)
-            if stamp:
-                waited = parse_request_start(stamp, now)
-                if waited is None:
-                    self.skewed_stamps += 1
-                    signals.send(signals.queue_stamp_ignored, self, stamp=str(stamp)[:64])
-            else:
-                waited = server_queue_time(environ, now)
-            if waited is not None:
-                environ[QUEUE_TIME_KEY] = waited
-                if self.config.queue_signal:
-                    self.degradation.observe_queue_time(waited)
-                limit = self.config.max_queue_time
-                if limit is not None and waited > limit:
-                    reason = "queue"
-        if reason is None and self._deadline_key is not None:
-            deadline = parse_deadline(environ.get(self._deadline_key), now)
-            if deadline is not None:
-                environ[DEADLINE_KEY] = deadline
-                if deadline <= now:
-                    reason = "deadline"
-        load = self.degradation.load_level
-        if reason is None:
-            reason = self._by_wait_or_class(environ, path, load, waited)
-        if reason is None:
-            return None
-        return self._refuse(environ, path, load, reason, start_response)
-
-    def _by_wait_or_class(
-        self, environ: WSGIEnvironment, path: str, load: DegradationLevel, waited: float | None
-    ) -> str | None:
-        """Why the request is shed for its class, or ``None``.
-
-        A request whose queueing delay is known is judged by it (unless an operator forced
-        the level): while the process is behind on its queue
-        (:attr:`~resilience_mw.AutoDegradationManager.queue_behind`), it is shed when it
-        waited longer than its class and user tolerate
-        (:func:`~resilience_mw.admission.queue_tolerance`). A process that falls behind
-        sheds just what keeps its queue short, from the next sample on, and serves
-        everything once its requests are served within their tolerance again, cooldown or
-        not. Otherwise, with criticality shedding, the level's share of the class's users
-        (:func:`~resilience_mw.admission.shed_share`), eased while the level only waits out
-        its cooldown.
-        """
-        by_class = self.config.criticality_shedding
-        degradation = self.degradation
-        if waited is not None and self._tolerance is not None and degradation.forced is None:
-            if not degradation.queue_behind or not (by_class or self.shed_level is not None):
-                return None
-            criticality = self._criticality(environ, path)
-            if criticality is Criticality.CRITICAL_PLUS:
-                return None
-            if waited > queue_tolerance(criticality, self._bucket(environ), self._tolerance):
-                degradation.refused_for_waiting()
-                return "criticality" if by_class else "queue"
-            return None
-        if not by_class or load is DegradationLevel.Normal:
-            return None
-        criticality = self._criticality(environ, path)
-        share = shed_share(load, criticality, self._shed_table) * self.degradation.easing()
-        return "criticality" if share > 0 and (share >= 1 or self._bucket(environ) < share) else None
-
-
-    def _take_slot(self, environ: WSGIEnvironment, path: str) -> tuple[bool, float, int] | None:
-        """A slot of the adaptive limit: ``(sheddable, start, epoch)``, :data:`_FULL` when the
-        limit is full, ``None`` for a request the library never sheds (``critical_plus``)."""
-        assert self.limit is not None
-        criticality = self._criticality(environ, path)
-        if criticality is Criticality.CRITICAL_PLUS:
-            return None
-        sheddable = criticality in (Criticality.SHEDDABLE, Criticality.SHEDDABLE_PLUS)
-        epoch = self.limit.acquire(sheddable)
-        if epoch is None:
-            return _FULL
-        return sheddable, time.perf_counter(), epoch
-
-    def _criticality(self, environ: WSGIEnvironment, path: str) -> Criticality:
-        """The request's class, decided once (then kept in ``environ[CRITICALITY_KEY]``)."""
-        criticality: Criticality | None = environ.get(CRITICALITY_KEY)
-        if criticality is None:
-            criticality = environ[CRITICALITY_KEY] = self._classify(environ, path)
-        return criticality
-
-    def _classify(self, environ: WSGIEnvironment, path: str) -> Criticality:
-        if path.startswith(self.core_paths):  # (an empty tuple matches nothing)
-            return Criticality.CRITICAL_PLUS  # core paths are never shed
-        if self._criticality_key is not None:
-            named = environ.get(self._criticality_key, "").strip().lower()
-            if named in _CRITICALITIES:
-                return _CRITICALITIES[named]
-        if self.criticality_of is not None:
-            found = self.criticality_of(environ)
-            if found is not None:
-                return found
-        for prefix, criticality in self._routes:
-            if path.startswith(prefix):
-                return criticality
-        return Criticality.CRITICAL
-
-    def _bucket(self, environ: WSGIEnvironment) -> float:
-        """The request's user bucket in [0, 1): stable per user (a key from
-        :meth:`_user`), a fresh draw per request when there is no way to tell users apart.
-        Drawn once per request."""
-        bucket: float | None = environ.get(_BUCKET_KEY)
-        if bucket is None:
-            user = self._user(environ)
-            bucket = environ[_BUCKET_KEY] = random.random() if user is None else user_bucket(user, self._secret)
-        return bucket
-
-    def _user(self, environ: WSGIEnvironment) -> str | None:
-        """What tells this request's user apart: the ``user_key`` header, else its cookie,
-        else the client address behind ``trusted_proxies``; ``None`` without any."""
-        if self._user_key is not None:
-            value = environ.get(self._user_key)
-            if value:
-                return str(value)
-            cookie = cookie_value(environ.get("HTTP_COOKIE", ""), self.config.user_key or "")
-            if cookie is not None:
-                return cookie
-        trusted = self.config.trusted_proxies
-        return None if trusted is None else client_address(environ, trusted)
-
     def _refuse(
         self, environ: WSGIEnvironment, path: str, level: DegradationLevel, reason: str, start_response: StartResponse
     ) -> list[bytes] | None:
@@ -553,8 +355,8 @@ class ResilienceMiddleware:
             and not path.startswith(self.core_paths)
             # critical_plus (a view's @criticality, the route table, the trusted header) is
             # never shed by the library
-            and self._criticality(environ, path) is not Criticality.CRITICAL_PLUS
-            and self._level_sheds(environ)
+            and self.admission.criticality(environ, path) is not Criticality.CRITICAL_PLUS
+            and self.admission.level_sheds(environ)
         ):
             shed = self._refuse(environ, path, load, "level", start_response)
             if shed is not None:
@@ -565,19 +367,6 @@ class ResilienceMiddleware:
             environ["PATH_INFO"] = target[0]
             signals.send(signals.request_rerouted, self, path=path, to=target[0], level=level)
         return None
-
-    def _level_sheds(self, environ: WSGIEnvironment) -> bool:
-        """Whether a load level at ``shed_level`` sheds this request: always when forced;
-        never when the request's own wait was judged (in :meth:`_admit`); otherwise
-        while a signal calls for the level, and for a falling share of users while the
-        level only waits out its cooldown."""
-        degradation = self.degradation
-        if degradation.forced is not None:
-            return True
-        if self._tolerance is not None and QUEUE_TIME_KEY in environ:
-            return False
-        easing = degradation.easing()
-        return easing >= 1.0 or self._bucket(environ) < easing
 
     def _shed(self, level: DegradationLevel, start_response: StartResponse, head: bool = False) -> list[bytes]:
         retry_after = self._retry_after()

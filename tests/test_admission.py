@@ -90,7 +90,7 @@ def test_a_request_that_queued_too_long_is_shed_before_the_view_runs() -> None:
     skewed = client.get("/search", headers={"X-Request-Start": f"t={now + 600:.3f}"})  # a clock ahead
     assert (fresh.status_code, stale.status_code, skewed.status_code) == (200, 503, 200)
     assert stale.headers["Retry-After"] and calls["search"] == 2
-    assert Resilience.state(app).middleware.skewed_stamps == 1
+    assert Resilience.state(app).middleware.admission.skewed_stamps == 1
 
 
 def test_a_request_past_its_deadline_is_shed_before_the_view_runs() -> None:
@@ -301,7 +301,7 @@ def test_the_concurrency_limit_sheds_the_excess_in_flight() -> None:
     app = Flask("limited")
     Resilience(app, start="off", concurrency_limit=True, criticality_routes={"/bulk": "sheddable"})
     state = Resilience.state(app)
-    limit = state.middleware.limit
+    limit = state.middleware.admission.limit
     assert limit is not None
     limit.limit = 4.0  # as if learnt
     release = threading.Event()

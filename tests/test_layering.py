@@ -37,6 +37,7 @@ LAYERS = {
     "flask_ext": 5,
     "decorators": 5,
     "testing": 5,
+    "runtime": 4,
     "__init__": 6,
     "__main__": 6,
 }

@@ -364,7 +364,7 @@ def test_the_concurrency_probe_refuses_no_critical_request_on_a_service_that_kee
         time.sleep(0.04)
         return "ok"
 
-    limit = Resilience.state(app).middleware.limit
+    limit = Resilience.state(app).middleware.admission.limit
     assert limit is not None and limit.min_limit == 2
     statuses: Counter[int] = Counter()
     with serving(app) as url:
@@ -389,7 +389,7 @@ def test_the_concurrency_limit_floor_and_ceiling_are_settings() -> None:
     app = Flask("floor")
     app.config.update(RESILIENCE_CONCURRENCY_LIMIT=True, RESILIENCE_CONCURRENCY_MIN_LIMIT=8,
                       RESILIENCE_CONCURRENCY_MAX_LIMIT=64)
-    limit = Resilience(app, start="off").state(app).middleware.limit
+    limit = Resilience(app, start="off").state(app).middleware.admission.limit
     assert limit is not None and (limit.min_limit, limit.max_limit) == (8, 64)
     bad = Flask("bad")
     bad.config.update(RESILIENCE_CONCURRENCY_MIN_LIMIT=8, RESILIENCE_CONCURRENCY_MAX_LIMIT=4)

@@ -243,6 +243,7 @@ def test_a_sqlite_file_in_a_read_only_directory_is_refused_at_startup(tmp_path: 
         from flask import Flask
         from resilience_mw import ConfigError
         from resilience_mw.flask_ext import Resilience
+        import resilience_mw.fleet.stores, resilience_mw.fleet.sync  # (loaded on demand: load them while this Python is readable)
         if os.getuid() == 0:  # root writes anywhere: be a user who cannot
             os.setgid(65534)
             os.setuid(65534)
