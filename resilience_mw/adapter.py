@@ -84,6 +84,7 @@ from .exceptions import ConfigError, NoAvailableNodeError, ResilienceError, with
 from .failover import _transport as _http
 from .failover.budget import RetryBudget
 from .failover.loop import FailoverLoop, FailoverManager, Try
+from .failover.pool import NodePool
 from .model import FailoverStrategy, ServiceNode
 
 __all__ = [
@@ -165,7 +166,7 @@ def _replayable(request: PreparedRequest) -> bool:
     return isinstance(getattr(request, "_body_position", None), int) and hasattr(body, "seek")
 
 
-def _budget_of(cfg: AdapterConfig, manager: FailoverManager) -> RetryBudget | None:
+def _budget_of(cfg: AdapterConfig, manager: NodePool) -> RetryBudget | None:
     if cfg.retry_budget_ratio is None:
         return None
     return RetryBudget(cfg.retry_budget_ratio, cfg.retry_budget_min_per_second, cfg.retry_budget_window,
@@ -186,8 +187,9 @@ def _unsent(ctx: _http.AttemptContext, exc: BaseException) -> bool:
 class FailoverAdapter(HTTPAdapter):
     """A :class:`requests.adapters.HTTPAdapter` that fails over between nodes.
 
-    :param nodes_or_manager: a list of :class:`ServiceNode`, or a :class:`FailoverManager`
-        to share node health with a health checker or other adapters.
+    :param nodes_or_manager: a list of :class:`ServiceNode`, or a
+        :class:`~resilience_mw.NodePool` (a :class:`FailoverManager` is one) to share node
+        health with a health checker, the metrics or other adapters.
     :param strategy: the :class:`FailoverStrategy` (only with a node list).
     :param config: an :class:`~resilience_mw.config.AdapterConfig`; or pass its fields
         as keyword arguments: ``retry_statuses``, ``idempotent_methods``,
@@ -201,7 +203,7 @@ class FailoverAdapter(HTTPAdapter):
 
     def __init__(
         self,
-        nodes_or_manager: FailoverManager | Iterable[ServiceNode],
+        nodes_or_manager: NodePool | Iterable[ServiceNode],
         strategy: FailoverStrategy | str | None = None,
         *,
         config: AdapterConfig | None = None,
@@ -214,12 +216,13 @@ class FailoverAdapter(HTTPAdapter):
         pool_options = {k: options.pop(k) for k in list(options) if k not in adapter_fields}
         if strategy is not None:
             pool_options["strategy"] = strategy
-        if isinstance(nodes_or_manager, FailoverManager):
+        manager: NodePool
+        if isinstance(nodes_or_manager, NodePool):
             if pool_options or pool_config is not None or clock is not None:
                 raise ConfigError(
                     "pool options",
                     sorted(pool_options) or pool_config or clock,
-                    "not allowed with a FailoverManager: they are the manager's own",
+                    f"not allowed with a {type(nodes_or_manager).__name__}: they are the pool's own",
                 )
             manager = nodes_or_manager
         else:

@@ -31,7 +31,33 @@ __all__ = [
 
 
 class ResilienceError(Exception):
-    """Root of every error resilience_mw raises on purpose."""
+    """Root of every error resilience_mw raises on purpose.
+
+    Every one pickles (a failed call in a ``ProcessPoolExecutor`` reaches the parent as
+    itself, attributes and all): it is rebuilt from its ``args`` and attributes, without
+    calling ``__init__``, whose parameters differ from class to class.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the attributes as pickle's state, set once the error exists: an error among its
+        # own attempts (the last one's) then pickles as a reference, not endlessly
+        return _rebuild, (type(self), self.args), dict(vars(self))
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], mixed: bool = False) -> BaseException:
+    """Unpickle an error: an instance of ``cls`` with these ``args`` (``mixed``: with
+    :class:`FailoverError` mixed in again, as :func:`with_attempts` did); pickle then
+    sets its attributes."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    if mixed:
+        error.__class__ = _mixed(cls)
+    return error
+
+
+def _reduce_mixed(self: BaseException) -> tuple[Any, ...]:
+    # a mixed class cannot be found by name: rebuild the original and mix it in again
+    return _rebuild, (type(self).__mro__[1], self.args, True), dict(vars(self))
 
 
 #: exceptions that say the caller's code is wrong, not that a node or a dependency failed:
@@ -125,21 +151,29 @@ class NoAvailableNodeError(FailoverError):
 _MIXED: dict[type[BaseException], type[BaseException]] = {}
 
 
+def _mixed(cls: type[BaseException]) -> type[BaseException]:
+    """``cls`` with :class:`FailoverError` mixed in (made once per class)."""
+    mixed = _MIXED.get(cls)
+    if mixed is None:
+        # Same name and module: tracebacks and logs still read requests.exceptions.ReadTimeout.
+        mixed = type(
+            cls.__name__,
+            (cls, FailoverError),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__reduce__": _reduce_mixed},
+        )
+        _MIXED[cls] = mixed
+    return mixed
+
+
 def with_attempts(error: BaseException, attempts: list[Attempt] | tuple[Attempt, ...]) -> BaseException:
     """Mark ``error`` as the end of a failover loop: :class:`FailoverError` mixed into
     its class (it stays an instance of its own type), ``attempts`` attached, and a note
     naming each attempt. Returns ``error`` itself, ready to re-raise."""
     error.attempts = tuple(attempts)  # type: ignore[attr-defined]
-    cls = type(error)
     if not isinstance(error, FailoverError):
-        mixed = _MIXED.get(cls)
-        if mixed is None:
-            # Same name and module: tracebacks and logs still read requests.exceptions.ReadTimeout.
-            mixed = type(cls.__name__, (cls, FailoverError), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
-            _MIXED[cls] = mixed
         # (a builtin exception type refuses: its attributes and note still apply)
         with contextlib.suppress(TypeError):
-            error.__class__ = mixed
+            error.__class__ = _mixed(type(error))
     if len(attempts) > 1:
         tried = ", ".join(f"{a.node_id} ({type(a.error).__name__}, {a.elapsed:.2f} s)" for a in attempts)
         notes = getattr(error, "__notes__", None)

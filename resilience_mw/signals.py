@@ -31,6 +31,7 @@ from typing import Any
 from blinker import Namespace, Signal
 
 __all__ = [
+    "ARGUMENTS",
     "alert",
     "attempt_ended",
     "failover",
@@ -71,12 +72,15 @@ failover: Signal = _signals.signal("failover")
 
 #: The degradation level changed. Sent with ``old`` and ``new``
 #: (:class:`~resilience_mw.DegradationLevel`), ``cpu`` and ``memory`` (percent),
-#: ``error_rate`` (0..1), ``requests`` (requests in the error window) and ``forced``
-#: (bool: set by :meth:`~resilience_mw.AutoDegradationManager.force_level`).
+#: ``error_rate`` (0..1), ``requests`` (requests in the error window), ``forced``
+#: (bool: set by :meth:`~resilience_mw.AutoDegradationManager.force_level`), ``cause``
+#: (dict: the level each cause calls for, and in ``"sheds"`` why the load level sheds or
+#: not, in words) and ``load_level`` (the level shedding and readiness follow).
 level_changed: Signal = _signals.signal("level-changed")
 
-#: One try of a call on one node ended (the requests adapter, ``execute_with_failover``,
-#: ``ServiceBackup``). Sent by the pool with ``node``, ``outcome`` (``"success"`` or
+#: One try of a call on one node ended (the requests adapter,
+#: :meth:`~resilience_mw.FailoverManager.execute_with_failover`,
+#: :class:`~resilience_mw.ServiceBackup`). Sent by the pool with ``node``, ``outcome`` (``"success"`` or
 #: ``"failure"``), ``duration`` (seconds) and ``resend_count`` (0 for the first node
 #: tried, 1 for the next...).
 attempt_ended: Signal = _signals.signal("attempt-ended")
@@ -118,6 +122,26 @@ state_synced: Signal = _signals.signal("state-synced")
 #: An alert rule fired. Sent with ``kind`` (``"failover-rate"`` or ``"degradation"``),
 #: ``message`` (str) and ``details`` (dict of plain data).
 alert: Signal = _signals.signal("alert")
+
+
+#: what each signal is sent with (its keyword arguments), as documented above
+ARGUMENTS: dict[str, frozenset[str]] = {
+    "node-marked-unhealthy": frozenset({"node", "reason", "consecutive_failures", "ejected_for"}),
+    "node-recovered": frozenset({"node", "reason"}),
+    "failover": frozenset({"from_node", "to_node", "error"}),
+    "level-changed": frozenset(
+        {"old", "new", "cpu", "memory", "error_rate", "requests", "forced", "cause", "load_level"}
+    ),
+    "attempt-ended": frozenset({"node", "outcome", "duration", "resend_count"}),
+    "retry-budget-exhausted": frozenset({"node", "requests", "extra_attempts", "allowed"}),
+    "health-checked": frozenset({"node", "passed", "duration", "detail"}),
+    "request-shed": frozenset({"path", "level", "reason", "enforced"}),
+    "queue-stamp-ignored": frozenset({"stamp"}),
+    "request-rerouted": frozenset({"path", "to", "level"}),
+    "fallback-served": frozenset({"reason", "name"}),
+    "state-synced": frozenset({"ok", "lag", "error"}),
+    "alert": frozenset({"kind", "message", "details"}),
+}
 
 
 def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
