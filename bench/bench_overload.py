@@ -337,7 +337,8 @@ def start_haproxy(server_port: int, queue_ms: int, directory: str) -> tuple[subp
 
 def refusal_cost(n: int) -> dict[str, Any]:
     """The CPU one refusal costs, two ways. ``worker_us``: a gunicorn worker like the
-    bench's (``LIB=shedall``: the library sheds every non-core request at level Normal)
+    bench's (``LIB=shedall``: the library sheds every non-core request at level Normal,
+    forced)
     refuses ``n`` requests from 4 closed-loop clients on kept-alive connections; its
     workers' CPU time (psutil; the arbiter left out), over the 503s: the whole refusal
     inside the worker, HTTP parsing and writing included (and the library's sampler, 4
