@@ -211,6 +211,9 @@ class ResilienceMiddleware:
         self.enforce = cfg.enforce
         #: the admission steps (queue time, deadline, class, the concurrency limit)
         self.admission = Admission(cfg, degradation, self)
+        # (copied for the hot path: an attribute of self is one lookup less)
+        self._admit_all = self.admission.always
+        self._stamp_key = self.admission.stamp_key
 
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -219,96 +222,105 @@ class ResilienceMiddleware:
         path = environ.get("PATH_INFO", "")
         if path in self.exempt_paths:
             return self.app(environ, start_response)
+        release = None
+        # (an unstamped request with nothing else to check costs two dict lookups here)
+        if self._admit_all or (self._stamp_key is not None and (self._stamp_key in environ or _WAITRESS in environ)):
+            refused, release = self._admit(environ, path, start_response)
+            if refused is not None:
+                return refused
+        try:
+            level = self.degradation.level
+            environ[LEVEL_KEY] = level
+            if level >= self._act_from:
+                shed = self._degrade(environ, path, level, start_response)
+                if shed is not None:
+                    return shed
+            if not self.record_outcomes:
+                return self.app(environ, start_response)
+            key = self._key
+            # This middleware counts the request (see _outcomes): its own object marks it as
+            # pending. An inner middleware of the same manager overwrites the mark with its
+            # own and counts instead; this one then finds the mark not its own.
+            environ[key] = self
+            status = ""
+
+            def capture(
+                status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+            ) -> Callable[[bytes], object]:
+                nonlocal status
+                status = status_
+                # exc_info only when given: some servers and middlewares take two arguments
+                if exc_info is None:
+                    return start_response(status_, headers)
+                return start_response(status_, headers, exc_info)
+
+            try:
+                body = self.app(environ, capture)
+            except BaseException:
+                if self.count_exceptions and environ[key] is self:
+                    self._window.fail()
+                    environ[key] = "fail"
+                raise
+            # Counted now, by the status the app gave. The rule is written out here rather
+            # than in _count: this is the per-request hot path, and a call costs.
+            if status and environ[key] is self:
+                if self._is_failure(status) if self._is_failure is not None else "5" <= status < "6":
+                    self._window.fail()
+                    counted = "fail"
+                else:
+                    self._window.ok()
+                    counted = "ok"
+                if type(body) is list:  # fully built: nothing can change it later
+                    return body
+                environ[key] = counted  # a body that breaks while sent turns it (record_failure)
+            elif type(body) is list and status:
+                return body
+            if status and (not self.count_exceptions or _is_file_body(body, environ.get("wsgi.file_wrapper"))):
+                # A file_wrapper goes back unwrapped, or the server could not send it with
+                # sendfile; a failure while sending the file is then not counted.
+                return body
+            # A lazy body, or an app that calls start_response only when iterated (then the
+            # status is read, once it has come, through a getter of the closure's cell).
+            watching = _watching(body, environ, self, None if status else (lambda: status))
+            next(watching)  # to the first, empty yield; see _watching
+            return watching
+        finally:
+            if release is not None:
+                release()
+
+    def _admit(
+        self, environ: WSGIEnvironment, path: str, start_response: StartResponse
+    ) -> tuple[list[bytes] | None, Callable[[], None] | None]:
+        """The admission steps (:class:`~resilience_mw.admission.gate.Admission`): the
+        refusal to answer (``None``: admitted), and what to do once the request is served
+        (give back its slot of the concurrency limit, end its inbound deadline), if anything."""
         admission = self.admission
-        # (inline: an unstamped request with nothing else to check costs two dict lookups)
-        if not (admission.always or (admission.stamp_key is not None and (
-            admission.stamp_key in environ or _WAITRESS in environ
-        ))):
-            return self._serve(environ, start_response, path)
         reason = admission.admit(environ, path)
         if reason is not None:
             shed = self._refuse(environ, path, self.degradation.load_level, reason, start_response)
             if shed is not None:
-                return shed
+                return shed, None
         slot = None
         if admission.limit is not None:
             slot = admission.take_slot(environ, path)
             if slot is FULL:
                 shed = self._refuse(environ, path, self.degradation.load_level, "concurrency", start_response)
                 if shed is not None:
-                    return shed
+                    return shed, None
                 slot = None  # shadow mode: served without a slot
         deadline = environ.get(DEADLINE_KEY)
         if slot is None and deadline is None:
-            return self._serve(environ, start_response, path)
+            return None, None
         # the app's outbound calls (the requests adapter) see what is left of the deadline
         token = None if deadline is None else inbound_deadline.set((deadline, self.config.deadline_header or ""))
-        try:
-            return self._serve(environ, start_response, path)
-        finally:
+
+        def release() -> None:
             if token is not None:
                 inbound_deadline.reset(token)
             if slot is not None:
                 admission.release(slot)
 
-    def _serve(self, environ: WSGIEnvironment, start_response: StartResponse, path: str) -> Iterable[bytes]:
-        """The admitted request: the level's gate and reroutes, then the app, its outcome
-        counted once."""
-        level = self.degradation.level
-        environ[LEVEL_KEY] = level
-        if level >= self._act_from:
-            shed = self._degrade(environ, path, level, start_response)
-            if shed is not None:
-                return shed
-        if not self.record_outcomes:
-            return self.app(environ, start_response)
-        key = self._key
-        # This middleware counts the request (see _outcomes): its own object marks it as
-        # pending. An inner middleware of the same manager overwrites the mark with its
-        # own and counts instead; this one then finds the mark not its own.
-        environ[key] = self
-        status = ""
-
-        def capture(
-            status_: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            nonlocal status
-            status = status_
-            # exc_info only when given: some servers and middlewares take two arguments
-            if exc_info is None:
-                return start_response(status_, headers)
-            return start_response(status_, headers, exc_info)
-
-        try:
-            body = self.app(environ, capture)
-        except BaseException:
-            if self.count_exceptions and environ[key] is self:
-                self._window.fail()
-                environ[key] = "fail"
-            raise
-        # Counted now, by the status the app gave. The rule is written out here rather
-        # than in _count: this is the per-request hot path, and a call costs.
-        if status and environ[key] is self:
-            if self._is_failure(status) if self._is_failure is not None else "5" <= status < "6":
-                self._window.fail()
-                counted = "fail"
-            else:
-                self._window.ok()
-                counted = "ok"
-            if type(body) is list:  # fully built: nothing can change it later
-                return body
-            environ[key] = counted  # a body that breaks while sent turns it (record_failure)
-        elif type(body) is list and status:
-            return body
-        if status and (not self.count_exceptions or _is_file_body(body, environ.get("wsgi.file_wrapper"))):
-            # A file_wrapper goes back unwrapped, or the server could not send it with
-            # sendfile; a failure while sending the file is then not counted.
-            return body
-        # A lazy body, or an app that calls start_response only when iterated (then the
-        # status is read, once it has come, through a getter of the closure's cell).
-        watching = _watching(body, environ, self, None if status else (lambda: status))
-        next(watching)  # to the first, empty yield; see _watching
-        return watching
+        return None, release
 
     def _count(self, environ: WSGIEnvironment, status: str) -> None:
         """Count a request whose status arrived after the app returned."""

@@ -61,8 +61,6 @@ _CRITICALITIES = {c.value: c for c in Criticality}
 Slot = tuple[bool, float, int]
 #: what :meth:`Admission.take_slot` answers when the limit is full
 FULL: Slot = (False, -1.0, -1)
-#: the waitress environ key whose channel tells when the request arrived
-_WAITRESS = "waitress.client_disconnected"
 
 
 def environ_key(header: str) -> str:
@@ -127,10 +125,6 @@ class Admission:
         #: request-start stamps that could not be believed (skewed clocks)
         self.skewed_stamps = 0
 
-    def applies(self, environ: WSGIEnvironment) -> bool:
-        """Whether ``environ`` needs admitting at all (see :attr:`always`)."""
-        return self.always or (self.stamp_key is not None and (self.stamp_key in environ or _WAITRESS in environ))
-
     # ------------------------------------------------------------- the steps
 
     def admit(self, environ: WSGIEnvironment, path: str) -> str | None:
@@ -168,19 +162,22 @@ class Admission:
 
         A request whose queueing delay is known is judged by it (unless an operator forced
         the level): while the process is behind on its queue
-        (:attr:`~resilience_mw.AutoDegradationManager.queue_behind`), it is shed when it
-        waited longer than its class and user tolerate
-        (:func:`~resilience_mw.admission.queue_tolerance`). A process that falls behind
-        sheds just what keeps its queue short, from the next sample on, and serves
-        everything once its requests are served within their tolerance again, cooldown or
-        not. Otherwise, with criticality shedding, the load level's share of the class's
+        (:attr:`~resilience_mw.AutoDegradationManager.queue_behind`), or when this request
+        alone waited as long as the delay that puts a process behind
+        (``queue_threshold_l1``), it is shed when it waited longer than its class and user
+        tolerate (:func:`~resilience_mw.admission.queue_tolerance`). A process that falls
+        behind sheds just what keeps its queue short, from its first long wait on, and
+        serves everything once its requests are served within their tolerance again,
+        cooldown or not; the odd request that waited a little too long at low load is
+        served. Otherwise, with criticality shedding, the load level's share of the class's
         users (:func:`~resilience_mw.admission.shed_share`), eased while the level only
         waits out its cooldown.
         """
         by_class = self.config.criticality_shedding
         degradation = self.degradation
         if waited is not None and self._tolerance is not None and degradation.forced is None:
-            if not degradation.queue_behind or not (by_class or self.config.shed_level is not None):
+            behind = degradation.queue_behind or waited >= degradation.config.queue_behind_at
+            if not behind or not (by_class or self.config.shed_level is not None):
                 return None
             criticality = self.criticality(environ, path)
             if criticality is Criticality.CRITICAL_PLUS:
