@@ -382,3 +382,17 @@ def request_queue_time() -> float:
     from resilience_mw.wsgi import QUEUE_TIME_KEY
 
     return float(request.environ[QUEUE_TIME_KEY])
+
+
+def test_with_criticality_shedding_a_long_wait_is_judged_before_any_sample() -> None:
+    """Not yet behind by the last sample (the overload just began): a request that alone
+    waited as long as the delay that puts a process behind (20 ms) and longer than its
+    class tolerates is shed at once; one that waited less than that is served."""
+    app, _ = app_with(criticality_shedding=True, queue_tolerance=0.005, user_key="X-User")
+    client = app.test_client()
+    assert not Resilience.state(app).degradation.queue_behind
+    statuses = {
+        waited: client.get("/prefetch", headers={"X-Request-Start": f"t={time.time() - waited:.6f}", "X-User": "u1"}).status_code
+        for waited in (0.015, 0.05)
+    }
+    assert statuses == {0.015: 200, 0.05: 503}  # (sheddable tolerates 5-10 ms: both waited longer)

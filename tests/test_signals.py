@@ -319,9 +319,8 @@ def test_shedding_eases_as_soon_as_the_overload_ends(clock: Any) -> None:
         clock.advance(1)
     assert served[0] < 0.1 and 0.15 < served[1] < 0.4 and 0.6 < served[3] < 0.9 and served[4] == 1, served
     assert get(0.05)[0] == 200  # within its tolerance: served during the cooldown
-    # no longer behind on its queue: judged by its own wait only past the delay that puts
-    # a process behind (20 ms) and its tolerance (80-160 ms for its class)
-    assert not m.queue_behind and get(0.015)[0] == 200 and get(0.5)[0] == 503
+    # no longer behind on its queue: a stray request that waited long is served too
+    assert not m.queue_behind and get(0.5)[0] == 200
     assert retry_afters and max(retry_afters) <= 30 and len(set(retry_afters)) >= 5, sorted(set(retry_afters))
     assert all(r >= 1 for r in retry_afters)
 

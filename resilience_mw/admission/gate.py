@@ -162,9 +162,9 @@ class Admission:
 
         A request whose queueing delay is known is judged by it (unless an operator forced
         the level): while the process is behind on its queue
-        (:attr:`~resilience_mw.AutoDegradationManager.queue_behind`), or when this request
-        alone waited as long as the delay that puts a process behind
-        (``queue_threshold_l1``), it is shed when it waited longer than its class and user
+        (:attr:`~resilience_mw.AutoDegradationManager.queue_behind`), or, with criticality
+        shedding, when this request alone waited as long as the delay that puts a process
+        behind (``queue_threshold_l1``), it is shed when it waited longer than its class and user
         tolerate (:func:`~resilience_mw.admission.queue_tolerance`). A process that falls
         behind sheds just what keeps its queue short, from its first long wait on, and
         serves everything once its requests are served within their tolerance again,
@@ -176,7 +176,9 @@ class Admission:
         by_class = self.config.criticality_shedding
         degradation = self.degradation
         if waited is not None and self._tolerance is not None and degradation.forced is None:
-            behind = degradation.queue_behind or waited >= degradation.config.queue_behind_at
+            # with criticality shedding, whose tolerances the operator chose per class, a
+            # request that alone waited that long counts too: no wait for the next sample
+            behind = degradation.queue_behind or (by_class and waited >= degradation.config.queue_behind_at)
             if not behind or not (by_class or self.config.shed_level is not None):
                 return None
             criticality = self.criticality(environ, path)
