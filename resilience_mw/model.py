@@ -164,8 +164,12 @@ class Feature(enum.Enum):
     NonEssential = "non_essential"
 
 
+_LEVEL_NAMES = {lv.name.lower(): lv for lv in DegradationLevel}
+
+
 def parse_level(value: object, field: str = "level") -> DegradationLevel:
-    """A :class:`DegradationLevel` from a member, its name (``"Level3"``) or its value (``3``).
+    """A :class:`DegradationLevel` from a member, its name in any case (``"Level3"``,
+    ``"level3"``) or its value (``3``).
 
     :raises ConfigError: naming ``field`` and the value otherwise.
     """
@@ -173,7 +177,7 @@ def parse_level(value: object, field: str = "level") -> DegradationLevel:
         return value
     try:
         if isinstance(value, str):
-            return DegradationLevel[value]
+            return _LEVEL_NAMES[value.strip().lower()]
         if isinstance(value, int) and not isinstance(value, bool):
             return DegradationLevel(value)
     except (KeyError, ValueError):

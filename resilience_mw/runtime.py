@@ -302,6 +302,7 @@ class _Endpoints:
         route = self._routes.get(environ.get("PATH_INFO", ""))
         if route is None:
             return self.middleware(environ, start_response)
+        self.middleware.first_request()  # a worker probed before it served anything starts too
         status, body, content_type = route(environ)
         start_response(
             f"{status} {_REASONS.get(status, 'Unknown')}",

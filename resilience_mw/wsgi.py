@@ -218,7 +218,7 @@ class ResilienceMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._on_first_request is not None:
-            self._first_request()
+            self.first_request()
         path = environ.get("PATH_INFO", "")
         if path in self.exempt_paths:
             return self.app(environ, start_response)
@@ -339,7 +339,9 @@ class ResilienceMiddleware:
     def _after_fork_in_child(self) -> None:
         self._first_lock = threading.Lock()
 
-    def _first_request(self) -> None:
+    def first_request(self) -> None:
+        """Run the ``on_first_request`` hook, once per process (``__call__`` does; so does a
+        layer in front that answers some requests itself, the runtime's endpoints)."""
         with self._first_lock:
             hook, self._on_first_request = self._on_first_request, None
         if hook is not None:

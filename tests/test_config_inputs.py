@@ -54,7 +54,7 @@ SHARE = ["0.5", True, NAN, INF, -0.1, 1.5]
 PERCENT = ["50", True, NAN, INF, -1, 101]
 BOOL = ["false", "true", 0, 1, None]
 PATHS = ["/api/checkout", ["api"], [1], 5, {"/a": 1}]
-LEVEL = ["Level9", True, 2.5, "level2", object()]
+LEVEL = ["Level9", True, 2.5, "level 2", object()]  # (names in any case are levels: "level2" is)
 
 #: constructor -> {keyword: bad values}; every other keyword keeps its default
 CONSTRUCTORS: dict[str, tuple[Callable[..., Any], dict[str, list[Any]]]] = {

@@ -378,3 +378,14 @@ def test_an_http_404_counts_the_same_at_every_level(clock: FakeClock) -> None:
         with pytest.raises(NotFound):
             lookup()
     assert m.window.counts() == (2, 0)  # an answer, not a failure, whatever the level
+
+
+def test_a_forced_level_stays_in_the_cause_after_the_next_samples(clock: FakeClock) -> None:
+    m = manager(clock, Samples())
+    m.force_level("Level2")
+    for _ in range(3):
+        clock.advance(1)
+        m.evaluate()
+    assert m.figures()["cause"]["forced"] == "Level2" and m.figures()["forced"] == "Level2"
+    m.clear_override()
+    assert m.figures()["cause"]["forced"] is None

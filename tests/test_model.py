@@ -94,3 +94,13 @@ def test_all_nodes_failed_carries_attempts() -> None:
 
 def test_levels_are_ordered() -> None:
     assert DegradationLevel.Normal < DegradationLevel.Level1 < DegradationLevel.Emergency
+
+
+def test_level_names_are_read_in_any_case() -> None:
+    from resilience_mw import ConfigError, DegradationLevel
+    from resilience_mw.model import parse_level
+
+    assert parse_level("level3") is parse_level("LEVEL3") is parse_level(" Level3 ") is DegradationLevel.Level3
+    assert parse_level("emergency") is DegradationLevel.Emergency
+    with pytest.raises(ConfigError, match="level"):
+        parse_level("level 3")

@@ -392,7 +392,11 @@ class AutoDegradationManager:
                 errors if cfg.errors_shed else DegradationLevel.Normal,
             )
             self._cause = {
-                "resources": resources.name, "queue": queued.name, "errors": errors.name, "forced": None,
+                "resources": resources.name,
+                "queue": queued.name,
+                "errors": errors.name,
+                # a level forced earlier is still forced: a sample does not forget it
+                "forced": None if self._forced is None else self._forced.name,
                 "sheds": _shedding_cause(cfg, resources, queued, errors),
             }
             self._overall.settle(max(resources, queued, errors), now)
