@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from flask import Flask, abort, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, render_template, request
 
 from resilience_mw import DegradationLevel, Feature, signals
 from resilience_mw._worker import BackgroundWorker
@@ -30,6 +30,7 @@ from resilience_mw.decorators import feature, with_fallback
 from resilience_mw.flask_ext import Resilience
 from resilience_mw.runtime import Runtime
 
+from . import favicon
 from .cluster import Cluster
 
 UPSTREAM = "http://upstream"
@@ -277,6 +278,12 @@ def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | No
     @app.route("/")
     def dashboard() -> str:
         return render_template("dashboard.html", token=token, features=[f.name for f in Feature])
+
+    @app.route("/favicon.ico")
+    def favicon_ico() -> Response:
+        resp = Response(favicon.ico(), mimetype="image/x-icon")
+        resp.cache_control.max_age = 86400
+        return resp
 
     @app.route("/api/status")
     def status() -> Any:
