@@ -52,7 +52,9 @@ class Demo:
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=120)
         self.served: collections.Counter[str] = collections.Counter()
-        self.traffic = {"sent": 0, "ok": 0, "failed": 0}
+        #: the demo's own requests: answered (``ok``), refused by the library with 503 and
+        #: Retry-After (``shed``: it keeps the service up), or failed (an error or no answer)
+        self.traffic = {"sent": 0, "ok": 0, "shed": 0, "failed": 0}
         self.session = requests.Session()
         self.session.mount(f"{UPSTREAM}/", FailoverAdapter(state.failover, default_timeout=(0.5, 1.0)))
         self._started = time.monotonic()
@@ -132,12 +134,12 @@ class Demo:
         n = self.traffic["sent"]
         path = "/api/items" if n % 4 else f"/api/search?q=item{n}"
         try:
-            ok = self._http.get(self.base_url + path, timeout=2).status_code < 500
+            outcome = traffic_outcome(self._http.get(self.base_url + path, timeout=2))
         except requests.RequestException:
-            ok = False
+            outcome = "failed"
         with self.lock:
             self.traffic["sent"] += 1
-            self.traffic["ok" if ok else "failed"] += 1
+            self.traffic[outcome] += 1
 
     def start(self, base_url: str, traffic: bool = True) -> None:
         self.base_url = base_url
@@ -236,6 +238,15 @@ class Demo:
             for _ in range(20):  # bounded
                 with contextlib.suppress(requests.RequestException):
                     s.get(self.base_url + "/api/flaky", timeout=2)
+
+
+def traffic_outcome(resp: requests.Response) -> str:
+    """``ok``, ``shed`` or ``failed``: a 503 with ``Retry-After`` is the library refusing
+    the request on purpose (shedding, or a feature switched off at this level), not a
+    failure; any other 5xx is."""
+    if resp.status_code == 503 and "Retry-After" in resp.headers:
+        return "shed"
+    return "ok" if resp.status_code < 500 else "failed"
 
 
 def _burn_cpu(seconds: float) -> list[subprocess.Popen[bytes]]:
