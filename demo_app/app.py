@@ -211,11 +211,16 @@ class Demo:
             if node_id not in self.cluster.nodes:
                 abort(400, f"unknown node {node_id!r}")
             proc = self.cluster[str(node_id)]
+            # revive undoes kill, heal undoes slow/error/hang; the other way round is a no-op
+            noop = _noop(action, proc.alive, proc.mode)
+            if noop:
+                self._event("control", f"{action} {node_id}: {noop}")
+                return {"ok": True, "noop": noop}
             if action == "kill":
                 proc.kill()
             elif action == "revive":
                 proc.start()
-            elif proc.alive:
+            else:
                 proc.control("ok" if action == "heal" else action)
             self._event("control", f"{action} {node_id}")
         elif action == "errors":
@@ -238,6 +243,21 @@ class Demo:
             for _ in range(20):  # bounded
                 with contextlib.suppress(requests.RequestException):
                     s.get(self.base_url + "/api/flaky", timeout=2)
+
+
+def _noop(action: str, alive: bool, mode: str) -> str | None:
+    """Why a node action would do nothing, or ``None``: revive undoes kill, heal undoes
+    slow, error and hang; neither undoes the other."""
+    if not alive:
+        if action == "kill":
+            return "already killed"
+        if action != "revive":
+            return "the process is killed: revive it first (revive undoes kill)"
+    elif action == "revive":
+        return "nothing to undo, the process is running (revive undoes kill)"
+    elif action == "heal" and mode == "ok":
+        return "nothing to undo, the node answers normally (heal undoes slow, error, hang)"
+    return None
 
 
 def traffic_outcome(resp: requests.Response) -> str:
