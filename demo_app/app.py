@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from flask import Flask, abort, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, render_template, request
 
 from resilience_mw import DegradationLevel, Feature, signals
 from resilience_mw._worker import BackgroundWorker
@@ -30,6 +30,7 @@ from resilience_mw.decorators import feature, with_fallback
 from resilience_mw.flask_ext import Resilience
 from resilience_mw.runtime import Runtime
 
+from . import favicon
 from .cluster import Cluster
 
 UPSTREAM = "http://upstream"
@@ -51,7 +52,9 @@ class Demo:
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=120)
         self.served: collections.Counter[str] = collections.Counter()
-        self.traffic = {"sent": 0, "ok": 0, "failed": 0}
+        #: the demo's own requests: answered (``ok``), refused by the library with 503 and
+        #: Retry-After (``shed``: it keeps the service up), or failed (an error or no answer)
+        self.traffic = {"sent": 0, "ok": 0, "shed": 0, "failed": 0}
         self.session = requests.Session()
         self.session.mount(f"{UPSTREAM}/", FailoverAdapter(state.failover, default_timeout=(0.5, 1.0)))
         self._started = time.monotonic()
@@ -131,12 +134,12 @@ class Demo:
         n = self.traffic["sent"]
         path = "/api/items" if n % 4 else f"/api/search?q=item{n}"
         try:
-            ok = self._http.get(self.base_url + path, timeout=2).status_code < 500
+            outcome = traffic_outcome(self._http.get(self.base_url + path, timeout=2))
         except requests.RequestException:
-            ok = False
+            outcome = "failed"
         with self.lock:
             self.traffic["sent"] += 1
-            self.traffic["ok" if ok else "failed"] += 1
+            self.traffic[outcome] += 1
 
     def start(self, base_url: str, traffic: bool = True) -> None:
         self.base_url = base_url
@@ -208,11 +211,16 @@ class Demo:
             if node_id not in self.cluster.nodes:
                 abort(400, f"unknown node {node_id!r}")
             proc = self.cluster[str(node_id)]
+            # revive undoes kill, heal undoes slow/error/hang; the other way round is a no-op
+            noop = _noop(action, proc.alive, proc.mode)
+            if noop:
+                self._event("control", f"{action} {node_id}: {noop}")
+                return {"ok": True, "noop": noop}
             if action == "kill":
                 proc.kill()
             elif action == "revive":
                 proc.start()
-            elif proc.alive:
+            else:
                 proc.control("ok" if action == "heal" else action)
             self._event("control", f"{action} {node_id}")
         elif action == "errors":
@@ -235,6 +243,30 @@ class Demo:
             for _ in range(20):  # bounded
                 with contextlib.suppress(requests.RequestException):
                     s.get(self.base_url + "/api/flaky", timeout=2)
+
+
+def _noop(action: str, alive: bool, mode: str) -> str | None:
+    """Why a node action would do nothing, or ``None``: revive undoes kill, heal undoes
+    slow, error and hang; neither undoes the other."""
+    if not alive:
+        if action == "kill":
+            return "already killed"
+        if action != "revive":
+            return "the process is killed: revive it first (revive undoes kill)"
+    elif action == "revive":
+        return "nothing to undo, the process is running (revive undoes kill)"
+    elif action == "heal" and mode == "ok":
+        return "nothing to undo, the node answers normally (heal undoes slow, error, hang)"
+    return None
+
+
+def traffic_outcome(resp: requests.Response) -> str:
+    """``ok``, ``shed`` or ``failed``: a 503 with ``Retry-After`` is the library refusing
+    the request on purpose (shedding, or a feature switched off at this level), not a
+    failure; any other 5xx is."""
+    if resp.status_code == 503 and "Retry-After" in resp.headers:
+        return "shed"
+    return "ok" if resp.status_code < 500 else "failed"
 
 
 def _burn_cpu(seconds: float) -> list[subprocess.Popen[bytes]]:
@@ -277,6 +309,12 @@ def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | No
     @app.route("/")
     def dashboard() -> str:
         return render_template("dashboard.html", token=token, features=[f.name for f in Feature])
+
+    @app.route("/favicon.ico")
+    def favicon_ico() -> Response:
+        resp = Response(favicon.ico(), mimetype="image/x-icon")
+        resp.cache_control.max_age = 86400
+        return resp
 
     @app.route("/api/status")
     def status() -> Any:
