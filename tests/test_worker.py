@@ -13,15 +13,7 @@ import pytest
 
 from resilience_mw import _worker as worker
 from resilience_mw._worker import BackgroundWorker
-
-
-def wait_for(cond, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return bool(cond())
+from tests.helpers import wait_for
 
 
 def test_ticks_survive_exceptions_and_stop_promptly() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from resilience_mw.testing import FakeClock
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_pytest_plugin_builds_apps_without_threads(tmp_path: Path) -> None:

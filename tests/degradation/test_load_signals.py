@@ -34,7 +34,7 @@ from resilience_mw.testing import force_level, record_signals
 from tests.helpers import cpu_hog, serving, stop_process
 from tests.nodes import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 

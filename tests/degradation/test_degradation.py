@@ -15,7 +15,7 @@ from resilience_mw.config import DegradationConfig
 from resilience_mw.degradation import AutoDegradationManager, ErrorWindow
 from resilience_mw.degradation.load import Sample, SystemSampler, cgroup_memory_percent
 from resilience_mw.testing import FakeClock
-from tests.test_worker import wait_for
+from tests.helpers import wait_for
 
 L = DegradationLevel
 

@@ -24,11 +24,10 @@ from resilience_mw.config import DegradationConfig
 from resilience_mw.degradation.load import Sample
 from resilience_mw.flask_ext import Resilience
 from resilience_mw.testing import stop_all_workers, workers_off
-from tests.helpers import library_threads
+from tests.helpers import library_threads, wait_for
 from tests.hostile import RawServer, read_request
-from tests.test_worker import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +158,7 @@ def test_exit_does_not_wait_on_health_rounds(tmp_path: Path) -> None:
             f"""
             import sys, time
             sys.path.insert(0, {str(ROOT)!r})
-            from tests.test_lifecycle import make_app
+            from tests.integration.test_lifecycle import make_app
             apps = [make_app({server.url!r}) for _ in range(4)]
             time.sleep(0.3)  # every app's health round is now waiting on the hung node
             print(time.monotonic(), flush=True)

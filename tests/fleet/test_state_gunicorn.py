@@ -24,7 +24,7 @@ from tests.helpers import stop_process
 from tests.nodes import NodeServer, free_port
 from tests.redis_server import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 WORKERS = 4
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.compat.harness import FLASK, OTLP_HTTP, REQUESTS, Result, run
+from tests.system.compat.harness import FLASK, OTLP_HTTP, REQUESTS, Result, run
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import requests
 
 from tests.helpers import stop_process
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_scenario_exits_zero_when_every_step_matches() -> None:

@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from resilience_mw import ConfigError, DegradationLevel, ServiceNode
 from resilience_mw.flask_ext import Resilience
 from tests.apps.flask_app import create_app
-from tests.test_worker import wait_for
+from tests.helpers import wait_for
 
 L = DegradationLevel
 

@@ -6,7 +6,7 @@ such as httpbin's pinned greenlet, would clash with ours), once per mode of
 :mod:`resilience_compat_plugin`, and each run's JUnit XML gives the set of tests
 that failed. Usable alone::
 
-    .venv/bin/python -m tests.compat.harness requests one
+    .venv/bin/python -m tests.system.compat.harness requests one
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VENV = ROOT / ".venv" / "compat"
 #: runs of several modes go in parallel; making the venv and unpacking do not
 _SETUP = threading.Lock()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +14,12 @@ import requests
 
 from resilience_mw import ConfigError
 from resilience_mw.runtime import Runtime
-from tests.helpers import serving, stop_process
+from tests.helpers import serving, stop_process, wait_for
 from tests.nodes import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 TOKEN = "t0ken-for-the-test"
-
-
-def wait_for(check: Callable[[], bool], seconds: float) -> bool:
-    ends = time.monotonic() + seconds
-    while time.monotonic() < ends:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def test_a_plain_wsgi_app_under_gunicorn_gets_everything_from_runtime(node_factory: Any, tmp_path: Path) -> None:

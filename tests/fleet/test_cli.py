@@ -23,7 +23,7 @@ from resilience_mw.fleet.stores import open_store
 from resilience_mw.fleet.sync import StateSync
 from tests.redis_server import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

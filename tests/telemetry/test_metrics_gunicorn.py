@@ -11,11 +11,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fleet.test_state_gunicorn import Gunicorn
 from tests.nodes import NodeServer
-from tests.test_state_gunicorn import Gunicorn
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONF = str(ROOT / "contrib" / "gunicorn" / "gunicorn.conf.py")
 
 

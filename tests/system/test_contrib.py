@@ -12,7 +12,7 @@ from pathlib import Path
 
 from resilience_mw.telemetry.metrics import METRICS
 
-CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 NAME = re.compile(r"\bresilience_(?!mw\b)[a-z_]+")  # metric names; not the group or package name
 
 

@@ -33,7 +33,7 @@ from resilience_mw.fleet.sync import StateSync
 from resilience_mw.testing import FakeClock
 from tests.redis_server import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from resilience_mw import ConfigError, FailoverManager, ServiceNode, signals
 from resilience_mw.failover.health import HealthChecker
 from resilience_mw.testing import FakeClock
+from tests.helpers import wait_for
 from tests.nodes import free_port
-from tests.test_worker import wait_for
 
 
 def node_for(server: Any, name: str | None = None) -> ServiceNode:
