@@ -244,7 +244,7 @@ class Runtime:
             if level is None:
                 deg.clear_override()
             else:
-                deg.force_level(level)
+                deg.force_level(level, ttl)  # (a ttl holds in this process too)
         what = "cleared" if level is None else f"forced to {level}" + (f" for {ttl:g} s" if ttl else "")
         log.warning("degradation level %s through the admin endpoint (scope %s, pid %d)", what, scope, os.getpid())
         doc = deg.figures()

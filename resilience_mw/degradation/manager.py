@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: sampling intervals accepted by :meth:`AutoDegradationManager.start`
 _INTERVAL = v.seconds(minimum=0.01, maximum=3600)
+#: how long a forced level may be given to last
+_TTL = v.optional(v.seconds(maximum=7 * 86_400))
 #: queueing-delay samples kept per sampling interval (the rest of the interval's are not
 #: needed for its median)
 _QUEUE_SAMPLES = 512
@@ -246,6 +248,7 @@ class AutoDegradationManager:
         )
         self._started_at: float | None = None
         self._forced: DegradationLevel | None = None
+        self._forced_until: float | None = None  # by the clock; None: until cleared
         self._last: dict[str, Any] = {"cpu": None, "memory": None, "error_rate": 0.0, "requests": 0, "queue_time": None}
         self._cause: dict[str, Any] = {
             "resources": "Normal", "queue": "Normal", "errors": "Normal", "forced": None, "sheds": None,
@@ -347,6 +350,7 @@ class AutoDegradationManager:
 
         A sampler failure is logged and keeps the last level.
         """
+        self._expire_override()
         # Read the window first: it stays current even while the sampler fails.
         requests, failures = self.window.counts()
         shared = self._shared_counts
@@ -408,11 +412,15 @@ class AutoDegradationManager:
 
     # ------------------------------------------------------------ override
 
-    def force_level(self, level: DegradationLevel | int | str) -> None:
-        """Pin the level (operators, tests, drills) until :meth:`clear_override`."""
+    def force_level(self, level: DegradationLevel | int | str, ttl: float | None = None) -> None:
+        """Pin the level (operators, tests, drills) until :meth:`clear_override`, or for
+        ``ttl`` seconds: the first sample after that clears it (so does any read of
+        :meth:`figures`)."""
         forced = parse_level(level)
+        ttl = _TTL("ttl", ttl)
         with self._lock:
             self._forced = forced
+            self._forced_until = None if ttl is None else self._clock() + ttl
             self._cause = {**self._cause, "forced": forced.name}
             old, new = self._publish()
         self._announce(old, new, forced=True)
@@ -421,13 +429,28 @@ class AutoDegradationManager:
         """Return to the computed level."""
         with self._lock:
             self._forced = None
+            self._forced_until = None
             self._cause = {**self._cause, "forced": None}
             old, new = self._publish()
         self._announce(old, new, forced=False)
 
     @property
     def forced(self) -> DegradationLevel | None:
+        """The level an operator forced, while it holds (``None``: none)."""
         return self._forced
+
+    def forced_remaining(self) -> float | None:
+        """Seconds until the forced level ends by its ``ttl`` (``None``: not forced, or
+        forced until cleared)."""
+        until = self._forced_until
+        return None if until is None or self._forced is None else max(0.0, until - self._clock())
+
+    def _expire_override(self) -> None:
+        """Clear a forced level whose ``ttl`` has run out."""
+        until = self._forced_until
+        if until is not None and self._forced is not None and self._clock() >= until:
+            log.warning("forced level %s ended: its ttl ran out", self._forced.name)
+            self.clear_override()
 
     def figures(self) -> dict[str, Any]:
         """The last sample, the levels and why they are what they are, as plain data.
@@ -439,6 +462,7 @@ class AutoDegradationManager:
         ``cooldown_remaining`` is how long until the level may come down (``None``: not
         waiting to); ``cpu_source`` says whose CPU ``cpu`` is (the sampler's own words).
         """
+        self._expire_override()
         now = self._clock()
         with self._lock:
             waits = [w for w in (self._overall.cooldown_remaining(now), self._load.cooldown_remaining(now)) if w is not None]
@@ -449,6 +473,7 @@ class AutoDegradationManager:
                 "load_level": self.load_level.name,
                 "computed_level": self._overall.level.name,
                 "forced": self._forced.name if self._forced is not None else None,
+                "forced_remaining": self.forced_remaining(),
                 "cause": dict(self._cause),
                 "cooldown_remaining": None if self._forced is not None or not waits else max(waits),
                 "cpu_source": getattr(self._sampler, "cpu_source", "custom sampler"),
@@ -487,9 +512,10 @@ class AutoDegradationManager:
     def level_may_last(self) -> float:
         """At most how many seconds the load level may still hold if every signal calls
         for less from now on (what ``Retry-After`` should not exceed); 0 at Normal,
-        ``math.inf`` while forced (until an operator clears it)."""
+        ``math.inf`` while forced until an operator clears it."""
         if self._forced is not None:
-            return math.inf
+            remaining = self.forced_remaining()
+            return math.inf if remaining is None else remaining
         if self.load_level is DegradationLevel.Normal:
             return 0.0
         since = self.cooling_since

@@ -123,3 +123,26 @@ def test_the_endpoints_answer_in_front_of_a_plain_app() -> None:
         assert requests.get(f"{url}/x", timeout=5).status_code == 503  # shed: the app is not called
         assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
         assert requests.get(f"{url}/metrics", timeout=5).text == "app"  # not configured: the app's own
+
+
+def test_a_level_forced_with_a_ttl_ends_without_a_store() -> None:
+    """PUT {"level": "Emergency", "ttl": 1} with no shared store: the level holds, then
+    ends by itself within two seconds (before, the ttl was echoed and ignored)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    runtime = Runtime(admin_token=TOKEN, check_interval=0.2, start="eager")
+    try:
+        with serving(runtime.wrap(app)) as url:
+            put = requests.put(f"{url}/resilience/level", json={"level": "Emergency", "ttl": 1}, timeout=5,
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+            assert put.status_code == 200 and put.json()["ttl"] == 1.0 and put.json()["scope"] == "process"
+            assert 0 < put.json()["forced_remaining"] <= 1.0
+            shed = requests.get(f"{url}/x", timeout=5)
+            assert shed.status_code == 503 and int(shed.headers["Retry-After"]) <= 1  # no longer than it lasts
+            assert wait_for(lambda: requests.get(f"{url}/x", timeout=5).status_code == 200, 2.0)
+            assert runtime.degradation.forced is None and runtime.degradation.level.name == "Normal"
+    finally:
+        runtime.stop()
