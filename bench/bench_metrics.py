@@ -127,7 +127,7 @@ def served_app() -> Flask:
 
         otel_metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     Resilience(app, start="eager", nodes=nodes, health_check=False, metrics=exporters,
-               metrics_path="/metrics" if "prometheus" in exporters else None, check_interval=1.0)
+               metrics_path="/metrics" if "prometheus" in exporters else None, sample_interval=1.0)
     pool = Resilience.state(app).failover
     assert pool is not None
     app.add_url_rule("/", "index", lambda: pool.execute_with_failover(lambda node: node.id))

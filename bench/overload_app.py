@@ -26,7 +26,7 @@ def create_app() -> Flask:
     app = Flask("overload")
     lib = os.environ.get("LIB", "none")
     if lib != "none":
-        options: dict[str, object] = {"start": "eager", "check_interval": 0.25, "alerts": False,
+        options: dict[str, object] = {"start": "eager", "sample_interval": 0.25, "alerts": False,
                                       "degradation": {"startup_grace_seconds": 1, "cooldown_seconds": 5}}
         if lib == "shedall":  # (to measure what a shed request costs)
             options["shed_level"] = "Normal"

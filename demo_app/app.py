@@ -283,7 +283,7 @@ def create_app(cluster: Cluster, *, check_interval: float = 0.5, token: str | No
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.config.update(
         RESILIENCE_NODES=cluster.service_nodes,
-        RESILIENCE_CHECK_INTERVAL=check_interval,
+        RESILIENCE_SAMPLE_INTERVAL=check_interval,
         RESILIENCE_DEGRADATION={
             "cooldown_seconds": 5,
             "error_window_seconds": 20,

@@ -56,7 +56,7 @@ from .degradation import counting as _outcomes
 from .exceptions import ConfigError
 from .model import Criticality
 from .runtime import Runtime, option_names
-from .settings import DEFAULTS, PREFIX, ResilienceSettings, warn_unknown_keys
+from .settings import DEFAULTS, PREFIX, RENAMED, ResilienceSettings, renamed, warn_unknown_keys
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]
 
@@ -87,7 +87,7 @@ class Resilience:
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         v.reject_unknown_keys("Resilience", options, option_names())
-        self._options = {f"{PREFIX}{k.upper()}": v for k, v in options.items()}
+        self._options, self._old_names = renamed({f"{PREFIX}{k.upper()}": v for k, v in options.items()})
         if app is not None:
             self.init_app(app)
 
@@ -99,10 +99,14 @@ class Resilience:
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("app", app.name, "already has a Resilience extension")
         warn_unknown_keys(app.config)
+        old_config, old_config_names = renamed({k: app.config[k] for k in RENAMED if k in app.config})
+        for key, value in old_config.items():
+            app.config.setdefault(key, value)
         for key, default in DEFAULTS.items():
             app.config.setdefault(key, copy.copy(default))  # no dict shared between apps
         values = {key: self._options.get(key, app.config[key]) for key in DEFAULTS}
         names = {key: key.removeprefix(PREFIX).lower() for key in self._options}
+        names |= old_config_names | {new: old.removeprefix(PREFIX).lower() for new, old in self._old_names.items()}
         runtime = Runtime(ResilienceSettings.from_mapping(values, names))
         inner = app.wsgi_app
         if getattr(inner, "__self__", None) is app:

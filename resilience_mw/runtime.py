@@ -14,7 +14,7 @@ extension gives in a few lines::
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"]
 
-    runtime = Runtime(check_interval=1.0, core_paths=["/api/pay"])
+    runtime = Runtime(sample_interval=1.0, core_paths=["/api/pay"])
     application = runtime.wrap(app)  # gunicorn module:application
 
 The keyword options are the settings' names without the prefix, in lower case
@@ -42,7 +42,7 @@ from ._redact import describe_error
 from .degradation import AutoDegradationManager, SystemSampler
 from .exceptions import ConfigError
 from .model import parse_level
-from .settings import DEFAULTS, PREFIX, ResilienceSettings
+from .settings import DEFAULTS, PREFIX, RENAMED, ResilienceSettings, renamed
 from .telemetry import AlertRules, readiness_document
 from .wsgi import ResilienceMiddleware
 
@@ -60,8 +60,9 @@ log = logging.getLogger(__name__)
 
 
 def option_names() -> list[str]:
-    """The keyword names of every setting (``RESILIENCE_SHED_LEVEL`` -> ``shed_level``)."""
-    return [k.removeprefix(PREFIX).lower() for k in DEFAULTS]
+    """The keyword names of every setting (``RESILIENCE_SHED_LEVEL`` -> ``shed_level``),
+    renamed ones' old names included."""
+    return [k.removeprefix(PREFIX).lower() for k in (*DEFAULTS, *RENAMED)]
 
 
 class Runtime:
@@ -81,10 +82,12 @@ class Runtime:
             typed = settings
         else:
             v.reject_unknown_keys("Runtime", options, option_names())
-            given = {} if settings is None else dict(settings)
-            keyword = {f"{PREFIX}{k.upper()}": value for k, value in options.items()}
+            given, given_old = renamed(settings or {})
+            keyword, keyword_old = renamed({f"{PREFIX}{k.upper()}": value for k, value in options.items()})
             values = {key: keyword.get(key, given.get(key, copy.copy(default))) for key, default in DEFAULTS.items()}
-            typed = ResilienceSettings.from_mapping(values, {key: key.removeprefix(PREFIX).lower() for key in keyword})
+            names = given_old | {key: key.removeprefix(PREFIX).lower() for key in keyword}
+            names |= {new: old.removeprefix(PREFIX).lower() for new, old in keyword_old.items()}
+            typed = ResilienceSettings.from_mapping(values, names)
         #: the typed settings in force (``repr`` masks the admin token)
         self.settings = typed
         sampler = typed.sampler if typed.sampler is not None else SystemSampler(scope=typed.resource_scope)
@@ -170,7 +173,7 @@ class Runtime:
     def start(self) -> None:
         """Start the sampler, the state sync and the health checker in this process
         (with a store, the checker runs in the one worker holding its lease); idempotent."""
-        self.degradation.start(self.settings.check_interval)
+        self.degradation.start(self.settings.sample_interval)
         if self.sync is not None:
             self.sync.start()
         elif self.health_checker is not None and self.pool is not None:

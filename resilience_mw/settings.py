@@ -32,7 +32,16 @@ from .config import (
 from .exceptions import ConfigError, ConfigWarning
 from .model import Sample, ServiceNode
 
-__all__ = ["PREFIX", "SETTINGS", "ConfigWarning", "ResilienceSettings", "Setting", "warn_unknown_keys"]
+__all__ = [
+    "PREFIX",
+    "RENAMED",
+    "SETTINGS",
+    "ConfigWarning",
+    "ResilienceSettings",
+    "Setting",
+    "renamed",
+    "warn_unknown_keys",
+]
 
 PREFIX = "RESILIENCE_"
 
@@ -81,7 +90,10 @@ _STATE_KEYS = {f"RESILIENCE_STATE_{name.upper()}": name for name in _STATE}
 #: every key the extension reads, in the order the reference lists them
 SETTINGS: tuple[Setting, ...] = (
     Setting("RESILIENCE_DEGRADATION", None, "a DegradationConfig, or a mapping of its fields"),
-    Setting("RESILIENCE_CHECK_INTERVAL", 1.0, "seconds between samples of CPU, memory and error rate"),
+    Setting(
+        "RESILIENCE_SAMPLE_INTERVAL", 1.0,
+        "seconds between samples of CPU, memory, queueing delay and error rate (was RESILIENCE_CHECK_INTERVAL)",
+    ),
     Setting("RESILIENCE_SAMPLER", None, "callable returning a Sample(cpu, memory); None: psutil, by RESILIENCE_RESOURCE_SCOPE"),
     Setting(
         "RESILIENCE_RESOURCE_SCOPE", "service",
@@ -126,6 +138,30 @@ SETTINGS: tuple[Setting, ...] = (
 #: key -> default
 DEFAULTS: Mapping[str, Any] = {s.key: s.default for s in SETTINGS}
 
+#: old key -> the key it was renamed to (the old one still works, with a ConfigWarning)
+RENAMED: Mapping[str, str] = {
+    # it never was the health checks' interval (RESILIENCE_HEALTH_CHECK_INTERVAL is)
+    "RESILIENCE_CHECK_INTERVAL": "RESILIENCE_SAMPLE_INTERVAL",
+}
+
+
+def renamed(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``values`` with each renamed key under its new name (the new name wins when both
+    are given), warning (:class:`ConfigWarning`) for each old one; and new key -> the old
+    name the user wrote, for errors to name it."""
+    out = dict(values)
+    written: dict[str, str] = {}
+    for old, new in RENAMED.items():
+        if old in out:
+            warnings.warn(
+                f"{old} is now {new}; the old name still works until 1.0", ConfigWarning, stacklevel=3
+            )
+            value = out.pop(old)
+            if new not in out:
+                out[new] = value
+                written[new] = old
+    return out, written
+
 _HEALTH_KEYS = {_health_key(n): n for n in _HEALTH}
 _MIDDLEWARE_KEYS = {
     "RESILIENCE_SHED_LEVEL": "shed_level",
@@ -140,7 +176,7 @@ _MIDDLEWARE_KEYS = {
 def warn_unknown_keys(keys: Iterable[str]) -> list[str]:
     """Warn (:class:`ConfigWarning`) about each ``RESILIENCE_*`` key that is not a
     setting, naming the closest one; returns the unknown keys."""
-    unknown = [k for k in keys if k.startswith(PREFIX) and k not in DEFAULTS]
+    unknown = [k for k in keys if k.startswith(PREFIX) and k not in DEFAULTS and k not in RENAMED]
     for key in unknown:
         near = v.closest(key, DEFAULTS)
         warnings.warn(
@@ -156,7 +192,8 @@ class ResilienceSettings:
     """The typed settings of one app, built by :meth:`from_mapping`."""
 
     degradation: DegradationConfig
-    check_interval: float
+    #: seconds between samples of the degradation manager
+    sample_interval: float
     sampler: Callable[[], Sample] | None
     #: whose CPU and memory the default sampler reads (see :class:`~resilience_mw.sampling.SystemSampler`)
     resource_scope: str
@@ -246,7 +283,7 @@ class ResilienceSettings:
             alerts = _sub(AlertConfig, called["RESILIENCE_ALERTS"], {} if alerts_value is True else alerts_value)
         return cls(
             degradation=_sub(DegradationConfig, called["RESILIENCE_DEGRADATION"], get("RESILIENCE_DEGRADATION")),
-            check_interval=check("RESILIENCE_CHECK_INTERVAL", v.seconds(minimum=0.01, maximum=3600)),
+            sample_interval=check("RESILIENCE_SAMPLE_INTERVAL", v.seconds(minimum=0.01, maximum=3600)),
             sampler=check("RESILIENCE_SAMPLER", v.optional(v.function())),
             resource_scope=check("RESILIENCE_RESOURCE_SCOPE", v.one_of(("service", "container", "host"))),
             start=check("RESILIENCE_START", v.one_of(("lazy", "eager", "off"))),

@@ -275,7 +275,7 @@ def test_levels_by_name_member_or_value_everywhere() -> None:
 
 FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_DEGRADATION": ["x", 5, ["cooldown_seconds"], {"cooldown_seconds": -1}, {"nope": 1}],
-    "RESILIENCE_CHECK_INTERVAL": SECONDS,
+    "RESILIENCE_SAMPLE_INTERVAL": SECONDS,
     "RESILIENCE_SAMPLER": [5, "psutil"],
     "RESILIENCE_RESOURCE_SCOPE": ["machine", "auto", None],
     "RESILIENCE_START": ["sometimes", True, None],
@@ -461,3 +461,18 @@ def test_every_health_ejection_and_adapter_option_is_reachable_from_flask() -> N
     keys = {s.key for s in SETTINGS}
     for f in dataclasses.fields(HealthCheckConfig):
         assert "RESILIENCE_HEALTH_CHECK_" + f.name.removeprefix("check_").upper() in keys
+
+
+def test_a_renamed_setting_still_works_under_its_old_name_with_a_warning() -> None:
+    from resilience_mw.exceptions import ConfigWarning
+    from resilience_mw.runtime import Runtime
+
+    app = Flask("renamed")
+    app.config["RESILIENCE_CHECK_INTERVAL"] = 0.25
+    with pytest.warns(ConfigWarning, match="RESILIENCE_CHECK_INTERVAL is now RESILIENCE_SAMPLE_INTERVAL"):
+        state = Resilience(app, start="off").state(app)
+    assert state.settings.sample_interval == 0.25
+    with pytest.warns(ConfigWarning, match="RESILIENCE_SAMPLE_INTERVAL"):
+        assert Runtime(check_interval=0.5, start="off").settings.sample_interval == 0.5
+    with pytest.warns(ConfigWarning), pytest.raises(ConfigError, match="check_interval"):
+        Runtime(check_interval=0)  # the error names what the user wrote

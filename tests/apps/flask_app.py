@@ -31,7 +31,7 @@ def create_app(**config: Any) -> Flask:
     app = Flask(__name__)
     app.test_client_class = BufferedClient
     app.config.update(
-        RESILIENCE_CHECK_INTERVAL=0.05,
+        RESILIENCE_SAMPLE_INTERVAL=0.05,
         RESILIENCE_DEGRADATION={"cooldown_seconds": 0},
         RESILIENCE_CORE_PATHS=["/api/pay", "/whoami"],  # a loaded CI box may reach Emergency
     )

@@ -177,7 +177,7 @@ def test_a_service_saturated_by_its_own_traffic_gates_features_and_sheds_only_wh
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.fail("this test needs two CPUs: one for the server, one for its clients")
-    options = {"check_interval": 0.25, "degradation": {"startup_grace_seconds": 0.5, "cooldown_seconds": 2}}
+    options = {"sample_interval": 0.25, "degradation": {"startup_grace_seconds": 0.5, "cooldown_seconds": 2}}
     with gunicorn(1, options, cpus={cpus[0]}, cpu_ms=8) as (url, _):
         port = int(url.rsplit(":", 1)[1])
 
@@ -251,7 +251,7 @@ def test_a_force_and_clear_drill_returns_to_normal_at_once() -> None:
     """Force Level1, 20 requests to a gated view (503 by the library), clear: Normal
     within one sampling interval, and an error rate of 0."""
     app = Flask("drill")
-    Resilience(app, check_interval=0.2, start="eager", degradation={"min_requests": 5})
+    Resilience(app, sample_interval=0.2, start="eager", degradation={"min_requests": 5})
 
     @app.get("/recommendations")
     @feature(Feature.NonEssential)

@@ -42,7 +42,7 @@ def test_options_resolution_kwarg_over_config_over_default() -> None:
     state = a.extensions["resilience"]
     assert state.middleware.retry_after == 11
     assert state.middleware.shed_level == L.Level3
-    assert state.settings.check_interval == 1.0
+    assert state.settings.sample_interval == 1.0
     assert a.config["RESILIENCE_READINESS_PATH"] == "/readyz"
 
 

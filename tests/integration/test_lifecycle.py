@@ -128,7 +128,7 @@ def make_app(endpoint: str) -> Flask:
     app = Flask("lifecycle")
     app.config.update(
         RESILIENCE_START="eager",
-        RESILIENCE_CHECK_INTERVAL=1.0,
+        RESILIENCE_SAMPLE_INTERVAL=1.0,
         RESILIENCE_NODES=[{"id": "a", "endpoint": endpoint}],
         RESILIENCE_HEALTH_CHECK_INTERVAL=1.0,
         RESILIENCE_HEALTH_CHECK_TIMEOUT=0.5,

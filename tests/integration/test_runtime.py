@@ -133,7 +133,7 @@ def test_a_level_forced_with_a_ttl_ends_without_a_store() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"app"]
 
-    runtime = Runtime(admin_token=TOKEN, check_interval=0.2, start="eager")
+    runtime = Runtime(admin_token=TOKEN, sample_interval=0.2, start="eager")
     try:
         with serving(runtime.wrap(app)) as url:
             put = requests.put(f"{url}/resilience/level", json={"level": "Emergency", "ttl": 1}, timeout=5,

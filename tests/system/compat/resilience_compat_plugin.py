@@ -188,7 +188,7 @@ if MODE == "extension":
         # sampler, and health checks of a node that refuses connections (loopback)
         self.config.update(
             RESILIENCE_START="eager",
-            RESILIENCE_CHECK_INTERVAL=0.5,
+            RESILIENCE_SAMPLE_INTERVAL=0.5,
             RESILIENCE_NODES=[{"id": "upstream", "endpoint": f"http://127.0.0.1:{_dead_port()}"}],
             RESILIENCE_HEALTH_CHECK_INTERVAL=0.5,
         )
