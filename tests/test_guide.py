@@ -171,3 +171,9 @@ def test_the_telemetry_page_lists_every_metric_and_every_signal_with_its_argumen
         entry = re.search(rf"^``{signal.replace('-', '_')}``, from .*\n((?:    .*\n)+)", text, re.M)
         assert entry, f"telemetry.rst does not list {signal}"
         assert arguments <= set(re.findall(r"``([a-z_]+)``", entry.group(1))), signal
+
+
+def test_the_docs_name_the_design_they_port_not_a_seed() -> None:
+    """"The design this library ports" (see guide/origin.rst), not "the seed"."""
+    docs = GUIDE.parent
+    assert not [p.name for p in docs.rglob("*.rst") if re.search(r"\bseeds?\b", p.read_text(), re.I)]
