@@ -125,7 +125,7 @@ class DegradationConfig(_Validated):
     """Thresholds of :class:`~resilience_mw.AutoDegradationManager`.
 
     CPU and memory thresholds are percentages (of this service's own use, by default:
-    :class:`~resilience_mw.sampling.SystemSampler`), queue thresholds seconds of queueing
+    :class:`~resilience_mw.degradation.load.SystemSampler`), queue thresholds seconds of queueing
     delay (the median of a sampling interval's requests, measured when the middleware
     reads the proxy's request-start stamp), strictly increasing per resource from Level1
     to Emergency; ``None`` switches that level of that signal off (all four ``None``: the
@@ -393,7 +393,7 @@ def _state_url(name: str, value: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig(_Validated):
-    """Where the workers of a service share state (:mod:`resilience_mw.store`), and how."""
+    """Where the workers of a service share state (:mod:`resilience_mw.fleet.store`), and how."""
 
     url: str | None = option(
         None,

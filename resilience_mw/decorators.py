@@ -132,7 +132,7 @@ def _is_failure(exc: BaseException) -> bool:
 
 
 def _record_outcome(manager: AutoDegradationManager, success: bool) -> None:
-    """Count the primary's outcome once per request (see :mod:`resilience_mw._outcomes`):
+    """Count the primary's outcome once per request (see :mod:`resilience_mw.degradation.counting`):
     in a Flask request, through its environ; elsewhere as its own outcome."""
     _outcomes.record(manager.window, success, request.environ if has_request_context() else None, find=False)
 

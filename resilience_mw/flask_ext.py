@@ -34,7 +34,7 @@ Endpoints (each path configurable; an empty value turns it off):
   level: 503, so a load balancer routes away); the level, the sampled figures and each
   node's health, with credentials redacted.
 * ``RESILIENCE_METRICS_PATH`` (unset: off): Prometheus metrics; under gunicorn with
-  ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's, summed (see :mod:`resilience_mw.metrics`).
+  ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's, summed (see :mod:`resilience_mw.telemetry.metrics`).
 * ``RESILIENCE_ADMIN_PATH`` (``/resilience/level``): registered only when
   ``RESILIENCE_ADMIN_TOKEN`` is set, and then requires ``Authorization: Bearer <token>``.
   ``GET`` shows the figures, ``PUT``/``POST`` ``{"level": "Level3"}`` forces a level,

@@ -108,8 +108,8 @@ class CheckResult:
 
     @property
     def is_healthy(self) -> bool:
-        """Whether the check passed (the seed's name for :attr:`passed`, its
-        ``NodeHealth.is_healthy``)."""
+        """Whether the check passed (the name the ported design uses for :attr:`passed`,
+        its ``NodeHealth.is_healthy``)."""
         return self.passed
 
 
@@ -129,7 +129,8 @@ class FailoverStrategy(enum.Enum):
 
 
 class DegradationLevel(enum.IntEnum):
-    """Ordered degradation levels; the seed's ``None`` is :attr:`Normal`."""
+    """Ordered degradation levels; the ported design's ``None`` is :attr:`Normal`
+    (see :doc:`/guide/origin`)."""
 
     #: everything on
     Normal = 0
@@ -150,7 +151,8 @@ class DegradationLevel(enum.IntEnum):
 
 
 class Feature(enum.Enum):
-    """The seed's feature classes; see :mod:`resilience_mw.features` for the table."""
+    """The ported design's feature classes; see :mod:`resilience_mw.degradation.features`
+    for the table."""
 
     #: always available
     CoreFunction = "core_function"

@@ -195,7 +195,7 @@ class ResilienceSettings:
     #: seconds between samples of the degradation manager
     sample_interval: float
     sampler: Callable[[], Sample] | None
-    #: whose CPU and memory the default sampler reads (see :class:`~resilience_mw.sampling.SystemSampler`)
+    #: whose CPU and memory the default sampler reads (see :class:`~resilience_mw.degradation.load.SystemSampler`)
     resource_scope: str
     start: str
     middleware: MiddlewareConfig

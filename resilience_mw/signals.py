@@ -115,7 +115,7 @@ request_rerouted: Signal = _signals.signal("request-rerouted")
 fallback_served: Signal = _signals.signal("fallback-served")
 
 #: The state sync talked to the store (or tried). Sent by the
-#: :class:`~resilience_mw.sync.StateSync` with ``ok`` (bool), ``lag`` (seconds since
+#: :class:`~resilience_mw.fleet.sync.StateSync` with ``ok`` (bool), ``lag`` (seconds since
 #: the last exchange that worked, ``None`` before the first) and ``error`` (``""`` if ok).
 state_synced: Signal = _signals.signal("state-synced")
 

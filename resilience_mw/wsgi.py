@@ -23,7 +23,7 @@ feed back into the level they report. Usage with Flask::
 
     app.wsgi_app = ResilienceMiddleware(app.wsgi_app, degradation, core_paths=("/api/pay",))
 
-(the :class:`resilience_mw.flask.Resilience` extension does this for you). Shed
+(the :class:`resilience_mw.flask_ext.Resilience` extension does this for you). Shed
 responses are not counted as failures either: counting our own refusals would hold
 the level up.
 """

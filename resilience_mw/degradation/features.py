@@ -1,6 +1,6 @@
 """The feature table: which features are on at which degradation level.
 
-The seed caches feature decisions in an LRU; here the whole table is precomputed per
+The ported design caches feature decisions in an LRU; here the whole table is precomputed per
 level when it changes (registration is rare), so a lookup is one dict access and
 can never be stale.
 
@@ -27,7 +27,7 @@ from ..model import DegradationLevel, Feature, parse_level
 
 __all__ = ["DEFAULT_TABLE", "FeatureTable"]
 
-#: The seed's table: the level from which each feature is off (``None``: never).
+#: The ported design's table: the level from which each feature is off (``None``: never).
 DEFAULT_TABLE: Mapping[Hashable, DegradationLevel | None] = {
     Feature.CoreFunction: None,
     Feature.Analytics: DegradationLevel.Level1,

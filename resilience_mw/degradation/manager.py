@@ -188,11 +188,11 @@ class ErrorWindow:
 class AutoDegradationManager:
     """Samples load and errors and publishes the degradation level.
 
-    :param config: thresholds; defaults are the seed's.
-    :param sampler: callable returning a :class:`~resilience_mw.sampling.Sample`; the
+    :param config: thresholds; the defaults are the ported design's.
+    :param sampler: callable returning a :class:`~resilience_mw.model.Sample`; the
         default reads psutil and cgroup memory. If it has a ``prime()`` method, that
         runs once in the sampling thread before the first sample.
-    :param features: the feature table (default: the seed's).
+    :param features: the feature table (default: the ported design's).
     :param clock: monotonic clock for the error window and the cooldown.
     """
 

@@ -12,15 +12,16 @@ fails (other statuses, redirects, which are never followed, connection errors). 
 watchdog shuts the socket of a check at its timeout, so a node that trickles its answer
 holds a thread no longer than that. It keeps no cookies and uses no proxy from the
 environment. Results feed the pool's state machine
-(:meth:`~resilience_mw.pool.NodePool.record_check`: ``unhealthy_threshold`` failures
+(:meth:`~resilience_mw.failover.pool.NodePool.record_check`: ``unhealthy_threshold`` failures
 take a node out, ``healthy_threshold`` passes bring it back)::
 
     checker = HealthChecker(check_interval=5, timeout=2)
     checker.start(manager)   # the pool (a FailoverManager) whose nodes to check
 
-The seed's names work as the seed calls them: ``checker.start(nodes, manager)`` checks
-those nodes of ``manager``, ``checker.check_all_nodes_parallel(nodes)`` checks each
-once and returns the results, and a result's ``is_healthy`` is its ``passed``.
+The names of the design this library ports work as it calls them (see
+:doc:`/guide/origin`): ``checker.start(nodes, manager)`` checks those nodes of
+``manager``, ``checker.check_all_nodes_parallel(nodes)`` checks each once and returns
+the results, and a result's ``is_healthy`` is its ``passed``.
 """
 
 from __future__ import annotations
@@ -274,8 +275,8 @@ class HealthChecker:
 
     def check_all_nodes_parallel(self, nodes: Iterable[ServiceNode]) -> list[CheckResult]:
         """Check each of ``nodes`` once, now, in parallel, and return the results in the
-        order of ``nodes`` (the seed's name). As with :meth:`check_nodes`, at most
-        ``max_workers`` run at a time (the seed starts a task per node), and nothing is
+        order of ``nodes`` (the ported design's name). As with :meth:`check_nodes`, at
+        most ``max_workers`` run at a time (the design starts a task per node), and nothing is
         recorded (:meth:`run_once` records)."""
         return self.check_nodes(nodes)
 
@@ -338,8 +339,8 @@ class HealthChecker:
     def start(self, pool: NodePool | Iterable[ServiceNode], manager: NodePool | None = None) -> None:
         """Check nodes in a daemon thread until :meth:`stop`, recording each result in
         their pool: ``start(pool)`` checks every node of ``pool`` (e.g. a
-        :class:`~resilience_mw.FailoverManager`); ``start(nodes, manager)``, the seed's
-        form, checks the given nodes, which must be ``manager``'s own. Idempotent; safe
+        :class:`~resilience_mw.FailoverManager`); ``start(nodes, manager)``, the ported
+        design's form, checks the given nodes, which must be ``manager``'s own. Idempotent; safe
         from many threads at once; after any stop it runs again. Called again for the
         same pool, it checks the nodes named last.
 

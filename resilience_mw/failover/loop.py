@@ -209,9 +209,9 @@ def _note(error: BaseException, text: str) -> None:
 
 
 class FailoverManager(NodePool):
-    """A :class:`~resilience_mw.pool.NodePool` that runs operations with failover.
+    """A :class:`~resilience_mw.failover.pool.NodePool` that runs operations with failover.
 
-    Takes the same arguments as :class:`~resilience_mw.pool.NodePool`.
+    Takes the same arguments as :class:`~resilience_mw.failover.pool.NodePool`.
     """
 
     def execute_with_failover(

@@ -2,7 +2,7 @@
 
 Pure: no lock, no clock, no signal. Every event takes ``now`` (seconds of the pool's
 clock) and returns the :class:`Transition` it caused (``None`` when the node stays
-offered or stays out). :class:`~resilience_mw.pool.NodePool` owns one
+offered or stays out). :class:`~resilience_mw.failover.pool.NodePool` owns one
 :class:`NodeState` per node, applies events under its lock and reports transitions
 after releasing it.
 
@@ -58,7 +58,7 @@ class DownReason(_Text):
     ACTIVE = "active"
     #: the node asked for time (``Retry-After`` on a 503 or 429)
     RETRY_AFTER = "retry-after"
-    #: :meth:`~resilience_mw.pool.NodePool.update_health` (an operator or a test)
+    #: :meth:`~resilience_mw.failover.pool.NodePool.update_health` (an operator or a test)
     MANUAL = "manual"
     #: other workers found it down (a quorum of them, through the state store)
     SHARED = "shared"
@@ -73,14 +73,14 @@ class RecoveryReason(_Text):
     HEALTH_CHECK = "health-check"
     #: its ejection or hold-off ran out: offered again on probation
     EJECTION_EXPIRED = "ejection-expired"
-    #: :meth:`~resilience_mw.pool.NodePool.update_health`
+    #: :meth:`~resilience_mw.failover.pool.NodePool.update_health`
     MANUAL = "manual"
     #: the other workers' reports that took it out were withdrawn
     SHARED = "shared"
 
 
 class Phase(_Text):
-    """Where a node stands (see :mod:`resilience_mw._node_state`)."""
+    """Where a node stands (see :mod:`resilience_mw.failover.node_state`)."""
 
     HEALTHY = "healthy"
     SUSPECT = "suspect"

@@ -1,6 +1,6 @@
 """NodePool: the nodes, their health and the picker, owned under one lock.
 
-Each node's health is a :class:`~resilience_mw._node_state.NodeState` (the state
+Each node's health is a :class:`~resilience_mw.failover.node_state.NodeState` (the state
 machine: healthy, suspect, probation, ejected, held-off, down). Events (passive marks
 from real traffic, active health checks, manual updates) take the lock, step the
 node's state and, when the set of offered nodes changes, rebuild an immutable view
@@ -208,7 +208,7 @@ class NodePool:
     def snapshot(self) -> list[dict[str, Any]]:
         """Every node's state as plain data (JSON-ready; endpoints redacted).
 
-        ``state`` is the node's :class:`~resilience_mw._node_state.Phase` (``healthy``,
+        ``state`` is the node's :class:`~resilience_mw.failover.node_state.Phase` (``healthy``,
         ``suspect``, ``probation``, ``ejected``, ``held-off``, ``down``);
         ``down_reason`` the first cause of its outage while it is out.
         """
@@ -304,7 +304,7 @@ class NodePool:
         self._apply(node_id, lambda st, now: st.on_hint(now, down, seconds, self._timed < self._max_ejectable, fresh))
 
     def update_health(self, node_id: str, health: NodeHealth) -> None:
-        """Replace ``node_id``'s health with ``health`` (the seed's manual update).
+        """Replace ``node_id``'s health with ``health`` (the ported design's manual update).
 
         A node set unhealthy this way stays out until a success, ``healthy_threshold``
         passing checks or another update brings it back.

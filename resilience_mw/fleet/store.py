@@ -1,5 +1,5 @@
 """Shared state for many workers and hosts: what is stored (the records, and the
-protocol every store meets; :mod:`resilience_mw.stores` opens one from a URL).
+protocol every store meets; :mod:`resilience_mw.fleet.stores` opens one from a URL).
 
 One setting picks the store, ``state_url`` (``RESILIENCE_STATE_URL``):
 
@@ -10,7 +10,7 @@ One setting picks the store, ``state_url`` (``RESILIENCE_STATE_URL``):
   ``pip install resilience_mw[redis]``); ``?namespace=name`` keeps services apart on
   one Redis (default ``resilience``).
 
-A store is used only by the background sync (:mod:`resilience_mw.sync`) and the CLI,
+A store is used only by the background sync (:mod:`resilience_mw.fleet.sync`) and the CLI,
 never on a request's path. Its methods are plain and synchronous, raise
 :class:`StoreError` when the store cannot answer, and take times from the store's own
 clock (:meth:`StateStore.now`: Redis ``TIME``; the host clock for SQLite, which is one

@@ -1,4 +1,4 @@
-"""Open the state store a URL names (see :mod:`resilience_mw.store` for what each shares)."""
+"""Open the state store a URL names (see :mod:`resilience_mw.fleet.store` for what each shares)."""
 
 from __future__ import annotations
 

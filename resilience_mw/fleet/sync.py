@@ -1,7 +1,7 @@
 """StateSync: this worker's side of the shared state, exchanged in the background.
 
 Every ``sync_interval`` seconds a daemon thread (never a request) talks to the store
-(:mod:`resilience_mw.store`):
+(:mod:`resilience_mw.fleet.store`):
 
 1. **Overrides.** The latest operator override is applied once per change: a level
    forced in any worker (admin endpoint or CLI) is forced in every worker within one

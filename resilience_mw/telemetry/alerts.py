@@ -1,4 +1,4 @@
-"""AlertRules: the seed's alerting best practice, wired to the signals.
+"""AlertRules: the alerting advice of the design this library ports, wired to the signals.
 
 * ``failover-rate``: more than ``failover_threshold`` failovers within
   ``failover_window`` seconds.
@@ -7,7 +7,7 @@
 Each alert sends :data:`~resilience_mw.signals.alert` and logs a warning. Alerts of
 one kind are rate-limited to one per ``min_interval`` seconds (a level worse than the
 last one alerted is always reported), so a flapping system does not spam. With a shared
-store, ``once`` (:meth:`~resilience_mw.sync.StateSync.once`) makes that once per store
+store, ``once`` (:meth:`~resilience_mw.fleet.sync.StateSync.once`) makes that once per store
 scope: the first worker to claim an alert raises it, the others do not.
 """
 

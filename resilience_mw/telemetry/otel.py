@@ -1,7 +1,7 @@
 """Telemetry that degrades by level: an OpenTelemetry sampler whose ratio follows the
 degradation level (the ``[otel]`` extra).
 
-The seed's home is an OTLP pipeline under pressure: when the service degrades, its
+The ported design's home is an OTLP pipeline under pressure: when the service degrades, its
 telemetry should shrink with it. :class:`LevelSampler` keeps a share of traces that
 depends on the level in force (by default everything at Normal, half at Level1, a tenth
 at Level2, one in a hundred at Level3 and none at Emergency), decided by the trace id,
@@ -15,7 +15,7 @@ feature is off. Compose it under ``ParentBased`` so child spans follow their roo
 
     provider = TracerProvider(sampler=ParentBased(LevelSampler(manager)))
 
-Its log-side companion is :class:`~resilience_mw.logfilter.DetailedLogsFilter`.
+Its log-side companion is :class:`~resilience_mw.telemetry.logs.DetailedLogsFilter`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ DEFAULT_RATIOS: Mapping[DegradationLevel, float] = {
 FEATURE_ATTRIBUTE = "resilience_mw.feature"
 
 _TRACE_ID_LIMIT = (1 << 64) - 1
-#: the seed's features by name (a span attribute is a string)
+#: the features by name (a span attribute is a string)
 _FEATURES: Mapping[str, Feature] = {f.name: f for f in Feature}
 
 

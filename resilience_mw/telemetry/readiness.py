@@ -34,7 +34,7 @@ def readiness_document(
     above, so a load balancer routes away. The document carries the cause of the level,
     why it sheds or does not (``figures.cause.sheds``, and in ``output``), whose CPU the
     CPU check shows, and the cooldown. ``state`` is the shared
-    store's status (:meth:`~resilience_mw.sync.StateSync.status`): a store that does not
+    store's status (:meth:`~resilience_mw.fleet.sync.StateSync.status`): a store that does not
     answer makes it ``warn``, never ``fail`` (the worker serves on local state).
     """
     level = degradation.current_level()

@@ -57,7 +57,7 @@ def test_killing_one_receiver_loses_no_span(node_factory: object) -> None:
 
 
 def test_a_shed_request_gets_a_span_with_the_wsgi_middleware_outside() -> None:
-    """The README's ordering: the extension first, OpenTelemetry's WSGI middleware around
+    """The guide's ordering (docs/guide/telemetry.rst): the extension first, OpenTelemetry's WSGI middleware around
     it; a request the library sheds is still traced, with its 503."""
     wsgi = pytest.importorskip("opentelemetry.instrumentation.wsgi")
     from flask import Flask

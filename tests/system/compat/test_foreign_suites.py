@@ -2,7 +2,7 @@
 endpoint is the test server, and a refused node before it), the OTLP/HTTP exporter's
 own tests with the adapter in its session, and Flask's own tests with the extension on
 every app. No test may fail that passes without resilience_mw in the path, except the
-differences listed here, each with its reason (the README lists them too)."""
+differences listed here, each with its reason (docs/guide/adapter.rst lists them too)."""
 
 from __future__ import annotations
 
