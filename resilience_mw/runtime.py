@@ -76,6 +76,8 @@ class Runtime:
     """
 
     def __init__(self, settings: ResilienceSettings | Mapping[str, Any] | None = None, **options: Any) -> None:
+        #: what the user called each setting given as a keyword (errors name it so)
+        self._names: dict[str, str] = {}
         if isinstance(settings, ResilienceSettings):
             if options:
                 raise ConfigError("options", sorted(options), "give ResilienceSettings or options, not both")
@@ -88,6 +90,7 @@ class Runtime:
             names = given_old | {key: key.removeprefix(PREFIX).lower() for key in keyword}
             names |= {new: old.removeprefix(PREFIX).lower() for new, old in keyword_old.items()}
             typed = ResilienceSettings.from_mapping(values, names)
+            self._names = names
         #: the typed settings in force (``repr`` masks the admin token)
         self.settings = typed
         sampler = typed.sampler if typed.sampler is not None else SystemSampler(scope=typed.resource_scope)
@@ -112,7 +115,7 @@ class Runtime:
             from .fleet import StateSync, open_store
 
             self.sync = StateSync(
-                open_store(typed.state.url, field="RESILIENCE_STATE_URL"),
+                open_store(typed.state.url, field=self._names.get("RESILIENCE_STATE_URL", "RESILIENCE_STATE_URL")),
                 self.degradation,
                 self.pool,
                 self.health_checker,

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..degradation.manager import AutoDegradationManager
 from ..failover.loop import FailoverManager
-from ..model import DegradationLevel
+from ..model import DegradationLevel, parse_level
 
 __all__ = ["readiness_document"]
 
@@ -21,7 +21,7 @@ __all__ = ["readiness_document"]
 def readiness_document(
     degradation: AutoDegradationManager,
     failover: FailoverManager | None,
-    shed_level: DegradationLevel | None,
+    shed_level: DegradationLevel | str | None,
     *,
     state: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], int]:
@@ -42,7 +42,7 @@ def readiness_document(
     nodes = failover.snapshot() if failover is not None else []
     # Only the process's own overload (or a forced level) fails readiness: a dependency
     # outage raises the error rate on every replica, and pulling them all helps no one.
-    if shed_level is not None and degradation.load_level >= shed_level:
+    if shed_level is not None and degradation.load_level >= parse_level(shed_level, "shed_level"):
         status = "fail"
     elif (
         level > DegradationLevel.Normal

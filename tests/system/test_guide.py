@@ -17,7 +17,7 @@ import pytest
 
 from resilience_mw import testing
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guide"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide"
 PAGES = sorted(p.stem for p in GUIDE.glob("*.rst"))
 DIRECTIVE = re.compile(r"^(\s*)\.\. (?:code-block|code|sourcecode)::\s*(\S+)\s*$")
 

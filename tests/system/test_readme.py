@@ -15,7 +15,7 @@ from werkzeug.test import Client
 
 from resilience_mw import testing
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 LINK = re.compile(r"\]\(([^)#]+)(?:#[^)]*)?\)")
