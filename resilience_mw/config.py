@@ -589,10 +589,11 @@ class MiddlewareConfig(_Validated):
     record_outcomes: bool = option(
         True, "count outcomes in the error window (False: only gate, shed and reroute)", v.boolean()
     )
-    queue_signal: bool = option(
-        True, "read the proxy's request-start stamp (queue_header) when a request has one, and feed the "
-        "queueing delay into the load level (the proxy must set the header, replacing any a client sent)",
-        v.boolean(),
+    queue_signal: bool | None = option(
+        None, "read the proxy's request-start stamp (queue_header) and feed the queueing delay into the load "
+        "level; None: when trusted_proxies is set (a proxy you trust sets the header, replacing any a client "
+        "sent: a client cannot forge its own wait), True: always, False: never",
+        v.optional(v.boolean()),
     )
     queue_header: str = option(
         "X-Request-Start", "header in which the proxy stamps when the request arrived", v.text()
@@ -635,8 +636,9 @@ class MiddlewareConfig(_Validated):
     )
     trusted_proxies: int | None = option(
         None, "proxies in front whose X-Forwarded-For is believed, as werkzeug's ProxyFix x_for (0: none, the "
-        "peer is the client); None: no client address is used to tell users apart, each request is shed "
-        "by its own draw", v.optional(v.integer(ge=0, le=32)),
+        "peer is the client); 1 or more also makes their request-start stamp believed (see queue_signal); "
+        "None: no client address is used to tell users apart, each request is shed by its own draw",
+        v.optional(v.integer(ge=0, le=32)),
     )
     user_key_secret: str | None = option(
         None, "a per-deployment secret keying the hash of user keys, so that a client that sets its own key "
@@ -656,6 +658,11 @@ class MiddlewareConfig(_Validated):
     enforce: bool = option(
         True, "False: decide and count every shed, but serve the request (shadow mode)", v.boolean()
     )
+
+    @property
+    def reads_queue(self) -> bool:
+        """Whether the request-start stamp feeds the load level (see ``queue_signal``)."""
+        return self.queue_signal if self.queue_signal is not None else bool(self.trusted_proxies)
 
     def _check_together(self) -> None:
         if self.concurrency_max_limit < self.concurrency_min_limit:

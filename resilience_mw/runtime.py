@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hmac
 import json
 import logging
 import os
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from . import _validate as v
 from ._redact import describe_error
 from .degradation import AutoDegradationManager, SystemSampler
+from .degradation.manager import FORCE_TTL
 from .exceptions import ConfigError
 from .model import parse_level
 from .settings import DEFAULTS, PREFIX, RENAMED, ResilienceSettings, renamed
@@ -160,12 +161,15 @@ class Runtime:
         """
         if self.middleware is not None:
             raise ConfigError("app", app, "this Runtime already wraps an app (one Runtime per app)")
-        started = weakref.WeakMethod(self.start)  # the middleware must not keep the runtime alive
+        # The hook holds what it starts, not the runtime: the runtime holds the middleware,
+        # and a cycle would keep a dropped app's threads alive until the cycle collector ran.
+        start = functools.partial(_start, self.degradation, self.settings.sample_interval, self.sync,
+                                  self.health_checker, self.pool)
         self.middleware = ResilienceMiddleware(
             app,
             self.degradation,
             config=self.settings.middleware,
-            on_first_request=(lambda: _call(started)) if self.settings.start == "lazy" else None,
+            on_first_request=start if self.settings.start == "lazy" else None,
         )
         if self.metrics is not None:
             self.metrics.watch(middleware=self.middleware)
@@ -176,11 +180,7 @@ class Runtime:
     def start(self) -> None:
         """Start the sampler, the state sync and the health checker in this process
         (with a store, the checker runs in the one worker holding its lease); idempotent."""
-        self.degradation.start(self.settings.sample_interval)
-        if self.sync is not None:
-            self.sync.start()
-        elif self.health_checker is not None and self.pool is not None:
-            self.health_checker.start(self.pool)
+        _start(self.degradation, self.settings.sample_interval, self.sync, self.health_checker, self.pool)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the background threads."""
@@ -225,7 +225,7 @@ class Runtime:
             if not isinstance(level, (str, int)):
                 raise ConfigError("level", level, 'send JSON like {"level": "Level3", "ttl": 600}')
             level = parse_level(level).name
-            ttl = v.optional(v.seconds(maximum=7 * 86_400))("ttl", ttl)
+            ttl = FORCE_TTL("ttl", ttl)
         except ConfigError as exc:
             return 400, {"error": str(exc)}
         return 200, self.change_level(level, ttl)
@@ -274,10 +274,20 @@ class Runtime:
         )
 
 
-def _call(method: weakref.WeakMethod[Callable[[], None]]) -> None:
-    bound = method()
-    if bound is not None:
-        bound()
+def _start(
+    degradation: AutoDegradationManager,
+    interval: float,
+    sync: StateSync | None,
+    checker: HealthChecker | None,
+    pool: FailoverManager | None,
+) -> None:
+    """What :meth:`Runtime.start` starts (a function of the parts, so that the lazy start
+    hook need not hold the runtime)."""
+    degradation.start(interval)
+    if sync is not None:
+        sync.start()
+    elif checker is not None and pool is not None:
+        checker.start(pool)
 
 
 #: the most bytes of an admin request's body read

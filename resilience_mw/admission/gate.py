@@ -83,7 +83,8 @@ class Admission:
         # (weakly: the middleware owns this object, and a cycle would outlive a dropped app)
         self._sender = weakref.ref(sender)
         self._core_paths = cfg.core_paths
-        self._queue_key = environ_key(cfg.queue_header) if cfg.max_queue_time is not None or cfg.queue_signal else None
+        self._queue_key = environ_key(cfg.queue_header) if cfg.max_queue_time is not None or cfg.reads_queue else None
+        self._observe = cfg.reads_queue  # the wait feeds the load level
         self._deadline_key = environ_key(cfg.deadline_header) if cfg.deadline_header else None
         self._criticality_key = environ_key(cfg.criticality_header) if cfg.criticality_header else None
         self._user_key = environ_key(cfg.user_key) if cfg.user_key else None
@@ -144,7 +145,7 @@ class Admission:
                 waited = server_queue_time(environ, now)
             if waited is not None:
                 environ[QUEUE_TIME_KEY] = waited
-                if self.config.queue_signal:
+                if self._observe:
                     self.degradation.observe_queue_time(waited)
                 limit = self.config.max_queue_time
                 if limit is not None and waited > limit:
@@ -192,7 +193,11 @@ class Admission:
         if not by_class or load is DegradationLevel.Normal:
             return None
         criticality = self.criticality(environ, path)
-        share = shed_share(load, criticality, self._shed_table) * degradation.easing()
+        # what the signals call for now is shed in full; the rest of the level's share, held
+        # up only by the cooldown, eases off
+        now = shed_share(degradation.load_target, criticality, self._shed_table)
+        held = shed_share(load, criticality, self._shed_table)
+        share = now + max(0.0, held - now) * degradation.easing()
         return "criticality" if share > 0 and (share >= 1 or self.bucket(environ) < share) else None
 
     def take_slot(self, environ: WSGIEnvironment, path: str) -> Slot | None:
@@ -222,10 +227,13 @@ class Admission:
         a signal calls for the level, and for a falling share of users while the level
         only waits out its cooldown."""
         degradation = self.degradation
-        if degradation.forced is not None:
+        if degradation.forced_now() is not None:
             return True
         if self._tolerance is not None and QUEUE_TIME_KEY in environ:
             return False
+        shed_level = self.config.shed_level
+        if shed_level is not None and degradation.load_target >= shed_level:
+            return True  # a signal still calls for a level that sheds
         easing = degradation.easing()
         return easing >= 1.0 or self.bucket(environ) < easing
 

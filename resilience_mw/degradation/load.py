@@ -122,13 +122,24 @@ def service_root(process: psutil.Process | None = None) -> psutil.Process:
     me = process if process is not None else psutil.Process()
     try:
         parent = me.parent()
-        if parent is not None and parent.pid != 1:
-            command = " ".join(parent.cmdline()[:3]).lower()
-            if any(name in command for name in _PREFORK_MASTERS):
-                return parent
+        if parent is not None and _is_master(parent):  # (PID 1 too: a container's CMD)
+            return parent
     except (psutil.Error, OSError):
         pass
     return me
+
+
+def _is_master(process: psutil.Process) -> bool:
+    """Whether ``process`` runs a pre-fork server: its program (``.../bin/gunicorn``, or
+    ``python .../gunicorn`` / ``python -m gunicorn``) or its process title
+    (``gunicorn: master [...]``) names one."""
+    argv = [a.lower() for a in process.cmdline()]
+    if not argv:
+        return False
+    words = [os.path.basename(argv[0]), argv[0].split(":", 1)[0]]  # the program, a process title
+    if words[0].startswith("python"):
+        words += [os.path.basename(a) for a in argv[1:3] if not a.startswith("-")]
+    return any(w == name or w.startswith(name + "-") for w in words for name in _PREFORK_MASTERS)
 
 
 class ServiceCpu:

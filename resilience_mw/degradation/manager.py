@@ -27,6 +27,7 @@ import collections
 import itertools
 import logging
 import math
+import random
 import statistics
 import threading
 import time
@@ -43,14 +44,14 @@ from .features import FeatureTable
 from .hysteresis import Settler, sustained
 from .load import Sample, SystemSampler
 
-__all__ = ["AutoDegradationManager", "ErrorWindow"]
+__all__ = ["FORCE_TTL", "AutoDegradationManager", "ErrorWindow"]
 
 log = logging.getLogger(__name__)
 
 #: sampling intervals accepted by :meth:`AutoDegradationManager.start`
 _INTERVAL = v.seconds(minimum=0.01, maximum=3600)
-#: how long a forced level may be given to last
-_TTL = v.optional(v.seconds(maximum=7 * 86_400))
+#: how long a forced level may be given to last (the admin endpoint and the CLI check it too)
+FORCE_TTL = v.optional(v.seconds(maximum=7 * 86_400))
 #: queueing-delay samples kept per sampling interval (the rest of the interval's are not
 #: needed for its median)
 _QUEUE_SAMPLES = 512
@@ -185,6 +186,35 @@ class ErrorWindow:
         self._lock = threading.Lock()
 
 
+class _QueueTick:
+    """One sampling interval's queueing delays: a uniform sample of at most
+    :data:`_QUEUE_SAMPLES` of them (reservoir sampling, so a long interval is not judged by
+    its start), how many there were, and how many requests were refused for waiting.
+
+    Written by request threads without a lock and swapped whole by the tick, so that
+    nothing of one interval is counted in the next: a request that races the swap lands
+    in the old interval, unread (one sample). ``refused`` is a C-level counter (atomic
+    under the GIL); read it with ``next()``, which counts one more.
+    """
+
+    __slots__ = ("refused", "stamped", "waits")
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.stamped = 0
+        self.refused = itertools.count()
+
+    def observe(self, seconds: float) -> None:
+        self.stamped += 1  # (racy: a lost increment only nudges a share)
+        waits = self.waits
+        if len(waits) < _QUEUE_SAMPLES:
+            waits.append(seconds)
+        else:
+            slot = random.randrange(self.stamped)
+            if slot < _QUEUE_SAMPLES:
+                waits[slot] = seconds
+
+
 class AutoDegradationManager:
     """Samples load and errors and publishes the degradation level.
 
@@ -257,14 +287,8 @@ class AutoDegradationManager:
         #: (requests, failures, valid until by the clock): the error window of every
         #: worker of the store's scope, when the error rate is fleet-wide
         self._shared_counts: tuple[int, int, float] | None = None
-        # queueing delays of this tick's requests (up to _QUEUE_SAMPLES); each tick takes
-        # their median, which a minority of odd stamps cannot move (no sample in a tick: no
-        # queue, rather than the last value forever)
-        self._queue_tick: list[float] = []
-        # stamped requests, and those refused for waiting too long, this interval (racy
-        # increments: a lost one only nudges a share)
-        self._tick_stamped = 0
-        self._tick_refused = 0
+        # this interval's queueing delays and refusals; each tick swaps in a new one
+        self._tick = _QueueTick()
         _fork.register(self)
         _fork.register(self.window)
 
@@ -291,16 +315,13 @@ class AutoDegradationManager:
 
     def observe_queue_time(self, seconds: float) -> None:
         """One request's queueing delay (the middleware's, from the proxy's stamp).
-        Lock-free: a sample lost to a race with the tick only thins the tick's sample."""
-        self._tick_stamped += 1
-        tick = self._queue_tick
-        if len(tick) < _QUEUE_SAMPLES:
-            tick.append(seconds)
+        Lock-free (see :class:`_QueueTick`)."""
+        self._tick.observe(seconds)
 
     def refused_for_waiting(self) -> None:
         """One request refused because it waited longer than its tolerance (keeps
         :attr:`queue_behind` while the process still refuses a share of its requests)."""
-        self._tick_refused += 1
+        next(self._tick.refused)
 
     def share_counts(self, requests: int, failures: int, valid_for: float) -> None:
         """Judge the error rate on these counts (every worker's window, summed by the
@@ -366,10 +387,9 @@ class AutoDegradationManager:
         cfg = self.config
         now = self._clock()
         errors = cfg.error_level(rate, requests)
-        tick, self._queue_tick = self._queue_tick, []
-        stamped, refused = self._tick_stamped, self._tick_refused
-        self._tick_stamped = self._tick_refused = 0
-        queue = statistics.median(tick) if tick else None
+        tick, self._tick = self._tick, _QueueTick()
+        waits, stamped, refused = tick.waits, tick.stamped, next(tick.refused)
+        queue = statistics.median(waits) if waits else None
         self.queue_behind = queue is not None and (
             queue >= cfg.queue_behind_at or (self.queue_behind and refused >= _STILL_BEHIND * stamped)
         )
@@ -417,10 +437,11 @@ class AutoDegradationManager:
         ``ttl`` seconds: the first sample after that clears it (so does any read of
         :meth:`figures`)."""
         forced = parse_level(level)
-        ttl = _TTL("ttl", ttl)
+        ttl = FORCE_TTL("ttl", ttl)
         with self._lock:
-            self._forced = forced
+            # (the expiry first: a lock-free reader never sees the new level with the old ttl)
             self._forced_until = None if ttl is None else self._clock() + ttl
+            self._forced = forced
             self._cause = {**self._cause, "forced": forced.name}
             old, new = self._publish()
         self._announce(old, new, forced=True)
@@ -445,12 +466,26 @@ class AutoDegradationManager:
         until = self._forced_until
         return None if until is None or self._forced is None else max(0.0, until - self._clock())
 
+    def forced_now(self) -> DegradationLevel | None:
+        """:attr:`forced`, after ending it if its ``ttl`` ran out since the last sample (for
+        the paths that refuse requests: a level never sheds past its ttl)."""
+        self._expire_override()
+        return self._forced
+
     def _expire_override(self) -> None:
         """Clear a forced level whose ``ttl`` has run out."""
         until = self._forced_until
-        if until is not None and self._forced is not None and self._clock() >= until:
-            log.warning("forced level %s ended: its ttl ran out", self._forced.name)
-            self.clear_override()
+        if until is None or self._clock() < until:
+            return
+        with self._lock:
+            if self._forced_until != until or self._forced is None:
+                return  # forced again (or cleared) meanwhile: that one stands
+            ended = self._forced
+            self._forced = self._forced_until = None
+            self._cause = {**self._cause, "forced": None}
+            old, new = self._publish()
+        log.warning("forced level %s ended: its ttl ran out", ended.name)
+        self._announce(old, new, forced=False)
 
     def figures(self) -> dict[str, Any]:
         """The last sample, the levels and why they are what they are, as plain data.
@@ -496,10 +531,12 @@ class AutoDegradationManager:
     # ------------------------------------------------------------ recovery
 
     def easing(self, now: float | None = None) -> float:
-        """The share of what the load level sheds that is still shed: 1.0 while a
-        signal or an operator calls for the level; while it is held up only by its
-        cooldown, falling from 1 to 0 over ``config.recovery_seconds``, so that traffic
-        comes back as fast as the overload ended, a growing share at a time. No lock."""
+        """The share still shed of what the load level sheds beyond what the signals call
+        for now (:attr:`load_target`): 1.0 while they call for the level (or an operator
+        forced it); while the level is held above them only by its cooldown, falling from 1
+        to 0 over ``config.recovery_seconds``, so that traffic comes back as fast as the
+        overload ended, a growing share at a time. What the signals still call for is
+        shed in full (the callers add it). No lock."""
         since = self.cooling_since
         if since is None:
             return 1.0
@@ -513,7 +550,7 @@ class AutoDegradationManager:
         """At most how many seconds the load level may still hold if every signal calls
         for less from now on (what ``Retry-After`` should not exceed); 0 at Normal,
         ``math.inf`` while forced until an operator clears it."""
-        if self._forced is not None:
+        if self.forced_now() is not None:
             remaining = self.forced_remaining()
             return math.inf if remaining is None else remaining
         if self.load_level is DegradationLevel.Normal:

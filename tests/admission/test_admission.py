@@ -388,7 +388,7 @@ def test_with_criticality_shedding_a_long_wait_is_judged_before_any_sample() -> 
     """Not yet behind by the last sample (the overload just began): a request that alone
     waited as long as the delay that puts a process behind (20 ms) and longer than its
     class tolerates is shed at once; one that waited less than that is served."""
-    app, _ = app_with(criticality_shedding=True, queue_tolerance=0.005, user_key="X-User")
+    app, _ = app_with(criticality_shedding=True, queue_signal=True, queue_tolerance=0.005, user_key="X-User")
     client = app.test_client()
     assert not Resilience.state(app).degradation.queue_behind
     statuses = {

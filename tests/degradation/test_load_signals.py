@@ -30,6 +30,7 @@ from resilience_mw.decorators import criticality, feature, with_fallback
 from resilience_mw.degradation.load import SystemSampler
 from resilience_mw.exceptions import ConfigWarning
 from resilience_mw.flask_ext import Resilience
+from resilience_mw.model import Criticality
 from resilience_mw.testing import force_level, record_signals
 from tests.helpers import cpu_hog, serving, stop_process
 from tests.nodes import free_port
@@ -177,7 +178,9 @@ def test_a_service_saturated_by_its_own_traffic_gates_features_and_sheds_only_wh
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.fail("this test needs two CPUs: one for the server, one for its clients")
-    options = {"sample_interval": 0.25, "degradation": {"startup_grace_seconds": 0.5, "cooldown_seconds": 2}}
+    # (behind a proxy that stamps the request: its stamp is believed)
+    options = {"sample_interval": 0.25, "trusted_proxies": 1,
+               "degradation": {"startup_grace_seconds": 0.5, "cooldown_seconds": 2}}
     with gunicorn(1, options, cpus={cpus[0]}, cpu_ms=8) as (url, _):
         port = int(url.rsplit(":", 1)[1])
 
@@ -288,7 +291,7 @@ def test_shedding_eases_as_soon_as_the_overload_ends(clock: Any) -> None:
                           recovery_seconds=4),
         sampler=lambda: Sample(cpu=1.0, memory=1.0), clock=clock,
     )
-    app = ResilienceMiddleware(lambda e, s: (s("200 OK", []), [b"ok"])[1], m)
+    app = ResilienceMiddleware(lambda e, s: (s("200 OK", []), [b"ok"])[1], m, queue_signal=True)
 
     def get(waited: float | None = None) -> tuple[int, int | None]:
         environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "wsgi.input": None}
@@ -495,3 +498,89 @@ def test_an_outage_behind_a_fallback_stays_a_warning(caplog: pytest.LogCaptureFi
         assert requests.get(f"{url}/search", timeout=5).text == "cached results"
     records = [r for r in caplog.records if r.name == "resilience_mw.degradation.fallback"]
     assert [r.levelno for r in records] == [logging.WARNING] and records[0].exc_info is None
+
+
+def test_easing_never_stops_what_the_signals_still_call_for(clock: Any) -> None:
+    """Load level Emergency, then the queue calls for Level2 only: the cooldown holds
+    Emergency, its extra share eases off, Level2's share stays shed in full."""
+    from resilience_mw.sampling import Sample
+
+    from resilience_mw import AutoDegradationManager, DegradationConfig, DegradationLevel
+    from resilience_mw.admission.gate import Admission
+    from resilience_mw.config import MiddlewareConfig
+
+    m = AutoDegradationManager(
+        DegradationConfig(sustain_samples=1, sustain_window=1, startup_grace_seconds=0, cooldown_seconds=30,
+                          recovery_seconds=4),
+        sampler=lambda: Sample(cpu=1.0, memory=1.0), clock=clock,
+    )
+    sender = type("Middleware", (), {})()  # (what the signals name: held weakly)
+    gate = Admission(MiddlewareConfig(criticality_shedding=True, trusted_proxies=0, shed_level="Level3"), m, sender)
+
+    def sheds(level_wait: float, user: str) -> bool:
+        environ = {"PATH_INFO": "/feed", "REMOTE_ADDR": user, "resilience.criticality": Criticality.SHEDDABLE_PLUS}
+        return gate._by_wait_or_class(environ, "/feed", None) is not None
+
+    def interval(wait: float) -> None:
+        for _ in range(20):
+            m.observe_queue_time(wait)
+        clock.advance(1)
+        m.evaluate()
+
+    interval(0.3)  # Emergency
+    assert m.load_level is DegradationLevel.Emergency
+    users = [f"10.0.{i // 250}.{i % 250}" for i in range(400)]
+    full = sum(sheds(0, u) for u in users) / len(users)
+    for _ in range(6):
+        interval(0.06)  # the queue calls for Level2 only (sheddable_plus: half of its users)
+    assert m.load_level is DegradationLevel.Emergency and m.load_target is DegradationLevel.Level2
+    eased = sum(sheds(0, u) for u in users) / len(users)
+    assert full == 1.0 and 0.4 < eased < 0.6, (full, eased)  # Level2's share, not none
+    # the level's gate: from Emergency down to a queue that calls for Level3 (shed_level),
+    # the cooldown holds Emergency and easing runs out, but Level3 itself still sheds
+    interval(0.3)
+    for _ in range(6):
+        interval(0.15)
+    assert m.load_level is DegradationLevel.Emergency and m.load_target is DegradationLevel.Level3
+    assert m.easing() == 0.0 and gate.level_sheds({"PATH_INFO": "/x", "REMOTE_ADDR": "10.9.9.9"})
+
+
+def test_a_client_cannot_forge_its_wait_unless_a_trusted_proxy_stamps() -> None:
+    """With no trusted proxy declared, a client's own X-Request-Start (30 s old, once a
+    second) moves nothing; behind a declared proxy the stamp is the queue's signal."""
+    from resilience_mw.sampling import Sample
+
+    def app_for(**options: Any) -> Flask:
+        app = Flask("forged")
+        Resilience(app, start="off", sampler=lambda: Sample(cpu=1.0, memory=1.0),
+                   degradation={"startup_grace_seconds": 0, "sustain_samples": 1, "sustain_window": 1}, **options)
+        app.add_url_rule("/x", "x", lambda: "ok")
+        return app
+
+    for options, moved in (({}, False), ({"trusted_proxies": 1}, True)):
+        app = app_for(**options)
+        client, manager = app.test_client(), Resilience.state(app).degradation
+        for _ in range(3):
+            forged = client.get("/x", headers={"X-Request-Start": f"t={time.time() - 30:.3f}"})
+            for _ in range(10):
+                client.get("/x")
+            manager.evaluate()
+        assert (manager.load_level is DegradationLevel.Emergency) is moved, options
+        assert (forged.status_code == 503) is moved
+
+
+def test_the_service_is_the_pre_fork_master_and_its_workers(tmp_path: Path) -> None:
+    """A worker whose parent runs a program named gunicorn counts the parent's whole
+    tree (PID 1 in a container too); any other parent is not part of the service."""
+    import shutil
+
+    for name, is_master in (("gunicorn", True), ("gunicornish-tool", False), ("uwsgi", True)):
+        program = tmp_path / name
+        shutil.copy(sys.executable, program)  # a program of that name (a copy of Python)
+        code = ("import os, subprocess, sys; c = subprocess.run([sys.argv[1], '-c', "
+                "'from resilience_mw.sampling import service_root; import os; print(service_root().pid, os.getppid())'], "
+                "capture_output=True, text=True); print(c.stdout.strip(), os.getpid())")
+        out = subprocess.run([str(program), "-c", code, sys.executable], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        root, parent, master = map(int, out.stdout.split())
+        assert parent == master and (root == master) is is_master, (name, out.stdout, out.stderr)
