@@ -1,6 +1,7 @@
 """What ships in contrib/: the Prometheus alert rules pass promtool (Debian's
-``prometheus`` package; scripts/system-deps installs it), and every query of the rules
-and of the Grafana dashboard names a metric the library exports."""
+``prometheus`` package; scripts/system-deps installs it) and their unit tests
+(contrib/prometheus/alerts_test.yml: every alert, firing and quiet), and every query of
+the rules and of the Grafana dashboard names a metric the library exports."""
 
 from __future__ import annotations
 
@@ -31,6 +32,33 @@ def test_promtool_accepts_the_alert_rules() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 6 rules found" in done.stdout
+
+
+def alert_names() -> list[str]:
+    """The alerts alerts.yml defines."""
+    return re.findall(r"^\s*- alert: (\w+)\s*$", (CONTRIB / "prometheus" / "alerts.yml").read_text(), re.M)
+
+
+def test_promtool_unit_tests_pass_and_cover_every_alert_firing_and_quiet() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is missing (apt-get install prometheus; scripts/system-deps does)"
+    tests = CONTRIB / "prometheus" / "alerts_test.yml"
+    done = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+    # each alertname of an alert_rule_test, and whether it expects alerts (firing) or none (quiet)
+    firing, quiet, current = set(), set(), None
+    for line in tests.read_text().splitlines():
+        if m := re.match(r"\s*alertname: (\w+)\s*$", line):
+            current = m[1]
+        elif re.match(r"\s*exp_alerts: \[\]\s*$", line):
+            quiet.add(current)
+        elif re.match(r"\s*- exp_labels:", line):
+            firing.add(current)
+    names = alert_names()
+    assert len(names) == 6, names
+    assert set(names) <= firing, f"no test where these fire: {sorted(set(names) - firing)}"
+    assert set(names) <= quiet, f"no test where these stay quiet: {sorted(set(names) - quiet)}"
 
 
 def test_every_rule_names_an_exported_metric() -> None:
