@@ -7,14 +7,13 @@ tests/telemetry/test_metrics_gunicorn.py and tests/system/test_alerts_prometheus
 
 Paths: ``/whoami`` (this worker's pid and each node's state), ``/call`` (one request
 through the failover adapter to the nodes), ``/mark?node=n1&healthy=0`` (set a node's
-health in this worker only, as an operator's manual update would), ``/warn`` (a
-library logger's warning), anything else ``hello``.
+health in this worker only, as an operator's manual update would), anything else
+``hello``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Iterable
@@ -52,9 +51,6 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         node, healthy = query["node"], query.get("healthy") == "1"
         pool.update_health(node, NodeHealth(node, healthy, time.monotonic()))
         doc = {"pid": os.getpid(), "node": node, "state": pool.phase(node).value}
-    elif path == "/warn":
-        logging.getLogger("resilience_mw.failover.pool").warning("a warning from worker %d", os.getpid())
-        doc = {"pid": os.getpid()}
     else:
         doc = {"hello": True}
     body = json.dumps(doc).encode()

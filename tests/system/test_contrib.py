@@ -6,12 +6,22 @@ the rules and of the Grafana dashboard names a metric the library exports."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
 
 from resilience_mw.telemetry.metrics import METRICS
+from tests.helpers import stop_process, wait_for
+from tests.nodes import NodeServer, free_port
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 NAME = re.compile(r"\bresilience_(?!mw\b)[a-z_]+")  # metric names; not the group or package name
@@ -74,3 +84,62 @@ def test_every_dashboard_query_names_an_exported_metric_and_every_metric_is_show
     assert all(exported(n) for n in names), sorted(n for n in names if not exported(n))
     shown = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
     assert shown == set(METRICS)
+
+
+LOG_LINE = re.compile(
+    r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}) (?P<level>[A-Z]+) (?P<logger>[\w.]+) \[(?P<pid>\d+)\] "
+    r"(?P<message>.+)"
+)
+
+
+@pytest.mark.slow
+def test_under_the_shipped_gunicorn_config_a_library_warning_has_time_level_logger_and_pid(tmp_path: Path) -> None:
+    live = NodeServer("live").start()
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every call to it fails over
+    env = {
+        **os.environ,
+        "RESILIENCE_NODES": json.dumps([{"id": "n1", "endpoint": dead, "priority": 10},
+                                        {"id": "n2", "endpoint": live.url, "priority": 1}]),
+        "RESILIENCE_HEALTH_CHECK": "false",
+        "RESILIENCE_ALERTS": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
+    port = free_port()
+    stderr = (tmp_path / "stderr.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(CONTRIB / "gunicorn" / "gunicorn.conf.py"),
+         "-w", "2", "-b", f"127.0.0.1:{port}", "tests.apps.env_app:application"],
+        cwd=CONTRIB.parent, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+    )
+    try:
+        def call() -> dict[str, Any] | None:
+            try:
+                doc: dict[str, Any] = requests.get(f"http://127.0.0.1:{port}/call", timeout=5,
+                                                   headers={"Connection": "close"}).json()
+            except requests.RequestException:
+                return None
+            return doc
+
+        assert wait_for(lambda: call() is not None, 30), "gunicorn did not answer"
+        answered = call()
+        assert answered is not None and answered["status"] == 200
+        started = time.time()
+
+        def logged() -> list[re.Match[str]]:
+            lines = (tmp_path / "stderr.log").read_text().splitlines()
+            return [m for line in lines if (m := LOG_LINE.fullmatch(line)) and m["logger"].startswith("resilience_mw")]
+
+        assert wait_for(lambda: any(m["pid"] == str(answered["pid"]) for m in logged()), 5), (
+            (tmp_path / "stderr.log").read_text()[-3000:])
+    finally:
+        stop_process(proc, timeout=15)
+        stderr.close()
+        live.stop()
+    line = next(m for m in logged() if m["pid"] == str(answered["pid"]))
+    assert line["level"] == "WARNING" and line["logger"] == "resilience_mw.failover.loop"
+    assert abs(datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp() - started) < 60
+    assert re.fullmatch(r"GET /call \(upstream GET /work\): failover from n1 to n2: \w+ \(\d+\.\d\d s\)",
+                        line["message"]), line["message"]
+    # gunicorn's own lines keep their format (--log-level, --error-logfile still apply)
+    assert "[INFO] Booting worker with pid" in (tmp_path / "stderr.log").read_text()
