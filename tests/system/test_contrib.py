@@ -86,6 +86,36 @@ def test_every_dashboard_query_names_an_exported_metric_and_every_metric_is_show
     assert shown == set(METRICS)
 
 
+#: what every metric of every dashboard query is filtered on
+DASHBOARD_FILTER = '{job=~"$job", instance=~"$instance"}'
+
+
+def test_the_dashboard_has_job_and_instance_variables_and_every_query_filters_on_both(tmp_path: Path) -> None:
+    dash = json.loads((CONTRIB / "grafana" / "resilience_mw.json").read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    for name in ("job", "instance"):
+        var = variables[name]
+        assert var["type"] == "query" and var["datasource"]["uid"] == "${datasource}", var
+        assert var["includeAll"] and var["multi"] and var["allValue"] == ".*", var
+        assert re.fullmatch(rf"label_values\(resilience_\w+(\{{.*\}})?, {name}\)", var["query"]), var["query"]
+    assert '$job' in variables["instance"]["query"]  # the instances of the chosen jobs
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    for expr in exprs:
+        # every metric name is followed by the filter (services on one Prometheus apart)
+        for m in NAME.finditer(expr):
+            assert expr[m.end():].startswith(DASHBOARD_FILTER), f"{m[0]} unfiltered in {expr}"
+    # and each query is valid PromQL with the variables at "All": promtool checks them as rules
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is missing (apt-get install prometheus; scripts/system-deps does)"
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{i}", "expr": e.replace("$job", ".*").replace("$instance", ".*")}
+        for i, e in enumerate(exprs)]}]}
+    (tmp_path / "dashboard.yml").write_text(json.dumps(rules))  # JSON is YAML
+    done = subprocess.run([promtool, "check", "rules", str(tmp_path / "dashboard.yml")], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0 and f"SUCCESS: {len(exprs)} rules found" in done.stdout, done.stdout + done.stderr
+
+
 LOG_LINE = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}) (?P<level>[A-Z]+) (?P<logger>[\w.]+) \[(?P<pid>\d+)\] "
     r"(?P<message>.+)"
