@@ -6,6 +6,8 @@ or a token goes through these functions (the library shows no request headers):
 * :func:`redact_url` hides ``user:password@`` (even when the password holds ``/``,
   ``?``, ``#`` or ``@``, which ``urllib.parse`` would take for the path);
   ``query=False`` also drops the query string and fragment (for log lines).
+* :func:`redact_store_url` is how a state store's URL is shown (the CLI's ``status``,
+  the admin endpoint): no password, and of the query only ``namespace`` and ``db``.
 * :func:`redact_text` does the same to every URL inside free text (exception
   messages from urllib3 quote the URL they failed on) and hides bearer tokens.
 * :func:`redact_value` is what :class:`~resilience_mw.ConfigError` shows of a value.
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 __all__ = [
     "MASK",
     "describe_error",
+    "redact_store_url",
     "redact_text",
     "redact_url",
     "redact_value",
@@ -46,6 +50,22 @@ def redact_url(url: str, *, query: bool = True) -> str:
         if cut >= 0:
             text = text[:cut]
     return text
+
+
+#: query parameters of a store URL that never hold a secret (``redis://h/0?password=...``
+#: does): shown as they are, every other value masked
+_STORE_PARAMS = frozenset({"namespace", "db"})
+
+
+def redact_store_url(url: str) -> str:
+    """A state store's ``url`` as shown to people: no ``user:password@``, and only the
+    query parameters known to hold no secret (``namespace``, ``db``) with their value."""
+    base, _, query = redact_url(url).partition("?")
+    query = query.partition("#")[0]
+    if not query:
+        return base
+    params = [f"{k}={v if k in _STORE_PARAMS else MASK}" for k, v in parse_qsl(query, keep_blank_values=True)]
+    return f"{base}?{'&'.join(params)}" if params else base
 
 
 def redact_text(text: str) -> str:

@@ -330,7 +330,9 @@ class FailoverAdapter(HTTPAdapter):
                 request.headers[header] = str(int(deadline * 1000))
         timeout = cfg.default_timeout if timeout is None else timeout
         read_body = not stream and (ends is not None or cfg.max_body_bytes is not None)
-        loop = FailoverLoop(self.manager, order, label=lambda: f"{request.method} {_path(request)}", budget=self.budget)
+        loop = FailoverLoop(
+            self.manager, order, label=lambda: f"upstream {request.method} {_path(request)}", budget=self.budget
+        )
         for step in loop:
             if ends is not None and time.monotonic() >= ends:
                 exc = DeadlineExceeded(

@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import _validate as v
-from ._redact import describe_error
+from ._redact import describe_error, redact_store_url
 from .degradation import AutoDegradationManager, SystemSampler
 from .degradation.manager import FORCE_TTL
 from .exceptions import ConfigError
@@ -213,7 +213,10 @@ class Runtime:
             doc["scope"] = "process" if self.sync is None else self.sync.scope
             doc["nodes"] = [] if self.pool is None else self.pool.snapshot()
             if self.sync is not None:
-                doc["state"] = self.sync.status()
+                doc["state"] = state = self.sync.status()
+                if "store" in state and self.settings.state.url is not None:
+                    # the URL as the CLI's status shows it, not the store object's repr
+                    state["store"] = redact_store_url(self.settings.state.url)
             return 200, doc
         if method == "DELETE":
             return 200, self.change_level(None)

@@ -46,6 +46,7 @@ from .config import MiddlewareConfig
 from .degradation import counting as _outcomes
 from .degradation.manager import AutoDegradationManager
 from .exceptions import ConfigError
+from .failover import _inbound
 from .model import Criticality, DegradationLevel
 
 if TYPE_CHECKING:
@@ -228,6 +229,9 @@ class ResilienceMiddleware:
             refused, release = self._admit(environ, path, start_response)
             if refused is not None:
                 return refused
+        # the request, for the failover lines of the app's upstream calls (only once this
+        # process has a node pool: a global read, else)
+        named = _inbound.request.set(environ) if _inbound.wanted else None
         try:
             level = self.degradation.level
             environ[LEVEL_KEY] = level
@@ -285,6 +289,8 @@ class ResilienceMiddleware:
             next(watching)  # to the first, empty yield; see _watching
             return watching
         finally:
+            if named is not None:
+                _inbound.request.reset(named)
             if release is not None:
                 release()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resilience_mw._redact import describe_error, redact_text, redact_url, redact_value
+from resilience_mw._redact import describe_error, redact_store_url, redact_text, redact_url, redact_value
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,19 @@ def test_redact_url_hides_userinfo(url: str, shown: str) -> None:
 
 def test_redact_url_without_query_for_logs() -> None:
     assert redact_url("http://u:p@h/x?token=abc#frag", query=False) == "http://***@h/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///tmp/shop/state.db", "sqlite:///tmp/shop/state.db"),
+        ("redis://:pw@h:6379/0?namespace=shop", "redis://***@h:6379/0?namespace=shop"),
+        ("redis://h:6379/0?password=pw&namespace=shop&db=2", "redis://h:6379/0?password=***&namespace=shop&db=2"),
+        ("rediss://u:pw@h/0?ssl_cert_reqs=none#x", "rediss://***@h/0?ssl_cert_reqs=***"),
+    ],
+)
+def test_a_store_url_shows_no_password_even_in_its_query(url: str, shown: str) -> None:
+    assert redact_store_url(url) == shown
 
 
 def test_redact_text_hides_urls_queries_and_tokens_inside_text() -> None:

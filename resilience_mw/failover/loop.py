@@ -2,7 +2,9 @@
 
 :class:`FailoverLoop` is the one place that walks a call across nodes: each node at
 most once, in the order given, recording every attempt, feeding passive health,
-logging one line and sending :data:`~resilience_mw.signals.failover` per move, and
+logging one line (the inbound request being served and the upstream call apart:
+``GET /checkout (upstream GET /pay): failover from a to b: ConnectTimeout (0.10 s)``)
+and sending :data:`~resilience_mw.signals.failover` per move, and
 marking the error that ends the call with every attempt (:func:`with_attempts`). What
 counts as a failure, and whether to move on, is the caller's to say:
 :meth:`FailoverManager.execute_with_failover`, :meth:`ServiceBackup.execute` and the
@@ -23,6 +25,7 @@ from .. import signals
 from .._redact import describe_error
 from ..exceptions import PROGRAMMING_ERRORS, AllNodesFailedError, Attempt, NoAvailableNodeError, with_attempts
 from ..model import FailoverStrategy, ServiceNode
+from . import _inbound
 from .budget import RetryBudget
 from .pool import CallOrder, NodePool
 
@@ -58,7 +61,7 @@ class FailoverLoop:
 
     ::
 
-        loop = FailoverLoop(pool, pool.failover_order(), label="GET /x")
+        loop = FailoverLoop(pool, pool.failover_order(), label="upstream GET /x")
         for step in loop:
             try:
                 result = call(step.node)
@@ -92,9 +95,17 @@ class FailoverLoop:
         self._started = 0.0
 
     @property
-    def label(self) -> str:
-        """What the call is, for log lines (computed only when one is written)."""
+    def call(self) -> str:
+        """What the call is (``upstream GET /pay``, an operation's name), computed only
+        when a log line is written."""
         return self._label if isinstance(self._label, str) else self._label()
+
+    @property
+    def label(self) -> str:
+        """What a log line names: the inbound request being served and the call apart
+        (``GET /checkout (upstream GET /pay)``), or the call alone outside a request."""
+        inbound, call = _inbound.name(), self.call
+        return call if inbound is None else f"{inbound} ({call})"
 
     def rest(self) -> tuple[ServiceNode, ...]:
         """The nodes after the first."""
@@ -192,8 +203,11 @@ class FailoverLoop:
         return False
 
     def _detail(self, step: Try, nxt: ServiceNode | None, error: BaseException, elapsed: float) -> dict[str, Any]:
-        # the one log line names the error's type; what it said goes with the record
+        # the one log line names the error's type; what it said goes with the record, and
+        # so do the inbound request (None outside one) and the call, each on its own
         return {
+            "inbound": _inbound.name(),
+            "call": self.call,
             "from_node": step.node.id,
             "to_node": None if nxt is None else nxt.id,
             "elapsed": elapsed,

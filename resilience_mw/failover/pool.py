@@ -29,6 +29,7 @@ from .. import _fork, signals
 from ..config import PoolConfig, nodes_check
 from ..exceptions import ConfigError, UnknownNodeError
 from ..model import FailoverStrategy, NodeHealth, ServiceNode
+from . import _inbound
 from ._strategies import Orderer, Picker, build_orderer, build_picker
 from .node_state import NodeState, Phase, Transition
 
@@ -124,6 +125,7 @@ class NodePool:
         self._rebuilds = 0
         self._view = self._build_view()
         _fork.register(self)
+        _inbound.wanted = True  # failover lines may be written now: name the requests they serve
 
     # ----------------------------------------------------------------- reading
 

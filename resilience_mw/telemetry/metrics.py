@@ -7,7 +7,9 @@ imported, unless a :class:`Metrics` is made. Values come from the library's sign
 counted as they happen (never read back at scrape time), so they stay right in
 ``prometheus_client``'s multiprocess mode under gunicorn: counters summed over every
 worker that ever ran (monotonic across ``max_requests`` churn), gauges per their
-``multiprocess_mode`` over live workers. With OpenTelemetry, failovers, fallbacks and
+``multiprocess_mode`` over live workers: the worst level, the least features, and for
+``resilience_node_state`` the state the most recent change in any worker gave (one series
+per node and state, no ``pid`` label; ``prometheus_client`` 0.19 or later). With OpenTelemetry, failovers, fallbacks and
 shed requests are also added as events on the current span when it is recording, and
 attempts carry ``http.request.resend_count``.
 
@@ -52,7 +54,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "resilience_degradation_transitions_total": (
         "counter", "changes of the degradation level", ("from", "to", "cause"), ""),
     "resilience_feature_enabled": ("gauge", "1 while the feature is on at the current level", ("feature",), "livemin"),
-    "resilience_node_state": ("gauge", "1 for the state the node is in, 0 for the others", ("node", "state"), "livemax"),
+    # the latest verdict of any live worker: each change writes every state of the node at
+    # once, so the freshest writer's view is whole (the worst per series would mix views:
+    # healthy=1 from a worker that has not heard yet next to down=1 from one that has)
+    "resilience_node_state": ("gauge", "1 for the state the node is in, 0 for the others", ("node", "state"),
+                              "livemostrecent"),
     "resilience_node_ejections_total": ("counter", "nodes taken out, by why", ("node", "reason"), ""),
     "resilience_health_checks_total": ("counter", "active health checks, by result", ("node", "result"), ""),
     "resilience_health_check_duration_seconds": ("histogram", "how long active health checks took", ("node",), ""),
@@ -70,7 +76,7 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "resilience_fallbacks_total": ("counter", "fallbacks served, by why", ("outcome",), ""),
     "resilience_state_store_errors_total": ("counter", "exchanges with the shared store that failed", (), ""),
     "resilience_state_sync_lag_seconds": ("gauge", "seconds since the last exchange with the store that worked", (),
-                                          "livemax"),
+                                          "livemostrecent"),
 }
 
 

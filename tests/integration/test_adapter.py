@@ -517,3 +517,45 @@ def test_the_callers_deadline_charges_no_node_whatever_the_call(node_factory: An
     assert adapter.manager.phase("slow") is Phase.HEALTHY
     assert adapter.manager.health("slow").consecutive_failures == 0 and b.hits() == 0
     assert slow.hits() == 3 and slow.headers_seen[-1]["X-Request-Deadline"]  # it was passed on
+
+
+def test_a_failover_line_names_the_inbound_request_and_the_upstream_call_apart(
+    node_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from resilience_mw import AutoDegradationManager
+    from resilience_mw.wsgi import ResilienceMiddleware
+    from tests.helpers import serving
+
+    live = node_factory("live")
+    session, adapter = session_for(dead_url(), live)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # an inbound request whose work calls the upstream on another path
+        r = session.get(f"{BASE}/pay/now?card=4111", timeout=2)
+        adapter.manager.execute_with_failover(fetch_stock)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(r.status_code).encode()]
+
+    def fetch_stock(node: ServiceNode) -> str:
+        if node.id == "dead0":
+            raise ConnectionError("refused")
+        return node.id
+
+    caplog.set_level("WARNING", logger="resilience_mw")
+    with serving(ResilienceMiddleware(app, AutoDegradationManager())) as url:
+        assert requests.get(f"{url}/checkout/cart?session=s3cret", timeout=5).text == "200"
+    session.get(f"{BASE}/pay/later", timeout=2)  # and outside any inbound request
+    lines = [r for r in caplog.records if "failover from" in r.getMessage()]
+    assert [r.getMessage().split(": failover from")[0] for r in lines] == [
+        "GET /checkout/cart (upstream GET /pay/now)",
+        "GET /checkout/cart (fetch_stock)",
+        "upstream GET /pay/later",
+    ]
+    assert all(r.getMessage().split(": failover from ")[1].startswith("dead0 to live") for r in lines)
+    # the same apart in the record's fields; no query string anywhere
+    assert [(getattr(r, "inbound", "?"), getattr(r, "call", "?")) for r in lines] == [
+        ("GET /checkout/cart", "upstream GET /pay/now"),
+        ("GET /checkout/cart", "fetch_stock"),
+        (None, "upstream GET /pay/later"),
+    ]
+    assert not any("s3cret" in r.getMessage() or "4111" in r.getMessage() for r in caplog.records)

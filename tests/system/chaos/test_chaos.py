@@ -164,7 +164,8 @@ def test_chaos_through_failover_adapter(capsys: Any, caplog: Any) -> None:
     assert lines and all("\n" not in line and len(line) <= 160 for line in lines), max(lines, key=len)
     failovers = [r for r in caplog.records if "failover from" in r.getMessage()]
     assert failovers and all(
-        re.fullmatch(r"\S+ \S+: failover from \w+ to \w+: \w+ \(\d+\.\d\d s\)", r.getMessage()) for r in failovers
+        re.fullmatch(r"upstream \S+ \S+: failover from \w+ to \w+: \w+ \(\d+\.\d\d s\)", r.getMessage())
+        for r in failovers
     ), failovers[0].getMessage()
     assert all(getattr(r, "error", "") and getattr(r, "from_node", None) for r in failovers)
     assert post_dupes == 0
