@@ -49,6 +49,8 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...], mixed: bool = Fals
     :class:`FailoverError` mixed in again, as :func:`with_attempts` did); pickle then
     sets its attributes."""
     error = cls.__new__(cls, *args)
+    if isinstance(error, OSError):
+        OSError.__init__(error, *args)  # (errno, strerror and filename come from the args)
     error.args = args
     if mixed:
         error.__class__ = _mixed(cls)

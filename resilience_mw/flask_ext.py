@@ -37,8 +37,8 @@ Endpoints (each path configurable; an empty value turns it off):
   ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's, summed (see :mod:`resilience_mw.telemetry.metrics`).
 * ``RESILIENCE_ADMIN_PATH`` (``/resilience/level``): registered only when
   ``RESILIENCE_ADMIN_TOKEN`` is set, and then requires ``Authorization: Bearer <token>``.
-  ``GET`` shows the figures, ``PUT``/``POST`` ``{"level": "Level3"}`` forces a level,
-  ``DELETE`` clears the override.
+  ``GET`` shows the figures, ``PUT``/``POST`` ``{"level": "Level3", "ttl": 600}`` forces
+  a level (for ``ttl`` seconds, if given), ``DELETE`` clears the override.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ from . import _validate as v
 from .degradation import counting as _outcomes
 from .exceptions import ConfigError
 from .model import Criticality
-from .runtime import Runtime, option_names
-from .settings import DEFAULTS, PREFIX, RENAMED, ResilienceSettings, renamed, warn_unknown_keys
+from .runtime import Runtime
+from .settings import DEFAULTS, ResilienceSettings, option_names, resolve, warn_unknown_keys
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]
 
@@ -87,7 +87,7 @@ class Resilience:
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         v.reject_unknown_keys("Resilience", options, option_names())
-        self._options, self._old_names = renamed({f"{PREFIX}{k.upper()}": v for k, v in options.items()})
+        self._options = options
         if app is not None:
             self.init_app(app)
 
@@ -99,15 +99,9 @@ class Resilience:
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("app", app.name, "already has a Resilience extension")
         warn_unknown_keys(app.config)
-        old_config, old_config_names = renamed({k: app.config[k] for k in RENAMED if k in app.config})
-        for key, value in old_config.items():
-            app.config.setdefault(key, value)
-        for key, default in DEFAULTS.items():
+        runtime = Runtime(resolve(app.config, self._options))
+        for key, default in DEFAULTS.items():  # (so that the app's config shows them)
             app.config.setdefault(key, copy.copy(default))  # no dict shared between apps
-        values = {key: self._options.get(key, app.config[key]) for key in DEFAULTS}
-        names = {key: key.removeprefix(PREFIX).lower() for key in self._options}
-        names |= old_config_names | {new: old.removeprefix(PREFIX).lower() for new, old in self._old_names.items()}
-        runtime = Runtime(ResilienceSettings.from_mapping(values, names))
         inner = app.wsgi_app
         if getattr(inner, "__self__", None) is app:
             inner = _AppWsgi(app, inner.__func__)  # type: ignore[attr-defined]

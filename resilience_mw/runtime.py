@@ -26,7 +26,6 @@ request a process serves (``start="lazy"``, the default, safe with gunicorn
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import hmac
@@ -43,7 +42,7 @@ from .degradation import AutoDegradationManager, SystemSampler
 from .degradation.manager import FORCE_TTL
 from .exceptions import ConfigError
 from .model import parse_level
-from .settings import DEFAULTS, PREFIX, RENAMED, ResilienceSettings, renamed
+from .settings import ResilienceSettings, option_names, resolve
 from .telemetry import AlertRules, readiness_document
 from .wsgi import ResilienceMiddleware
 
@@ -55,15 +54,9 @@ if TYPE_CHECKING:
     from .fleet import StateSync
     from .telemetry import Metrics
 
-__all__ = ["Runtime", "option_names"]
+__all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
-
-
-def option_names() -> list[str]:
-    """The keyword names of every setting (``RESILIENCE_SHED_LEVEL`` -> ``shed_level``),
-    renamed ones' old names included."""
-    return [k.removeprefix(PREFIX).lower() for k in (*DEFAULTS, *RENAMED)]
 
 
 class Runtime:
@@ -85,13 +78,9 @@ class Runtime:
             typed = settings
         else:
             v.reject_unknown_keys("Runtime", options, option_names())
-            given, given_old = renamed(settings or {})
-            keyword, keyword_old = renamed({f"{PREFIX}{k.upper()}": value for k, value in options.items()})
-            values = {key: keyword.get(key, given.get(key, copy.copy(default))) for key, default in DEFAULTS.items()}
-            names = given_old | {key: key.removeprefix(PREFIX).lower() for key in keyword}
-            names |= {new: old.removeprefix(PREFIX).lower() for new, old in keyword_old.items()}
-            typed = ResilienceSettings.from_mapping(values, names)
-            self._names = names
+            typed = resolve(settings or {}, options)
+            if "state_url" in options:
+                self._names["RESILIENCE_STATE_URL"] = "state_url"
         #: the typed settings in force (``repr`` masks the admin token)
         self.settings = typed
         sampler = typed.sampler if typed.sampler is not None else SystemSampler(scope=typed.resource_scope)

@@ -10,6 +10,7 @@ Nothing here imports Flask.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import warnings
@@ -39,7 +40,9 @@ __all__ = [
     "ConfigWarning",
     "ResilienceSettings",
     "Setting",
+    "option_names",
     "renamed",
+    "resolve",
     "warn_unknown_keys",
 ]
 
@@ -365,3 +368,21 @@ def _grouped(cls: type[C], values: Mapping[str, Any], name_of: Callable[[str], s
         if m is None or m[1] not in known:
             raise
         raise exc.renamed(name_of(m[1]) + m[2]) from None
+
+
+def resolve(values: Mapping[str, Any], options: Mapping[str, Any]) -> ResilienceSettings:
+    """Typed settings from ``RESILIENCE_*`` ``values`` (a Flask config, a dict) and keyword
+    ``options`` (``shed_level="Level3"``; they win), renamed keys read under their new
+    names and missing ones defaulted; every error names the setting as it was written."""
+    given, given_old = renamed({k: v for k, v in values.items() if k.startswith(PREFIX)})
+    keyword, keyword_old = renamed({f"{PREFIX}{k.upper()}": value for k, value in options.items()})
+    merged = {key: keyword.get(key, given.get(key, copy.copy(default))) for key, default in DEFAULTS.items()}
+    names = given_old | {key: key.removeprefix(PREFIX).lower() for key in keyword}
+    names |= {new: old.removeprefix(PREFIX).lower() for new, old in keyword_old.items()}
+    return ResilienceSettings.from_mapping(merged, names)
+
+
+def option_names() -> list[str]:
+    """The keyword names of every setting (``RESILIENCE_SHED_LEVEL`` -> ``shed_level``),
+    renamed ones' old names included."""
+    return [k.removeprefix(PREFIX).lower() for k in (*DEFAULTS, *RENAMED)]

@@ -2,10 +2,13 @@
 
 Wraps any WSGI app and, per request:
 
+* admits it (:mod:`resilience_mw.admission.gate`): its queueing delay, deadline, class
+  and a slot of the concurrency limit, each when configured;
 * puts the current :class:`DegradationLevel` in ``environ["resilience.level"]``;
 * sheds load: at ``shed_level`` and above (default Emergency), requests outside
-  ``core_paths`` get ``503`` with ``Retry-After`` and a small JSON body, and the app
-  is not called;
+  ``core_paths`` get ``503`` with a jittered ``Retry-After`` and a small JSON body, and
+  the app is not called (a request whose queueing delay is known is judged by its wait
+  instead, unless an operator forced the level);
 * reroutes: ``reroutes={"/search": ("/search/lite", DegradationLevel.Level2)}`` serves
   ``/search`` from ``/search/lite`` at Level2 and above (the original path is kept in
   ``environ["resilience.original_path"]``);

@@ -284,7 +284,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_EXEMPT_PATHS": PATHS,
     "RESILIENCE_REROUTES": [{"/search": "/search/lite"}, {"/s": ["s/lite", "Level2"]}, {"/s": ["/s/l", "Level9"]}, "x", ["/a"]],
     "RESILIENCE_RETRY_AFTER": ["30", True, -1, NAN, 2.5],
-    "RESILIENCE_QUEUE_SIGNAL": ["yes", 1, None],
+    "RESILIENCE_QUEUE_SIGNAL": ["yes", 1],  # (None: read behind trusted_proxies)
     "RESILIENCE_QUEUE_HEADER": ["", 5, None],
     "RESILIENCE_MAX_QUEUE_TIME": [0, -1, "1", True],
     "RESILIENCE_DEADLINE_HEADER": ["", 5],

@@ -96,7 +96,7 @@ class Admission:
                 "user_key (RESILIENCE_USER_KEY) or trusted_proxies (RESILIENCE_TRUSTED_PROXIES: 0 when clients "
                 "connect directly, 1 behind one proxy)",
                 ConfigWarning,
-                stacklevel=4,
+                stacklevel=4,  # (the code that called Runtime.wrap; for Flask, init_app)
             )
         self._routes = sorted(
             ((prefix, Criticality(c)) for prefix, c in cfg.criticality_routes.items()), key=lambda r: -len(r[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import traceback
 from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any, TypeVar
 
@@ -41,7 +42,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
 
 
 def fallback_caller(fallback: Callable[..., T]) -> Callable[[tuple[Any, ...], dict[str, Any]], T]:
@@ -130,10 +130,14 @@ def primary_failed(  # noqa: PLR0917 - the whole failure context
         name = getattr(primary, "__qualname__", "primary")
         if isinstance(exc, PROGRAMMING_ERRORS):
             # A bug, not an outage: the fallback keeps users served, but it must not hide it.
+            # The traceback's frames, with the error as describe_error redacts it: the raw
+            # message of a TypeError may quote a value, and a log line carries no secret.
             log.error(
-                "%s raised %s, which looks like a bug in it, at level %s; serving its fallback",
-                name, type(exc).__name__, level.name, exc_info=exc,
-                extra={"fallback_reason": "programming_error", "level": level.name},
+                "%s raised %s, which looks like a bug in it, at level %s; serving its fallback\n"
+                "Traceback (most recent call last):\n%s%s",
+                name, type(exc).__name__, level.name, "".join(traceback.format_tb(exc.__traceback__)),
+                describe_error(exc),
+                extra={"fallback_reason": "programming_error", "level": level.name, "error_type": type(exc).__name__},
             )
             signals.send(signals.fallback_served, sender, reason="programming_error", name=name)
             return fallback(args, kwargs)

@@ -158,27 +158,38 @@ class ServiceCpu:
         self._seen: dict[tuple[int, float], float] = {}
         self._at: float | None = None
         self._born_before = 0.0  # processes' create_time at the last reading (see _created_now)
+        #: resident memory of the tree, in bytes, at the last reading (shared pages count
+        #: once per process)
+        self.last_rss = 0
 
-    def _times(self) -> dict[tuple[int, float], float]:
-        out: dict[tuple[int, float], float] = {}
+    def _read(self) -> tuple[dict[tuple[int, float], float], int]:
+        """One walk of the tree: each process's CPU seconds, by (pid, start time), and
+        their resident memory in all."""
+        times: dict[tuple[int, float], float] = {}
+        rss = 0
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except (psutil.Error, OSError):
             procs = []
         for p in procs:
             try:
-                t = p.cpu_times()
-                out[(p.pid, p.create_time())] = t.user + t.system
+                with p.oneshot():  # (one read of /proc/<pid>/stat for all three)
+                    t = p.cpu_times()
+                    times[(p.pid, p.create_time())] = t.user + t.system
+                    rss += p.memory_info().rss
             except (psutil.Error, OSError):  # gone between the listing and the reading
                 continue
-        return out
+        return times, rss
 
     def prime(self) -> None:
         self._born_before = _created_now()
-        self._seen, self._at = self._times(), self._clock()
+        self._seen, self.last_rss = self._read()
+        self._at = self._clock()
 
     def percent(self) -> float:
-        born, now, times = _created_now(), self._clock(), self._times()
+        """CPU in percent since the last reading; also refreshes :attr:`last_rss`."""
+        born = _created_now()
+        (times, self.last_rss), now = self._read(), self._clock()
         seen, at, since = self._seen, self._at, self._born_before
         self._seen, self._at, self._born_before = times, now, born
         if at is None or now <= at:
@@ -190,20 +201,6 @@ class ServiceCpu:
             elif key[1] >= since:  # started within the interval: all of it is the interval's
                 used += t
         return min(100.0, 100.0 * used / ((now - at) * self.cpus))
-
-    def rss(self) -> int:
-        """Resident memory of the tree, in bytes (shared pages count once per process)."""
-        total = 0
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except (psutil.Error, OSError):
-            procs = []
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except (psutil.Error, OSError):
-                continue
-        return total
 
 
 def _created_now() -> float:
@@ -331,7 +328,8 @@ class SystemSampler:
         if self._service is not None:
             if limited is not None:  # the container is the service's: its own limit
                 return limited
-            return min(100.0, 100.0 * self._service.rss() / psutil.virtual_memory().total)
+            # (read with the CPU, in the same walk of the tree: the sampler reads CPU first)
+            return min(100.0, 100.0 * self._service.last_rss / psutil.virtual_memory().total)
         return limited if limited is not None else float(psutil.virtual_memory().percent)
 
     def __call__(self) -> Sample:

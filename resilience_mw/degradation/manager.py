@@ -262,8 +262,9 @@ class AutoDegradationManager:
         #: alone, ``None`` while a signal or an operator calls for it
         self.cooling_since: float | None = None
         #: the process is behind on its queue: the last interval's median queueing delay
-        #: reached ``queue_threshold_l1``, or it had been behind and still refused a
-        #: twentieth of its stamped requests for waiting too long. While it is, a request
+        #: reached ``config.queue_behind_at`` (the lowest queue threshold, 20 ms by
+        #: default), or it had been behind and still refused a twentieth of its stamped
+        #: requests for waiting too long. While it is, a request
         #: whose wait is known is shed when it waited longer than its tolerance; once its
         #: requests are served within their tolerance again, nothing is shed that way
         self.queue_behind = False

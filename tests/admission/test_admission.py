@@ -343,7 +343,10 @@ def test_the_wait_for_a_thread_inside_waitress_is_queueing_too() -> None:
 
     app = Flask("waitress")
     Resilience(app, start="off", max_queue_time=0.15)
+    slow_running = threading.Event()
+
     def slow() -> str:
+        slow_running.set()
         time.sleep(0.4)
         return "slow"
 
@@ -364,8 +367,8 @@ def test_the_wait_for_a_thread_inside_waitress_is_queueing_too() -> None:
         assert alone.status_code == 200 and float(alone.text) < 0.05  # a free thread: no wait
         slow = threading.Thread(target=requests.get, args=(f"{url}/slow",), kwargs={"timeout": 5})
         slow.start()
-        time.sleep(0.05)
-        behind = requests.get(f"{url}/fast", timeout=5)  # waits for the one thread
+        assert slow_running.wait(5)  # the one thread is taken
+        behind = requests.get(f"{url}/fast", timeout=5)  # waits for it
         slow.join()
         assert behind.status_code == 503 and behind.headers["Retry-After"]
     finally:
