@@ -37,7 +37,7 @@ PRINTS: dict[str, list[str]] = {
     "fleet": ["host 1.0", "Level3 host", "refused: "],
     "telemetry": ["resilience_degradation_level 1.0", "ALERT degradation"],
     "testing": ["[('node-marked-unhealthy', 'passive'), ('node-recovered', 'ejection-expired')]"],
-    "cli": ["forced: Level3", "forced: None"],
+    "cli": ["forced: Level3", "forced: none"],
     "production": ["200 hello"],
     "origin": [
         "selected: secondary (priority 80)",
