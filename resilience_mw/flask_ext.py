@@ -55,7 +55,7 @@ from . import _validate as v
 from .degradation import counting as _outcomes
 from .exceptions import ConfigError
 from .model import Criticality
-from .runtime import Runtime, option_names
+from .runtime import Runtime, option_names, service_name
 from .settings import DEFAULTS, PREFIX, ResilienceSettings, warn_unknown_keys
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]
@@ -103,6 +103,8 @@ class Resilience:
             app.config.setdefault(key, copy.copy(default))  # no dict shared between apps
         values = {key: self._options.get(key, app.config[key]) for key in DEFAULTS}
         names = {key: key.removeprefix(PREFIX).lower() for key in self._options}
+        if values["RESILIENCE_STATE_SERVICE"] is None:  # the app's name, in the store
+            values["RESILIENCE_STATE_SERVICE"] = service_name(app.import_name)
         runtime = Runtime(ResilienceSettings.from_mapping(values, names))
         inner = app.wsgi_app
         if getattr(inner, "__self__", None) is app:

@@ -175,7 +175,8 @@ def test_redis_killed_mid_load_fails_no_request_and_is_caught_up_with(tmp_path: 
             back = time.monotonic()
             from resilience_mw.fleet.stores import open_store
 
-            open_store(server.url).set_override("Level2", None, "test")  # written after the restart
+            # the workers keep their keys under their service's name (the Flask app's import name)
+            open_store(server.url + "?namespace=state_app").set_override("Level2", None, "test")  # after the restart
             g.wait_for(all_at("Level2"), timeout=3)
             resynced = time.monotonic() - back
             stop.set()
