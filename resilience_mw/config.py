@@ -391,6 +391,15 @@ def _state_url(name: str, value: Any) -> str | None:
     return url
 
 
+def _store_name(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    clean: str = v.text()(name, value).strip()
+    if not clean.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(clean) > 100:
+        raise ConfigError(name, value, "must be up to 100 letters, digits, '-', '_' or '.'")
+    return clean
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig(_Validated):
     """Where the workers of a service share state (:mod:`resilience_mw.fleet.store`), and how."""
@@ -423,11 +432,27 @@ class StateConfig(_Validated):
         v.one_of(("process", "fleet")),
     )
 
+    service: str | None = option(
+        None,
+        "this service's name in the store (announced with its node set: another service, or another node set, in "
+        "the same namespace is a collision, warned about and not merged); unset: the Flask app's import name, "
+        "else the module that created the Runtime",
+        v.Check("letters, digits, '-', '_' or '.', or unset", _store_name),
+    )
+
+    namespace: str | None = option(
+        None,
+        "the prefix of this service's keys in a Redis store (?namespace= in the URL says the same); unset: the "
+        "service's name, so services on one Redis stay apart. A SQLite file is one namespace",
+        v.Check("letters, digits, '-', '_' or '.', or unset", _store_name),
+    )
+
     def __repr__(self) -> str:
         url = None if self.url is None else redact_url(self.url)
         return (
             f"StateConfig(url={url!r}, sync_interval={self.sync_interval}, eject_quorum={self.eject_quorum}, "
-            f"error_rate_scope={self.error_rate_scope!r}, retry_budget_scope={self.retry_budget_scope!r})"
+            f"error_rate_scope={self.error_rate_scope!r}, retry_budget_scope={self.retry_budget_scope!r}, "
+            f"service={self.service!r}, namespace={self.namespace!r})"
         )
 
 

@@ -55,7 +55,7 @@ from . import _validate as v
 from .degradation import counting as _outcomes
 from .exceptions import ConfigError
 from .model import Criticality
-from .runtime import Runtime
+from .runtime import Runtime, service_name
 from .settings import DEFAULTS, ResilienceSettings, option_names, resolve, warn_unknown_keys
 
 __all__ = ["ConfigVars", "Resilience", "ResilienceState"]
@@ -99,7 +99,10 @@ class Resilience:
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("app", app.name, "already has a Resilience extension")
         warn_unknown_keys(app.config)
-        runtime = Runtime(resolve(app.config, self._options))
+        options = dict(self._options)
+        if "state_service" not in options and app.config.get("RESILIENCE_STATE_SERVICE") is None:
+            options["state_service"] = service_name(app.import_name)  # the app's name, in the store
+        runtime = Runtime(resolve(app.config, options))
         for key, default in DEFAULTS.items():  # (so that the app's config shows them)
             app.config.setdefault(key, copy.copy(default))  # no dict shared between apps
         inner = app.wsgi_app

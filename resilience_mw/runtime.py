@@ -22,6 +22,13 @@ The keyword options are the settings' names without the prefix, in lower case
 ``RESILIENCE_*`` keys themselves in ``settings``. Background threads start on the first
 request a process serves (``start="lazy"``, the default, safe with gunicorn
 ``--preload``), in :meth:`wrap` (``"eager"``), or when :meth:`start` is called.
+
+With a shared store (``state_url``), the service is known there by its name,
+``state_service``, by default the module that created the Runtime (the Flask extension
+gives the app's import name); a Redis store keeps its keys under that name unless
+``state_namespace`` (or ``?namespace=`` in the URL) says otherwise, so two services on
+one Redis share nothing by default, and two that share a namespace are warned about
+(:class:`~resilience_mw.fleet.sync.StateSync`).
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ import hmac
 import json
 import logging
 import os
+import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import _validate as v
@@ -54,9 +64,30 @@ if TYPE_CHECKING:
     from .fleet import StateSync
     from .telemetry import Metrics
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "service_name"]
 
 log = logging.getLogger(__name__)
+
+
+def service_name(module: str) -> str:
+    """A service's default name in the state store, from the name of its module (a Flask
+    app's import name, or the module that created the Runtime): ``__main__`` reads as the
+    script's file name, and what a namespace may not hold becomes ``_``."""
+    if module == "__main__":
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        module = os.path.splitext(os.path.basename(main))[0] if main else module
+    return re.sub(r"[^A-Za-z0-9._-]", "_", module)[:100] or "resilience"
+
+
+def _creator_module() -> str:
+    """The first module up the stack that is not this library's: who built the Runtime."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if name != "resilience_mw" and not name.startswith("resilience_mw."):
+            return name
+        frame = frame.f_back
+    return "__main__"
 
 
 class Runtime:
@@ -104,13 +135,21 @@ class Runtime:
         if typed.state.url is not None:
             from .fleet import StateSync, open_store
 
+            service = typed.state.service or service_name(_creator_module())
+            store = open_store(
+                typed.state.url,
+                field=self._names.get("RESILIENCE_STATE_URL", "RESILIENCE_STATE_URL"),
+                namespace=typed.state.namespace,
+                default_namespace=service,  # one namespace per service unless told otherwise
+            )
             self.sync = StateSync(
-                open_store(typed.state.url, field=self._names.get("RESILIENCE_STATE_URL", "RESILIENCE_STATE_URL")),
+                store,
                 self.degradation,
                 self.pool,
                 self.health_checker,
                 config=typed.state,
                 budget=self.adapter.budget if self.adapter is not None else None,
+                service=service,
             )
         #: the alert rules, unless ``alerts`` is off
         self.alerts: AlertRules | None = None
@@ -224,7 +263,9 @@ class Runtime:
 
     def change_level(self, level: str | None, ttl: float | None = None) -> dict[str, Any]:
         """Force ``level`` (``None``: clear) through the store when there is one, else in
-        this process; what the admin endpoint answers."""
+        this process; what the admin endpoint answers. When the store does not take it,
+        the change holds in this process (with its ``ttl``) and the sync reconciles it
+        with the store when it answers (:meth:`~resilience_mw.fleet.sync.StateSync.force_locally`)."""
         from .fleet import StoreError
 
         deg, sync = self.degradation, self.sync
@@ -233,13 +274,18 @@ class Runtime:
             try:
                 override = sync.clear() if level is None else sync.force(level, ttl)
             except StoreError as exc:
-                warning = f"the state store did not answer ({describe_error(exc)}): changed in this process only"
+                warning = (
+                    f"the state store did not take it ({describe_error(exc)}): changed in this process only, "
+                    "until the store answers (then the store's state wins if it changed meanwhile)"
+                )
             else:
                 scope = sync.scope
                 # every worker applies it at its next sync
                 applied_by = datetime.fromtimestamp(override.set_at + sync.config.sync_interval, timezone.utc).isoformat()
         if scope == "process":
-            if level is None:
+            if sync is not None:
+                sync.force_locally(level, ttl)  # remembered: the store's state wins when it answers
+            elif level is None:
                 deg.clear_override()
             else:
                 deg.force_level(level, ttl)  # (a ttl holds in this process too)

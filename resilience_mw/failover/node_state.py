@@ -20,8 +20,14 @@ Out:
   healthy), a failed check or a manual down (to down: out until checks pass).
 * ``held-off`` (``Retry-After``): its timer (to probation), a success (to healthy), a
   manual down (to down). Checks do not end it: the node asked for time.
-* ``down`` (failed checks, a manual update, or a confirmed ejection):
-  ``healthy_threshold`` passing checks, a success or a manual update (to healthy).
+* ``down`` (failed checks, a manual update, a confirmed ejection, or the verdict of the
+  fleet's health checker, another worker's): ``healthy_threshold`` passing checks, a
+  success, a manual update or (for the checker's verdict) the checker's word that it is
+  up again (to healthy).
+
+The checker's verdict, like this worker's own failed checks, is not capped by
+``max_ejection_percent``: the last node of a pool is down when the checks say so (panic
+routing may still send to it, but its state says down).
 
 Passive ejection follows Envoy's outlier detection: ``failure_threshold`` consecutive
 failures of real traffic eject a node for ``base_ejection_time x ejections`` (capped at
@@ -125,6 +131,9 @@ class NodeState:
     last_failure: float | None = None
     last_success: float | None = None
     healthy_since: float | None = None
+    #: held down by the verdict of the fleet's health checker (another worker's): its
+    #: word brings it back, as this worker's own passing checks would
+    verdict: bool = False
 
     @property
     def offered(self) -> bool:
@@ -231,6 +240,33 @@ class NodeState:
             return self._bring_back(RecoveryReason.SHARED, now)
         return None
 
+    def on_verdict(self, now: float, down: bool, fresh: float) -> Transition | None:
+        """The fleet's health checker (the worker holding the lease) found the node down
+        (``down``), or up again. Down: out until it says up, whatever the ejection cap
+        (its checks, like this worker's own, are evidence about the node, not a guess
+        from traffic), unless this worker's own traffic to it succeeded in the last
+        ``fresh`` seconds. Up: back if it is down until checks pass (the checker's checks
+        are the ones that count while this worker runs none), not if set down by hand
+        or out on a timer of its own."""
+        if down:
+            if self.last_success is not None and now - self.last_success < fresh:
+                return None
+            if self.offered:
+                transition = self._take_out(Phase.DOWN, DownReason.SHARED, now, None)
+                self.verdict = True
+                return transition
+            if self.reason is not DownReason.MANUAL:
+                # out on a timer (ejected, held off) or down already: now until the checker
+                # says up (the first cause is kept)
+                self.phase = Phase.DOWN
+                self.until = None
+                self.verdict = True
+            return None
+        if self.phase is Phase.DOWN and self.reason is not DownReason.MANUAL:
+            # down until checks pass, and the checks that count say it passes
+            return self._bring_back(RecoveryReason.HEALTH_CHECK, now)
+        return None
+
     def expire(self, now: float, rules: PoolConfig) -> Transition | None:
         """Offer the node again on probation if its timer ran out by ``now``."""
         if self.until is None or now < self.until:
@@ -245,6 +281,7 @@ class NodeState:
 
     def _take_out(self, phase: Phase, reason: DownReason, now: float, duration: float | None) -> Transition:
         self.phase = phase
+        self.verdict = False
         self.reason = reason
         self.healthy_since = None
         self.check_passes = 0
@@ -259,6 +296,7 @@ class NodeState:
 
     def _bring_back(self, reason: RecoveryReason, now: float) -> Transition:
         self.phase = Phase.HEALTHY
+        self.verdict = False
         self.reason = None
         self.until = None
         self.check_failures = 0

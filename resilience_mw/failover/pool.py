@@ -212,7 +212,8 @@ class NodePool:
 
         ``state`` is the node's :class:`~resilience_mw.failover.node_state.Phase` (``healthy``,
         ``suspect``, ``probation``, ``ejected``, ``held-off``, ``down``);
-        ``down_reason`` the first cause of its outage while it is out.
+        ``down_reason`` the first cause of its outage while it is out; ``verdict``
+        whether the fleet's health checker (another worker's) holds it down.
         """
         self._current_view()
         now = self._clock()
@@ -231,6 +232,7 @@ class NodePool:
                     "last_check_age": (None if st.last_check is None else max(0.0, now - st.last_check)),
                     "ejections": st.ejections,
                     "ejected_for": (None if st.until is None else max(0.0, st.until - now)),
+                    "verdict": st.verdict,
                 }
                 for st in self._states.values()
             ]
@@ -304,6 +306,13 @@ class NodePool:
         this worker in the last ``fresh`` seconds. (What the state sync calls.)"""
         seconds = min(max(0.0, seconds), self.config.max_ejection_time)
         self._apply(node_id, lambda st, now: st.on_hint(now, down, seconds, self._timed < self._max_ejectable, fresh))
+
+    def apply_verdict(self, node_id: str, down: bool, *, fresh: float = 1.0) -> None:
+        """The fleet's health checker (another worker, holding the lease) found
+        ``node_id`` down (``down=True``: out until it says up, not capped by
+        ``max_ejection_percent``, so even the last node), or up again. Never against a
+        success of this worker in the last ``fresh`` seconds. (What the state sync calls.)"""
+        self._apply(node_id, lambda st, now: st.on_verdict(now, down, fresh))
 
     def update_health(self, node_id: str, health: NodeHealth) -> None:
         """Replace ``node_id``'s health with ``health`` (the ported design's manual update).

@@ -3,12 +3,16 @@
 Keys live under ``<namespace>:``. Times come from Redis ``TIME``; expiries are Redis
 TTLs or store-clock stamps, never a host's clock. Every call has a short socket
 timeout: a slow Redis costs the sync thread that much, never a request.
+
+A key of the wrong type, a value that does not decode, or a lease or claim with no
+expiry (none of ours: we always set one) raises :class:`StoreDataError` naming the key.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -18,21 +22,35 @@ except ImportError:  # the [redis] extra is not installed: RedisStore says so
 
 from .._redact import describe_error, redact_url
 from ..exceptions import ConfigError
-from .store import TALLIES, NodeReport, Override, StoreError
+from .store import (
+    TALLIES,
+    NodeReport,
+    Override,
+    ServiceIdentity,
+    StoreDataError,
+    StoreError,
+    decode_identity,
+    decode_override,
+    encode_identity,
+    encode_override,
+)
 
 __all__ = ["RedisStore"]
 
 log = logging.getLogger(__name__)
 
-# renew a lease only for its holder; take it when free. Returns the holder.
+# renew a lease only for its holder; take it when free. Returns the holder and, for
+# another holder's lease, its time to live (-1: none, so not one of ours).
 _LEASE = """
 local holder = redis.call('GET', KEYS[1])
 if not holder or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
+  return {ARGV[1], 0}
 end
-return holder
+return {holder, redis.call('PTTL', KEYS[1])}
 """
+#: the answers of a command on a key that holds something else
+_DATA_ERRORS = ("WRONGTYPE", "not an integer", "not a valid float")
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -74,9 +92,14 @@ class RedisStore:
     def _key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
 
-    def _call(self, fn: Any, *args: Any) -> Any:
+    def _call(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
         try:
             return fn(*args)
+        except redis.ResponseError as exc:
+            if key is not None and any(marker in str(exc) for marker in _DATA_ERRORS):
+                # the store answered: what is at the key is not ours
+                raise StoreDataError(key, describe_error(exc)) from None
+            raise StoreError(f"redis store {self.url}: {describe_error(exc)}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"redis store {self.url}: {describe_error(exc)}") from exc
 
@@ -87,62 +110,84 @@ class RedisStore:
     # ----------------------------------------------------------- override
 
     def override(self) -> Override | None:
-        raw = self._call(self._r.get, self._key("override"))
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return Override(data["level"], int(data["version"]), float(data["set_at"]), data["expires_at"], data["actor"])
+        key = self._key("override")
+        raw = self._call(self._r.get, key, key=key)
+        return None if raw is None else decode_override(key, raw)
 
     def set_override(self, level: str | None, ttl: float | None, actor: str) -> Override:
-        version = int(self._call(self._r.incr, self._key("override", "version")))
+        version_key = self._key("override", "version")
+        version = int(self._call(self._r.incr, version_key, key=version_key))
         now = self.now()
         expires_at = None if ttl is None or level is None else now + ttl
         ov = Override(level, version, now, expires_at, actor)
-        value = json.dumps({"level": level, "version": version, "set_at": now, "expires_at": expires_at, "actor": actor})
-        px = None if expires_at is None else max(1, int(ttl * 1000))  # type: ignore[operator]
-        self._call(lambda: self._r.set(self._key("override"), value, px=px))
+        px = None if ttl is None or level is None else max(1, int(ttl * 1000))
+        key = self._key("override")
+        self._call(lambda: self._r.set(key, encode_override(ov), px=px), key=key)
         return ov
 
     # ------------------------------------------------------------ reports
 
     def report(self, node_id: str, reporter: str, reason: str | None, ttl: float) -> None:
-        field = f"{node_id}\x00{reporter}"
+        field, key = f"{node_id}\x00{reporter}", self._key("reports")
         if reason is None:
-            self._call(self._r.hdel, self._key("reports"), field)
+            self._call(self._r.hdel, key, field, key=key)
         else:
-            self._call(self._r.hset, self._key("reports"), field, f"{reason}|{self.now() + ttl}")
+            value = f"{reason}|{self.now() + ttl}"
+            self._call(self._r.hset, key, field, value, key=key)
 
     def reports(self) -> list[NodeReport]:
         now = self.now()
+        key = self._key("reports")
         found: list[NodeReport] = []
         stale: list[str] = []
-        for field, value in self._call(self._r.hgetall, self._key("reports")).items():
-            node_id, _, reporter = field.partition("\x00")
+        bad: list[str] = []
+        for field, value in self._call(self._r.hgetall, key, key=key).items():
+            node_id, sep, reporter = field.partition("\x00")
             reason, _, expires = value.partition("|")
-            if float(expires) <= now:
+            try:
+                expires_at = float(expires)
+                if not sep or not reason or math.isnan(expires_at):
+                    raise ValueError
+            except ValueError:
+                bad.append(field)  # kept: it may be another version's, and is not ours to delete
+                continue
+            if expires_at <= now:
                 stale.append(field)
             else:
-                found.append(NodeReport(node_id, reporter, reason, float(expires)))
+                found.append(NodeReport(node_id, reporter, reason, expires_at))
         if stale:
-            self._call(self._r.hdel, self._key("reports"), *stale)
+            self._call(self._r.hdel, key, *stale, key=key)
+        if bad:
+            raise StoreDataError(key, f"{len(bad)} field(s) not 'node\\0reporter' = 'reason|expiry': {bad[0][:40]!r}",
+                                 partial=found)
         return found
 
     def put_counts(self, reporter: str, requests: int, failures: int, ttl: float, *, tally: str = "errors") -> None:
-        self._call(self._r.hset, self._tally_key(tally), reporter, f"{requests}|{failures}|{self.now() + ttl}")
+        key = self._tally_key(tally)
+        self._call(self._r.hset, key, reporter, f"{requests}|{failures}|{self.now() + ttl}", key=key)
 
     def counts(self, *, tally: str = "errors") -> tuple[int, int]:
         now = self.now()
         requests = failures = 0
         stale = []
+        bad = []
         key = self._tally_key(tally)
-        for reporter, value in self._call(self._r.hgetall, key).items():
-            r, f, expires = value.split("|")
-            if float(expires) <= now:
+        for reporter, value in self._call(self._r.hgetall, key, key=key).items():
+            try:
+                r, f, expires = value.split("|")
+                n_requests, n_failures, expires_at = int(r), int(f), float(expires)
+            except ValueError:
+                bad.append(reporter)
+                continue
+            if expires_at <= now:
                 stale.append(reporter)
             else:
-                requests, failures = requests + int(r), failures + int(f)
+                requests, failures = requests + n_requests, failures + n_failures
         if stale:
-            self._call(self._r.hdel, key, *stale)
+            self._call(self._r.hdel, key, *stale, key=key)
+        if bad:
+            raise StoreDataError(key, f"{len(bad)} field(s) not 'requests|failures|expiry': {bad[0][:40]!r}",
+                                 partial=(requests, failures))
         return requests, failures
 
     def _tally_key(self, tally: str) -> str:
@@ -153,18 +198,60 @@ class RedisStore:
     # ------------------------------------------------------ leases, claims
 
     def lease(self, name: str, holder: str, ttl: float) -> str | None:
-        held = self._call(self._lease, [self._key("lease", name)], [holder, max(1, int(ttl * 1000))])
+        key = self._key("lease", name)
+        held, pttl = self._call(self._lease, [key], [holder, max(1, int(ttl * 1000))], key=key)
+        if int(pttl) == -1:  # a lease that never lapses would stop health checks for good
+            raise StoreDataError(key, f"held by {str(held)[:40]!r} with no expiry (not a lease resilience_mw wrote)")
         return None if held is None else str(held)
 
     def holder(self, name: str) -> str | None:
-        held = self._call(self._r.get, self._key("lease", name))
+        key = self._key("lease", name)
+        held = self._call(self._r.get, key, key=key)
         return None if held is None else str(held)
 
     def release(self, name: str, holder: str) -> None:
-        self._call(self._release, [self._key("lease", name)], [holder])
+        key = self._key("lease", name)
+        self._call(self._release, [key], [holder], key=key)
 
     def claim(self, key: str, ttl: float) -> bool:
-        return bool(self._call(lambda: self._r.set(self._key("claim", key), "1", nx=True, px=max(1, int(ttl * 1000)))))
+        name = self._key("claim", key)
+        if self._call(lambda: self._r.set(name, "1", nx=True, px=max(1, int(ttl * 1000))), key=name):
+            return True
+        if int(self._call(self._r.pttl, name, key=name)) == -1:  # would block the alert for good
+            raise StoreDataError(name, "set with no expiry (not a claim resilience_mw wrote)")
+        return False
+
+    # ------------------------------------------------------------ identity
+
+    def announce(self, identity: ServiceIdentity, ttl: float) -> list[ServiceIdentity]:
+        key = self._key("services")
+        now = self.now()
+        field = f"{identity.service}\x00{identity.fingerprint}"
+        self._call(self._r.hset, key, field, encode_identity(identity, now + ttl), key=key)
+        found: list[ServiceIdentity] = []
+        stale: list[str] = []
+        bad: list[str] = []
+        for name, value in self._call(self._r.hgetall, key, key=key).items():
+            service, sep, fingerprint = name.partition("\x00")
+            try:
+                if not sep:
+                    raise StoreDataError(key, "no service\\0fingerprint field name")
+                other, expires_at = decode_identity(key, service, fingerprint, value)
+            except StoreDataError:
+                bad.append(name)
+                continue
+            if expires_at <= now:
+                stale.append(name)
+            else:
+                found.append(other)
+        if stale:
+            self._call(self._r.hdel, key, *stale, key=key)
+        if bad:
+            raise StoreDataError(key, f"{len(bad)} field(s) not a service identity: {bad[0][:40]!r}", partial=found)
+        return found
+
+    def check(self) -> bool:
+        return False  # a Redis address names one server: nothing to notice
 
     def close(self) -> None:
         self._r.close()

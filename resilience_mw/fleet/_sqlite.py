@@ -3,12 +3,21 @@
 Each call opens no new connection: one per process (a forked child opens its own) and
 per thread, with a short busy timeout, so a slow disk costs the sync thread at most
 that and never a request. Times are the host's clock (one host, one clock).
+
+A file is one namespace: services that must not share state use files of their own
+(two that share one are told apart by the identities they announce, and warned about).
+
+The file may be deleted or replaced under running workers (``rm state.db*``, a ``/tmp``
+cleaner): their connections would go on with the unlinked file while new workers and
+the CLI use a new one. :meth:`SQLiteStore.check` (the sync calls it before every
+exchange) compares the device and inode at the path with those of the file it opened
+and, when they differ, reopens every connection of this store on the file now there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
 import sqlite3
 import threading
@@ -17,9 +26,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..exceptions import ConfigError
-from .store import NodeReport, Override, StoreError
+from .store import (
+    NodeReport,
+    Override,
+    ServiceIdentity,
+    StoreDataError,
+    StoreError,
+    decode_identity,
+    decode_override,
+    encode_identity,
+    encode_override,
+)
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
@@ -33,10 +54,21 @@ CREATE TABLE IF NOT EXISTS reports (
     node_id TEXT NOT NULL, reporter TEXT NOT NULL, reason TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (node_id, reporter)
 );
+CREATE TABLE IF NOT EXISTS services (
+    service TEXT NOT NULL, fingerprint TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (service, fingerprint)
+);
 """
 
 #: the table of each tally (a fixed name, never the caller's text, goes into the SQL)
 _TABLES = {"errors": "counts", "retries": "retry_counts"}
+
+
+def _number(value: object) -> float:
+    """A stored number, or ValueError (SQLite keeps whatever another tool wrote)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{str(value)[:40]!r} is not a number")
+    return float(value)
 
 
 class SQLiteStore:
@@ -49,12 +81,19 @@ class SQLiteStore:
         self.path = path
         self._timeout = timeout
         self._local = threading.local()
+        #: bumped each time the file at the path is found replaced: every thread's
+        #: connection opened before is replaced at its next call
+        self._generation = 0
+        #: (device, inode) of the file this store uses (``None``: not known yet)
+        self._file: tuple[int, int] | None = None
+        #: times the file was found deleted or replaced and reopened
+        self.reopened = 0
+        self._check_lock = threading.Lock()
         directory = Path(path).parent
         try:
             if not directory.is_dir():
                 raise ConfigError(field, f"sqlite://{path}", f"directory {directory} does not exist")
-            with self._connect() as db:
-                db.executescript(_SCHEMA)
+            self._db()
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(
                 field, f"sqlite://{path}", f"cannot be opened for writing ({exc})", hint="is the directory writable?"
@@ -64,15 +103,52 @@ class SQLiteStore:
         db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)  # a file created anew (deleted under us) gets its tables
+        if self._file is None:
+            self._file = self._identity()
         return db
 
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
     def _db(self) -> sqlite3.Connection:
-        pid = os.getpid()
+        pid, generation = os.getpid(), self._generation
         held = getattr(self._local, "db", None)
-        if held is None or held[0] != pid:  # a forked child must not share the parent's handle
-            held = self._local.db = (pid, self._connect())
+        # a forked child must not share the parent's handle; a replaced file needs a new one
+        if held is None or held[0] != pid or held[2] != generation:
+            if held is not None and held[0] == pid:
+                with contextlib.suppress(sqlite3.Error):
+                    held[1].close()
+            held = self._local.db = (pid, self._connect(), generation)
         db: sqlite3.Connection = held[1]
         return db
+
+    def check(self) -> bool:
+        """Reopen on the file now at the path if it is not the one opened (deleted,
+        replaced, or moved away); ``True`` if so. One ``stat``: cheap enough for every sync."""
+        now_there = self._identity()
+        with self._check_lock:  # the sync and a request thread may look at once: one reopens
+            if now_there == self._file or (now_there is None and self._file is None):
+                return False  # the same file, or a reopen of a deleted one under way
+            what = "deleted" if now_there is None else "replaced"
+            self._file = now_there  # None: the reopen below creates the file and records it
+            self._generation += 1
+        try:
+            self._db()  # creates the file if it is gone, and its tables
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+        self.reopened += 1
+        log.warning(
+            "state file %s was %s while in use: reopened it (state kept in the old file is lost; "
+            "every worker reopens it at its next sync)",
+            self.path,
+            what,
+        )
+        return True
 
     def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         try:
@@ -105,24 +181,26 @@ class SQLiteStore:
         if not rows:
             return None
         value, expires_at = rows[0]
-        data = json.loads(str(value))
-        if expires_at is not None and float(expires_at) <= self.now():  # type: ignore[arg-type]
-            return Override(None, int(data["version"]), float(data["set_at"]), None, str(data["actor"]))
-        return Override(
-            data["level"], int(data["version"]), float(data["set_at"]), data["expires_at"], str(data["actor"])
-        )
+        try:
+            lapsed = expires_at is not None and _number(expires_at) <= self.now()
+        except ValueError as exc:
+            raise StoreDataError("kv:override", f"expires_at: {exc}") from None
+        return decode_override("kv:override", value, lapsed=lapsed)
 
     def set_override(self, level: str | None, ttl: float | None, actor: str) -> Override:
         with self._transaction() as db:
             rows = db.execute("SELECT value FROM kv WHERE key = 'override'").fetchall()
-            version = (json.loads(rows[0][0])["version"] + 1) if rows else 1
+            # a damaged record is replaced, not a reason to refuse the operator: its
+            # version is unknown, so count on from the clock (above any earlier one)
+            try:
+                version = decode_override("kv:override", rows[0][0]).version + 1 if rows else 1
+            except StoreDataError:
+                version = int(time.time() * 1000)
             now = self.now()
             ov = Override(level, version, now, None if ttl is None or level is None else now + ttl, actor)
-            value = {"level": ov.level, "version": ov.version, "set_at": ov.set_at, "expires_at": ov.expires_at,
-                     "actor": ov.actor}
             db.execute(
                 "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES ('override', ?, ?)",
-                (json.dumps(value), ov.expires_at),
+                (encode_override(ov), ov.expires_at),
             )
         return ov
 
@@ -139,9 +217,16 @@ class SQLiteStore:
 
     def reports(self) -> list[NodeReport]:
         now = self.now()
-        self._run("DELETE FROM reports WHERE expires_at <= ?", (now,))
-        rows = self._run("SELECT node_id, reporter, reason, expires_at FROM reports")
-        return [NodeReport(str(n), str(r), str(why), float(e)) for n, r, why, e in rows]  # type: ignore[arg-type]
+        self._run("DELETE FROM reports WHERE typeof(expires_at) IN ('integer', 'real') AND expires_at <= ?", (now,))
+        found, bad = [], []
+        for n, r, why, e in self._run("SELECT node_id, reporter, reason, expires_at FROM reports"):
+            try:
+                found.append(NodeReport(str(n), str(r), str(why), _number(e)))
+            except ValueError:
+                bad.append(f"{n}/{r}")
+        if bad:
+            raise StoreDataError("reports", f"{len(bad)} row(s) with a bad expiry: {bad[0][:40]!r}", partial=found)
+        return found
 
     def put_counts(self, reporter: str, requests: int, failures: int, ttl: float, *, tally: str = "errors") -> None:
         self._run(
@@ -150,11 +235,19 @@ class SQLiteStore:
         )
 
     def counts(self, *, tally: str = "errors") -> tuple[int, int]:
-        rows = self._run(
-            f"SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(failures), 0) FROM {_TABLES[tally]} WHERE expires_at > ?",
-            (self.now(),),
-        )
-        return int(rows[0][0]), int(rows[0][1])  # type: ignore[call-overload]
+        table = _TABLES[tally]
+        rows = self._run(f"SELECT reporter, requests, failures FROM {table} WHERE expires_at > ?", (self.now(),))
+        requests = failures = 0
+        bad = []
+        for reporter, r, f in rows:
+            if isinstance(r, int) and isinstance(f, int):
+                requests, failures = requests + r, failures + f
+            else:
+                bad.append(str(reporter))
+        if bad:
+            raise StoreDataError(table, f"{len(bad)} row(s) with counts that are not integers: {bad[0][:40]!r}",
+                                 partial=(requests, failures))
+        return requests, failures
 
     # ------------------------------------------------------ leases, claims
 
@@ -163,7 +256,10 @@ class SQLiteStore:
         with self._transaction() as db:
             now = self.now()
             rows = db.execute("SELECT value, expires_at FROM kv WHERE key = ?", (key,)).fetchall()
-            current = str(rows[0][0]) if rows and float(rows[0][1]) > now else None
+            try:
+                current = str(rows[0][0]) if rows and _number(rows[0][1]) > now else None
+            except ValueError as exc:  # no expiry, or text: a lease that never lapses is not ours
+                raise StoreDataError(f"kv:{key}", f"expires_at: {exc}") from None
             if current is None or current == holder:
                 db.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, holder, now + ttl))
                 current = holder
@@ -183,7 +279,32 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO kv (key, value, expires_at) VALUES (?, '1', ?) RETURNING key",
             (f"claim:{key}", now + ttl),
         )
-        return bool(rows)
+        if rows:
+            return True
+        held = self._run("SELECT expires_at FROM kv WHERE key = ?", (f"claim:{key}",))
+        if held and not isinstance(held[0][0], (int, float)):  # would block the alert for good
+            raise StoreDataError(f"kv:claim:{key}", "no expiry (not a claim resilience_mw wrote)")
+        return False
+
+    # ------------------------------------------------------------ identity
+
+    def announce(self, identity: ServiceIdentity, ttl: float) -> list[ServiceIdentity]:
+        now = self.now()
+        self._run(
+            "INSERT OR REPLACE INTO services (service, fingerprint, value, expires_at) VALUES (?, ?, ?, ?)",
+            (identity.service, identity.fingerprint, encode_identity(identity, now + ttl), now + ttl),
+        )
+        self._run("DELETE FROM services WHERE typeof(expires_at) IN ('integer', 'real') AND expires_at <= ?", (now,))
+        found, bad = [], []
+        for service, fingerprint, value in self._run("SELECT service, fingerprint, value FROM services"):
+            try:
+                found.append(decode_identity("services", str(service), str(fingerprint), value)[0])
+            except StoreDataError:
+                bad.append(str(service))
+        if bad:
+            raise StoreDataError("services", f"{len(bad)} row(s) not a service identity: {bad[0][:40]!r}",
+                                 partial=found)
+        return found
 
     def close(self) -> None:
         held = getattr(self._local, "db", None)

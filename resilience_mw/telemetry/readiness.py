@@ -35,7 +35,8 @@ def readiness_document(
     why it sheds or does not (``figures.cause.sheds``, and in ``output``), whose CPU the
     CPU check shows, and the cooldown. ``state`` is the shared
     store's status (:meth:`~resilience_mw.fleet.sync.StateSync.status`): a store that does not
-    answer makes it ``warn``, never ``fail`` (the worker serves on local state).
+    answer, a value in it that does not decode, or another service in its namespace makes
+    it ``warn`` with the reason, never ``fail`` (the worker serves on local state).
     """
     level = degradation.current_level()
     figures = degradation.figures()
@@ -97,7 +98,7 @@ def readiness_document(
                 "observedValue": state["outage_seconds"],
                 "observedUnit": "s",
                 "status": state["status"],
-                "output": state["last_error"],
+                "output": state.get("reason") or state["last_error"],
                 "time": now,
             }
         ]
@@ -114,6 +115,10 @@ def readiness_document(
             f"degradation level {level.name}"
             + (f" ({sheds})" if sheds else "")
             + (f"; nodes down: {', '.join(down)}" if down else "")
-            + ("; state store not answering: local state only" if state is not None and state["status"] != "pass" else "")
+            + (
+                f"; state store: {state.get('reason') or 'not answering: local state only'}"
+                if state is not None and state["status"] != "pass"
+                else ""
+            )
         )
     return doc, 503 if status == "fail" else 200

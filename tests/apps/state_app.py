@@ -1,7 +1,8 @@
 """A Flask app sharing state through ``STATE_URL`` (env), served by a real gunicorn in
 tests/test_state_gunicorn.py and tests/test_metrics_gunicorn.py. Env: ``STATE_URL``,
 ``NODES`` (comma-separated ``id=endpoint``), ``HEALTH_INTERVAL`` (0: no health checks),
-``EJECT_QUORUM``, ``SYNC_INTERVAL``, ``METRICS_PATH``, ``SHED_LEVEL``."""
+``EJECT_QUORUM``, ``SYNC_INTERVAL``, ``METRICS_PATH``, ``SHED_LEVEL``, ``MAX_EJECTION_PERCENT``
+(default 100)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def create_app() -> Flask:
         RESILIENCE_CORE_PATHS=["/whoami", "/call"],
         RESILIENCE_NODES=nodes,
         RESILIENCE_STRATEGY="Priority",
-        RESILIENCE_FAILOVER_OPTIONS={"failure_threshold": 1, "max_ejection_percent": 100},
+        RESILIENCE_FAILOVER_OPTIONS={
+            "failure_threshold": 1,
+            "max_ejection_percent": float(os.environ.get("MAX_EJECTION_PERCENT", "100")),
+        },
         RESILIENCE_HEALTH_CHECK=interval > 0,
         RESILIENCE_HEALTH_CHECK_INTERVAL=interval or 5.0,
         RESILIENCE_HEALTH_CHECK_TIMEOUT=0.5,

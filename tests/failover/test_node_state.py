@@ -60,6 +60,9 @@ EVENTS: dict[str, Event] = {
     "manual-down": lambda st: st.on_manual(20, False),
     "manual-up": lambda st: st.on_manual(20, True),
     "expire": lambda st: st.expire(20, RULES),
+    # the fleet's health checker (another worker's, through the state store)
+    "verdict-down": lambda st: st.on_verdict(20, True, 1.0),
+    "verdict-up": lambda st: st.on_verdict(20, False, 1.0),
 }
 
 #: (state, event) -> (state after, what was reported: "down:<reason>", "up:<reason>" or None)
@@ -72,6 +75,8 @@ TABLE: dict[tuple[Phase, str], tuple[Phase, str | None]] = {
     (Phase.HEALTHY, "manual-down"): (Phase.DOWN, "down:manual"),
     (Phase.HEALTHY, "manual-up"): (Phase.HEALTHY, None),
     (Phase.HEALTHY, "expire"): (Phase.HEALTHY, None),
+    (Phase.HEALTHY, "verdict-down"): (Phase.DOWN, "down:shared"),
+    (Phase.HEALTHY, "verdict-up"): (Phase.HEALTHY, None),
     (Phase.SUSPECT, "failure"): (Phase.EJECTED, "down:passive"),
     (Phase.SUSPECT, "success"): (Phase.HEALTHY, None),
     (Phase.SUSPECT, "hold"): (Phase.HELD_OFF, "down:retry-after"),
@@ -80,6 +85,8 @@ TABLE: dict[tuple[Phase, str], tuple[Phase, str | None]] = {
     (Phase.SUSPECT, "manual-down"): (Phase.DOWN, "down:manual"),
     (Phase.SUSPECT, "manual-up"): (Phase.SUSPECT, None),
     (Phase.SUSPECT, "expire"): (Phase.SUSPECT, None),
+    (Phase.SUSPECT, "verdict-down"): (Phase.DOWN, "down:shared"),
+    (Phase.SUSPECT, "verdict-up"): (Phase.SUSPECT, None),
     (Phase.PROBATION, "failure"): (Phase.EJECTED, "down:passive"),
     (Phase.PROBATION, "success"): (Phase.HEALTHY, None),
     (Phase.PROBATION, "hold"): (Phase.HELD_OFF, "down:retry-after"),
@@ -88,6 +95,8 @@ TABLE: dict[tuple[Phase, str], tuple[Phase, str | None]] = {
     (Phase.PROBATION, "manual-down"): (Phase.DOWN, "down:manual"),
     (Phase.PROBATION, "manual-up"): (Phase.PROBATION, None),
     (Phase.PROBATION, "expire"): (Phase.PROBATION, None),
+    (Phase.PROBATION, "verdict-down"): (Phase.DOWN, "down:shared"),
+    (Phase.PROBATION, "verdict-up"): (Phase.PROBATION, None),
     (Phase.EJECTED, "failure"): (Phase.EJECTED, None),
     (Phase.EJECTED, "success"): (Phase.HEALTHY, "up:success"),
     (Phase.EJECTED, "hold"): (Phase.EJECTED, None),
@@ -96,6 +105,8 @@ TABLE: dict[tuple[Phase, str], tuple[Phase, str | None]] = {
     (Phase.EJECTED, "manual-down"): (Phase.DOWN, None),  # no longer on a timer
     (Phase.EJECTED, "manual-up"): (Phase.HEALTHY, "up:manual"),
     (Phase.EJECTED, "expire"): (Phase.PROBATION, "up:ejection-expired"),
+    (Phase.EJECTED, "verdict-down"): (Phase.DOWN, None),  # no longer on a timer: until the checker says up
+    (Phase.EJECTED, "verdict-up"): (Phase.EJECTED, None),  # its own timer still runs
     (Phase.HELD_OFF, "failure"): (Phase.HELD_OFF, None),
     (Phase.HELD_OFF, "success"): (Phase.HEALTHY, "up:success"),
     (Phase.HELD_OFF, "hold"): (Phase.HELD_OFF, None),
@@ -104,6 +115,8 @@ TABLE: dict[tuple[Phase, str], tuple[Phase, str | None]] = {
     (Phase.HELD_OFF, "manual-down"): (Phase.DOWN, None),
     (Phase.HELD_OFF, "manual-up"): (Phase.HEALTHY, "up:manual"),
     (Phase.HELD_OFF, "expire"): (Phase.PROBATION, "up:ejection-expired"),
+    (Phase.HELD_OFF, "verdict-down"): (Phase.DOWN, None),
+    (Phase.HELD_OFF, "verdict-up"): (Phase.HELD_OFF, None),
     (Phase.DOWN, "failure"): (Phase.DOWN, None),
     (Phase.DOWN, "success"): (Phase.HEALTHY, "up:success"),
     (Phase.DOWN, "hold"): (Phase.DOWN, None),
@@ -112,6 +125,8 @@ TABLE: dict[tuple[Phase, str], tuple[Phase, str | None]] = {
     (Phase.DOWN, "manual-down"): (Phase.DOWN, None),
     (Phase.DOWN, "manual-up"): (Phase.HEALTHY, "up:manual"),
     (Phase.DOWN, "expire"): (Phase.DOWN, None),
+    (Phase.DOWN, "verdict-down"): (Phase.DOWN, None),
+    (Phase.DOWN, "verdict-up"): (Phase.HEALTHY, "up:health-check"),  # the checks that count pass
 }
 
 
@@ -133,6 +148,46 @@ def test_transition(phase: Phase, event: str) -> None:
         assert st.reason is reason_before  # the first cause is kept
     if st.offered:
         assert st.reason is None and st.until is None
+
+
+def test_the_checkers_verdict_takes_the_last_node_down_whatever_the_ejection_cap() -> None:
+    """Two nodes, at most one out on a timer: one ejected by this worker's traffic fills
+    the cap; the fleet checker's verdict still takes the other down (and turns the
+    ejection into down until it says up); its word that they are up brings both back.
+    A node set down by hand stays down."""
+    clock = FakeClock()
+    pool = FailoverManager([ServiceNode("a", "http://a"), ServiceNode("b", "http://b")], failure_threshold=1,
+                           clock=clock)
+    pool.mark_failure("a")
+    pool.apply_hint("b", True, 30)  # a timed hint: held back by the cap
+    assert pool.is_healthy("b")
+    pool.apply_verdict("b", True)
+    pool.apply_verdict("a", True)
+    rows = {r["id"]: r for r in pool.snapshot()}
+    assert [rows[n]["state"] for n in "ab"] == ["down", "down"] and rows["b"]["down_reason"] == "shared"
+    assert rows["a"]["down_reason"] == "passive" and rows["a"]["verdict"] and rows["b"]["verdict"]
+    assert pool.healthy_nodes() == () and pool.get_available_node() is not None  # panic routing still tries
+    clock.advance(600)  # a's ejection timer would have run out: the verdict holds it
+    assert not pool.is_healthy("a")
+    with record_signals(signals.node_recovered) as seen:
+        pool.apply_verdict("a", False)
+        pool.apply_verdict("b", False)
+    assert pool.is_healthy("a") and pool.is_healthy("b")
+    assert [e["reason"] for e in seen.named("node-recovered")] == ["health-check", "health-check"]
+    pool.update_health("a", NodeHealth("a", False, 0.0, 0, 0.0))
+    pool.apply_verdict("a", False)
+    assert not pool.is_healthy("a")  # set down by hand: not the checker's to bring back
+
+
+def test_a_checkers_verdict_does_not_override_this_workers_own_fresh_success() -> None:
+    clock = FakeClock()
+    pool = FailoverManager([ServiceNode("a", "http://a"), ServiceNode("b", "http://b")], clock=clock)
+    pool.mark_success("a", 0.01)
+    pool.apply_verdict("a", True, fresh=1.0)
+    assert pool.is_healthy("a")
+    clock.advance(2)
+    pool.apply_verdict("a", True, fresh=1.0)
+    assert not pool.is_healthy("a")
 
 
 def test_a_confirmed_passive_ejection_keeps_its_first_cause_and_needs_the_threshold() -> None:

@@ -146,6 +146,31 @@ def test_a_node_one_worker_finds_dead_is_avoided_by_the_others(state_url: str) -
         b.stop()
 
 
+def test_both_upstreams_dead_are_down_in_every_worker_and_up_again(state_url: str) -> None:
+    """Four workers, the default ejection cap (half the nodes), both upstreams killed:
+    the lease holder's checks take both down, and so does every other worker within two
+    sync intervals of it, the last node included; both come back everywhere."""
+    a, b = NodeServer("a").start(), NodeServer("b").start()
+    interval = 0.5
+    env = {"STATE_URL": state_url, "NODES": f"a={a.url},b={b.url}", "HEALTH_INTERVAL": "0.2",
+           "SYNC_INTERVAL": str(interval), "MAX_EJECTION_PERCENT": "50"}
+    try:
+        with gunicorn(**env) as g:
+            g.wait_for(lambda seen: len(seen) == WORKERS and all(all(s["healthy"].values()) for s in seen.values()), 5)
+            a.stop()
+            b.stop()
+            # 3 failed checks 0.2 s apart, then at most two sync intervals
+            seen = g.wait_for(lambda seen: len(seen) == WORKERS
+                              and not any(any(s["healthy"].values()) for s in seen.values()), 0.6 + 2 * interval + 1)
+            assert sum(1 for s in seen.values() if s["leader"]) == 1
+            a.start()
+            b.start()
+            g.wait_for(lambda seen: len(seen) == WORKERS and all(all(s["healthy"].values()) for s in seen.values()), 5)
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_redis_killed_mid_load_fails_no_request_and_is_caught_up_with(tmp_path: Path) -> None:
     server = RedisServer(tmp_path).start()
     outcomes: dict[str, int] = {"ok": 0, "failed": 0}
@@ -175,7 +200,8 @@ def test_redis_killed_mid_load_fails_no_request_and_is_caught_up_with(tmp_path: 
             back = time.monotonic()
             from resilience_mw.fleet.stores import open_store
 
-            open_store(server.url).set_override("Level2", None, "test")  # written after the restart
+            # the workers keep their keys under their service's name (the Flask app's import name)
+            open_store(server.url + "?namespace=state_app").set_override("Level2", None, "test")  # after the restart
             g.wait_for(all_at("Level2"), timeout=3)
             resynced = time.monotonic() - back
             stop.set()
