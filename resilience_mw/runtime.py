@@ -323,6 +323,9 @@ def _start(
     hook need not hold the runtime)."""
     degradation.start(interval)
     if sync is not None:
+        # once now, before this first request is served: a fresh worker takes the fleet's
+        # forced level (and node verdicts) from the start, not one sync interval late
+        sync.exchange_once()
         sync.start()
     elif checker is not None and pool is not None:
         checker.start(pool)

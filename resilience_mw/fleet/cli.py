@@ -158,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--state-url", default=os.environ.get("RESILIENCE_STATE_URL"),
                        help="the shared store (sqlite:///path or redis://host:port/db)")
     where.add_argument("--url", help="one worker's admin endpoint (http://host:port/resilience/level)")
+    ap.add_argument("--namespace", default=os.environ.get("RESILIENCE_STATE_NAMESPACE")
+                    or os.environ.get("RESILIENCE_STATE_SERVICE"),
+                    help="on Redis, the service's namespace (its RESILIENCE_STATE_NAMESPACE, else its "
+                         "RESILIENCE_STATE_SERVICE or app name); or ?namespace= in the URL")
     ap.add_argument("--token", help="the admin endpoint's token; prefer RESILIENCE_ADMIN_TOKEN: a command line "
                                     "is readable by every local user while it runs")
     ap.add_argument("--json", action="store_true", help="print JSON")
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             doc = _through_endpoint(args.url, token, args)
         elif args.state_url:
-            store = open_store(args.state_url, field="--state-url")
+            store = open_store(args.state_url, field="--state-url", namespace=args.namespace)
             try:
                 doc = _through_store(store, args.state_url, args)
             finally:

@@ -220,6 +220,13 @@ class StateSync:
         """Start syncing in a daemon thread (the first exchange at once); idempotent."""
         self._worker.start()
 
+    def exchange_once(self) -> None:
+        """One exchange now, in the calling thread, handled as the sync thread handles its
+        own (a store that does not answer is recorded, not raised): what a fresh worker
+        does before it serves its first request. Call it before :meth:`start`."""
+        if not self.running:
+            self._tick()
+
     def stop(self, timeout: float | None = 5.0) -> bool:
         """Stop syncing (and the health checker if this worker ran it); give the lease up."""
         stopped = self._worker.stop(timeout)

@@ -488,3 +488,45 @@ def test_the_checkers_verdict_takes_even_the_last_node_down_in_every_worker(stor
             s.stop()
         one.stop()
         two.stop()
+
+
+def test_a_fresh_worker_applies_the_fleets_forced_level_before_its_first_request(tmp_path: Path) -> None:
+    """A level forced in the store before a worker starts: that worker's very first
+    request already sees it (not one sync interval later)."""
+    from resilience_mw.fleet import open_store
+    from resilience_mw.runtime import Runtime
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = open_store(url)
+    store.set_override("Level3", None, "test")
+    store.close()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["resilience.level"].name.encode()]
+
+    runtime = Runtime(state_url=url, state_sync_interval=5.0)  # (a long interval: no luck involved)
+    application = runtime.wrap(app)
+    try:
+        seen: list[str] = []
+        body = application({"PATH_INFO": "/x", "REQUEST_METHOD": "GET"}, lambda s, h, e=None: seen.append(s))
+        assert b"".join(body) == b"Level3" and seen == ["200 OK"]
+    finally:
+        runtime.stop()
+
+
+def test_the_cli_reaches_a_service_in_its_own_redis_namespace(redis_server: RedisServer) -> None:
+    """The workers keep their keys under their service's name: the CLI's --namespace (or
+    RESILIENCE_STATE_NAMESPACE) reaches them; without it, it reaches no one of theirs."""
+    from resilience_mw.runtime import Runtime
+
+    runtime = Runtime(state_url=redis_server.url, state_service="shop", start="off")
+    sync = runtime.sync
+    assert sync is not None
+    cli = [sys.executable, "-m", "resilience_mw", "--state-url", redis_server.url]
+    subprocess.run([*cli, "force", "Level2"], check=True, capture_output=True, timeout=60)  # namespace "resilience"
+    sync.exchange()
+    assert runtime.degradation.level.name == "Normal"
+    subprocess.run([*cli, "--namespace", "shop", "force", "Level3"], check=True, capture_output=True, timeout=60)
+    sync.exchange()
+    assert runtime.degradation.level.name == "Level3"
