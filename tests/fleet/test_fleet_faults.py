@@ -44,21 +44,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fleet-faults-token"
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/state.db"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url + "?namespace=t"
-
-
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "resilience_mw", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})

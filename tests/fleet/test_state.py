@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +33,6 @@ from resilience_mw.testing import FakeClock
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/state.db"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url + "?namespace=t"
 
 
 def worker(url: str, name: str, *, nodes: list[ServiceNode] | None = None, **config: Any) -> StateSync:
