@@ -2,7 +2,7 @@
 
 * ``order``: ns per ``failover_order()`` for every strategy at 3/100/1000 nodes (10 %
   down), beside ``pick`` (``get_available_node()``, the floor an order cannot beat) and
-  ``naive`` (the seed's way: filter the healthy nodes under a lock, sort by priority).
+  ``naive`` (the ported design's way: filter the healthy nodes under a lock, sort by priority).
 * ``round``: one health round over 1,000 local nodes (one asyncio process serving 1,000
   ports), wall and CPU seconds of this process, beside ``floor``: the same 1,000 GETs
   with plain urllib3 from a thread pool of the same size (no state, no deadline, no

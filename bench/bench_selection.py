@@ -1,7 +1,7 @@
 """ns per get_available_node() for every strategy at 3/100/1000 nodes, 1 and 8 threads.
 
 Baselines measured in the same run: ``floor`` (``nodes[next(count) % n]``, no lock) and
-``naive`` (the seed: filter every node's health under a lock, then max by priority).
+``naive`` (the ported design's way: filter every node's health under a lock, then max by priority).
 Prints one JSON line. Usage: python bench/bench_selection.py [--repeats 5] [--target-s 0.1]
 """
 

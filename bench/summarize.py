@@ -38,7 +38,7 @@ def rows(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 )
             r.append(
                 (
-                    f"naive seed scan, {n[1:]} nodes",
+                    f"naive scan (the ported design's), {n[1:]} nodes",
                     f"{x['naive/t1_ns']:.0f} ns",
                     f"{x['naive/t1_x_floor']:.0f}x floor",
                     "baseline",

@@ -1,4 +1,4 @@
-"""``python -m demo_app [--port 8000] [--scenario]``: the live dashboard, or the seed's example.
+"""``python -m demo_app [--port 8000] [--scenario]``: the live dashboard, or the ported design's example.
 
 The dashboard starts three upstream node processes and the demo Flask app, all on
 127.0.0.1, prints the URL, and stops every process it started on Ctrl-C (or after
@@ -34,7 +34,7 @@ def _port_free(port: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__)
     ap.add_argument("--port", type=int, default=8000, help="dashboard port on 127.0.0.1 (default 8000)")
-    ap.add_argument("--scenario", action="store_true", help="run the seed's complete example and exit")
+    ap.add_argument("--scenario", action="store_true", help="run the ported design's complete example and exit")
     ap.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds")
     ap.add_argument("--no-traffic", action="store_true", help="do not send background demo traffic")
     args = ap.parse_args(argv)

@@ -77,7 +77,7 @@ class NodeProcess:
 
 
 class Cluster:
-    """The seed's three nodes: primary, secondary, tertiary at priorities 100/80/60."""
+    """The ported design's three nodes: primary, secondary, tertiary at priorities 100/80/60."""
 
     def __init__(
         self,

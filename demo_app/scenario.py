@@ -1,6 +1,6 @@
-"""``python -m demo_app --scenario``: the seed's complete example (完整示例), with real nodes.
+"""``python -m demo_app --scenario``: the complete example (完整示例) of the design this library ports, with real nodes.
 
-Each step prints what happened and whether it matched what the seed's rules say;
+Each step prints what happened and whether it matched what the ported design's rules say;
 the exit status is 0 only if every step matched.
 """
 
@@ -41,7 +41,7 @@ class Checks:
 
 
 def call_node(http: requests.Session) -> Callable[[ServiceNode], str]:
-    """The seed's ``simulate_service_call``, as a real HTTP call to the node."""
+    """The ported design's ``simulate_service_call``, as a real HTTP call to the node."""
 
     def call(node: ServiceNode) -> str:
         resp = http.get(f"{node.endpoint}/api/items", timeout=(0.5, 1.0))
@@ -85,7 +85,7 @@ def step_degradation(cluster: Cluster, http: requests.Session, c: Checks) -> Aut
     c.check(
         "error rule",
         by_errors == DegradationLevel.Level3,
-        f"error rate {f['error_rate']:.0%} of {f['requests']} requests -> {by_errors.name} by the seed's rules",
+        f"error rate {f['error_rate']:.0%} of {f['requests']} requests -> {by_errors.name} by the ported design's rules",
     )
     c.check(
         "level",
@@ -171,7 +171,7 @@ def step_health(cluster: Cluster, c: Checks) -> None:
 
 
 def run_scenario() -> int:
-    print("=== resilience_mw: failover and degradation demo (the seed's complete example) ===\n", flush=True)
+    print("=== resilience_mw: failover and degradation demo (the ported design's complete example) ===\n", flush=True)
     checks = Checks()
     with Cluster() as cluster, requests.Session() as http:
         http.trust_env = False

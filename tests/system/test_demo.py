@@ -28,7 +28,7 @@ def test_scenario_exits_zero_when_every_step_matches() -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Success from secondary" in out.stdout and "-> Level3 by the seed's rules" in out.stdout
+    assert "Success from secondary" in out.stdout and "-> Level3 by the ported design's rules" in out.stdout
     assert "Fallback result" in out.stdout and "all 14 checks matched" in out.stdout
 
 
