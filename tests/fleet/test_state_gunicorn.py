@@ -47,7 +47,8 @@ class Gunicorn:
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.pids = self.wait_for(lambda seen: len(seen) == workers, timeout=30)
+        # (a busy machine boots workers slowly; a worker that never answers says why below)
+        self.pids = self.wait_for(lambda seen: len(seen) == workers, timeout=60)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -77,7 +78,7 @@ class Gunicorn:
             seen[body["pid"]] = body
             if done(seen):
                 return seen
-        raise AssertionError(f"not within {timeout} s: {seen}")
+        raise AssertionError(f"not within {timeout} s: {seen}; gunicorn said: {''.join(self.lines[-30:])}")
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=15)
