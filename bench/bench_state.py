@@ -96,7 +96,12 @@ def main() -> None:
             per_request["sqlite_x_local"] = round(ratio(res, "sqlite", "local"), 4)
             per_request["redis_x_local"] = round(ratio(res, "redis", "local"), 4)
             stop_all_workers()
-            spread = {name: propagation(url, args.tries) for name, url in urls.items() if url}
+            # two workers of one service of their own (the apps above are other services:
+            # on one file or namespace they would be a collision, reported and not merged)
+            spread = {
+                "sqlite": propagation(f"sqlite://{tmp}/propagation.db", args.tries),
+                "redis": propagation(f"{redis.url}?namespace=bench-propagation", args.tries),
+            }
         finally:
             redis.stop()
     emit(
@@ -104,7 +109,7 @@ def main() -> None:
         {
             "per_request": per_request,
             "propagation": spread,
-            "goals": {"per_request_max_x_local": 1.02, "propagation": "within one sync interval (1 s)"},
+            "goals": {"per_request_max_x_local": 1.02, "propagation_max_s": 2.0},
         },
     )
 
