@@ -400,6 +400,10 @@ def _store_name(name: str, value: Any) -> str | None:
     return clean
 
 
+#: a service name or namespace in the store
+_STORE_NAME = v.Check("letters, digits, '-', '_' or '.', or unset", _store_name)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig(_Validated):
     """Where the workers of a service share state (:mod:`resilience_mw.fleet.store`), and how."""
@@ -437,14 +441,14 @@ class StateConfig(_Validated):
         "this service's name in the store (announced with its node set: another service, or another node set, in "
         "the same namespace is a collision, warned about and not merged); unset: the Flask app's import name, "
         "else the module that created the Runtime",
-        v.Check("letters, digits, '-', '_' or '.', or unset", _store_name),
+        _STORE_NAME,
     )
 
     namespace: str | None = option(
         None,
         "the prefix of this service's keys in a Redis store (?namespace= in the URL says the same); unset: the "
         "service's name, so services on one Redis stay apart. A SQLite file is one namespace",
-        v.Check("letters, digits, '-', '_' or '.', or unset", _store_name),
+        _STORE_NAME,
     )
 
     def __repr__(self) -> str:

@@ -165,7 +165,8 @@ class Admission:
         the level): while the process is behind on its queue
         (:attr:`~resilience_mw.AutoDegradationManager.queue_behind`), or, with criticality
         shedding, when this request alone waited as long as the delay that puts a process
-        behind (``queue_threshold_l1``), it is shed when it waited longer than its class and user
+        behind (``config.queue_behind_at``: the lowest queue threshold, 20 ms by default), it is
+        shed when it waited longer than its class and user
         tolerate (:func:`~resilience_mw.admission.queue_tolerance`). A process that falls
         behind sheds just what keeps its queue short, from its first long wait on, and
         serves everything once its requests are served within their tolerance again,
