@@ -319,7 +319,8 @@ class PoolConfig(_Validated):
 
     strategy: FailoverStrategy = option(
         FailoverStrategy.Priority,
-        "how the next node is picked: Priority, RoundRobin, WeightedRoundRobin, Random or FastestResponse",
+        "how the next node is picked: Priority, RoundRobin, WeightedRoundRobin, Random, FastestResponse or "
+        "LeastLoaded",
         v.Check("a FailoverStrategy member or its name", _strategy),
     )
     failure_threshold: int = option(
@@ -342,7 +343,56 @@ class PoolConfig(_Validated):
         0.3, "weight of a new latency sample in the decaying average", v.number(gt=0, le=1)
     )
     power_of_two: bool = option(
-        False, "FastestResponse picks the faster of two random nodes (no herding)", v.boolean()
+        False, "FastestResponse compares two random nodes instead of all (LeastLoaded always does)", v.boolean()
+    )
+    latency_decay: float = option(
+        10.0,
+        "seconds over which a node's peak-sensitive latency decays when it is not measured again "
+        "(LeastLoaded, FastestResponse, Priority ties): a node that stalled once is tried again",
+        v.seconds(minimum=0.1, maximum=3600),
+    )
+    failure_penalty: float = option(
+        1.0,
+        "seconds of latency a failure, a 429 or a 503 counts as in a node's load-aware cost (Linkerd's "
+        "penalty): a node that fails fast does not attract traffic",
+        v.seconds(maximum=3600, zero=True),
+    )
+    slow_start_window: float = option(
+        30.0,
+        "seconds over which a node offered again (after an ejection, a hold-off or failed checks) ramps "
+        "from slow_start_min_weight to its full share, whatever the strategy (0: at once)",
+        v.seconds(maximum=3600, zero=True),
+    )
+    slow_start_min_weight: float = option(
+        0.1, "share of its traffic a returning node gets at the start of its slow start", v.number(gt=0, le=1)
+    )
+    outlier_interval: float = option(
+        10.0,
+        "seconds between comparisons of each node's outcomes with its peers' (Envoy's interval)",
+        v.seconds(minimum=0.05, maximum=3600),
+    )
+    outlier_min_hosts: int = option(
+        5, "nodes with enough requests a comparison needs (Envoy's minimum_hosts)", v.integer(ge=2, le=10_000)
+    )
+    outlier_min_requests: int = option(
+        100,
+        "requests a node needs in an interval to be compared (Envoy's request_volume)",
+        v.integer(ge=1, le=10_000_000),
+    )
+    success_rate_factor: float | None = option(
+        1.9,
+        "eject a node whose success rate is below its peers' mean by this many standard deviations "
+        "(and by more than chance explains); None: off",
+        v.optional(v.number(gt=0, le=100)),
+    )
+    failure_percentage: float | None = option(
+        85.0, "eject a node failing at least this percentage of its requests; None: off",
+        v.optional(v.number(gt=0, le=100)),
+    )
+    latency_factor: float | None = option(
+        5.0,
+        "eject a node whose mean latency is at least this multiple of its peers' median; None: off",
+        v.optional(v.number(gt=1, le=10_000)),
     )
 
     def _check_together(self) -> None:

@@ -122,10 +122,15 @@ class FailoverStrategy(enum.Enum):
     RoundRobin = "round_robin"
     #: a uniformly random healthy node
     Random = "random"
-    #: lowest decaying-average latency; unknown latency counts as slowest
+    #: the lowest load-aware cost (peak-sensitive latency x (requests in flight + 1)) over
+    #: every healthy node; an unmeasured node is tried, not shunned
     FastestResponse = "fastest_response"
     #: smooth weighted round-robin (nginx): weights 5:1:1 give a,a,b,a,c,a,a
     WeightedRoundRobin = "weighted_round_robin"
+    #: the cheaper of two random healthy nodes by the load-aware cost (Finagle's and
+    #: Linkerd's power of two choices over a peak EWMA): the choice for sick, not only
+    #: dead, nodes and for many client processes
+    LeastLoaded = "least_loaded"
 
 
 class DegradationLevel(enum.IntEnum):

@@ -1,11 +1,16 @@
 """Node-selection strategies: pure functions of a healthy-node tuple.
 
 A manager rebuilds its picker only when the healthy set changes; choosing a node is
-then a single call to that picker. For :attr:`~FailoverStrategy.Priority` and
-:attr:`~FailoverStrategy.RoundRobin` (and small-weight
+then a single call to that picker. For :attr:`~FailoverStrategy.Priority` with one node
+in the top tier and :attr:`~FailoverStrategy.RoundRobin` (and small-weight
 :attr:`~FailoverStrategy.WeightedRoundRobin`) the picker is a C-level callable
 (``itertools.repeat(...).__next__`` / ``itertools.cycle(...).__next__``): no lock, no
 scan, and atomic under the GIL, so every thread can share it.
+
+The load-aware strategies (:attr:`~FailoverStrategy.LeastLoaded`,
+:attr:`~FailoverStrategy.FastestResponse`, and ties in Priority's top tier) score a node
+by its :meth:`~resilience_mw.failover.load.NodeLoad.cost` divided by its weight, read live:
+no rebuild per sample.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .. import _fork
 from ..model import FailoverStrategy, ServiceNode
+from .load import NodeLoad
 
 __all__ = [
     "Orderer",
@@ -32,9 +38,6 @@ Picker = Callable[[], ServiceNode]
 
 #: Longest precomputed weighted sequence; beyond it a locked smooth-WRR is used.
 MAX_WEIGHTED_SEQUENCE = 10_000
-
-_UNKNOWN = math.inf
-
 
 def priority_order(nodes: Sequence[ServiceNode]) -> tuple[ServiceNode, ...]:
     """Nodes by descending priority; ties keep their given order."""
@@ -89,23 +92,54 @@ class _LockedSmoothWeighted:
         return self._nodes[best]
 
 
-def _fastest_picker(
-    nodes: tuple[ServiceNode, ...],
-    latency: Mapping[str, float],
-    rng: random.Random,
-    power_of_two: bool,
+def _scorer(
+    loads: Mapping[str, NodeLoad], clock: Callable[[], float]
+) -> Callable[[ServiceNode, float], float]:
+    def score(node: ServiceNode, now: float) -> float:
+        return loads[node.id].cost(now) / node.weight
+
+    return score
+
+
+def _two_choices(
+    nodes: tuple[ServiceNode, ...], loads: Mapping[str, NodeLoad], clock: Callable[[], float], rng: random.Random
 ) -> Picker:
-    get = latency.get
-    if power_of_two and len(nodes) > 2:
+    """The cheaper of two distinct random nodes (ties: the first drawn)."""
+    score = _scorer(loads, clock)
+    n = len(nodes)
+    draw = rng.random
 
-        def pick_p2c() -> ServiceNode:
-            a, b = rng.sample(nodes, 2)
-            return a if get(a.id, _UNKNOWN) <= get(b.id, _UNKNOWN) else b
+    def pick_p2c() -> ServiceNode:
+        i = int(draw() * n)
+        j = int(draw() * (n - 1))
+        if j >= i:
+            j += 1
+        a, b = nodes[i], nodes[j]
+        now = clock()
+        return a if score(a, now) <= score(b, now) else b
 
-        return pick_p2c
+    return pick_p2c
+
+
+def _cheapest(
+    nodes: tuple[ServiceNode, ...], loads: Mapping[str, NodeLoad], clock: Callable[[], float], rng: random.Random
+) -> Picker:
+    """The cheapest node of all, scanned from a random start so that ties spread."""
+    score = _scorer(loads, clock)
+    n = len(nodes)
+    draw = rng.random
 
     def pick_min() -> ServiceNode:
-        return min(nodes, key=lambda n: get(n.id, _UNKNOWN))
+        now = clock()
+        start = int(draw() * n)
+        best = nodes[start]
+        best_cost = score(best, now)
+        for k in range(1, n):
+            node = nodes[(start + k) % n]
+            cost = score(node, now)
+            if cost < best_cost:
+                best, best_cost = node, cost
+        return best
 
     return pick_min
 
@@ -114,21 +148,25 @@ def build_picker(
     strategy: FailoverStrategy,
     nodes: tuple[ServiceNode, ...],
     *,
-    latency: Mapping[str, float],
+    loads: Mapping[str, NodeLoad],
+    clock: Callable[[], float],
     rng: random.Random,
     power_of_two: bool = False,
     offset: int = 0,
 ) -> Picker | None:
     """Return a zero-argument callable choosing among ``nodes``, or ``None`` if empty.
 
-    ``latency`` is read live (node id -> seconds) by FastestResponse, so latency
-    updates need no rebuild. ``offset`` rotates the round-robin start so a rebuilt
+    ``loads`` (node id -> :class:`~resilience_mw.failover.load.NodeLoad`) is read live by
+    the load-aware strategies. ``offset`` rotates the round-robin start so a rebuilt
     cycle does not always restart on the first node.
     """
     if not nodes:
         return None
     if strategy is FailoverStrategy.Priority:
-        return itertools.repeat(priority_order(nodes)[0]).__next__
+        top = _top_tier(nodes)
+        if len(top) == 1:
+            return itertools.repeat(top[0]).__next__
+        return _two_choices(top, loads, clock, rng)  # a tier is balanced by load
     if strategy is FailoverStrategy.RoundRobin:
         k = offset % len(nodes)
         return itertools.cycle(nodes[k:] + nodes[:k]).__next__
@@ -140,7 +178,16 @@ def build_picker(
         if sum(n.weight for n in nodes) // divisor <= MAX_WEIGHTED_SEQUENCE:
             return itertools.cycle(smooth_weighted_sequence(nodes)).__next__
         return _LockedSmoothWeighted(nodes)
-    return _fastest_picker(nodes, latency, rng, power_of_two)
+    if len(nodes) == 1:
+        return itertools.repeat(nodes[0]).__next__
+    if strategy is FailoverStrategy.LeastLoaded or power_of_two:
+        return _two_choices(nodes, loads, clock, rng)
+    return _cheapest(nodes, loads, clock, rng)
+
+
+def _top_tier(nodes: tuple[ServiceNode, ...]) -> tuple[ServiceNode, ...]:
+    top = max(n.priority for n in nodes)
+    return tuple(n for n in nodes if n.priority == top)
 
 
 Orderer = Callable[[ServiceNode], tuple[ServiceNode, ...]]
@@ -150,14 +197,15 @@ def build_orderer(
     strategy: FailoverStrategy,
     nodes: tuple[ServiceNode, ...],
     *,
-    latency: Mapping[str, float],
+    loads: Mapping[str, NodeLoad],
+    clock: Callable[[], float],
     rng: random.Random,
 ) -> Orderer:
     """Return ``order(first)``: every node of ``nodes`` once, ``first`` leading, the rest
     in the strategy's order. Built once per healthy set, so a call costs what the
     strategy needs and no more: Priority returns a precomputed tuple, RoundRobin slices
-    at a precomputed index, WeightedRoundRobin filters a presorted tuple; Random and
-    FastestResponse order afresh (their order changes from call to call).
+    at a precomputed index, WeightedRoundRobin filters a presorted tuple; Random and the
+    load-aware strategies order afresh (their order changes from call to call).
     """
     if strategy is FailoverStrategy.Priority:
         ranked = priority_order(nodes)
@@ -180,7 +228,13 @@ def build_orderer(
             return (first, *rng.sample(others, len(others)))
 
         return shuffled
-    return lambda first: (first, *sorted(_others(first, nodes), key=lambda n: latency.get(n.id, _UNKNOWN)))
+    score = _scorer(loads, clock)
+
+    def cheapest_first(first: ServiceNode) -> tuple[ServiceNode, ...]:
+        now = clock()
+        return (first, *sorted(_others(first, nodes), key=lambda n: score(n, now)))
+
+    return cheapest_first
 
 
 def _others(first: ServiceNode, nodes: tuple[ServiceNode, ...]) -> list[ServiceNode]:

@@ -41,13 +41,15 @@ class Try:
     """One step of a :class:`FailoverLoop`: the node, its position, and (computed only
     when asked, on a failure) the node that comes next."""
 
-    __slots__ = ("_loop", "node", "position")
+    __slots__ = ("_loop", "node", "position", "sent")
 
     def __init__(self, loop: FailoverLoop, node: ServiceNode, position: int) -> None:
         self._loop = loop
         self.node = node
         #: 0 for the first node tried
         self.position = position
+        #: the request on its way (in flight until its outcome is recorded)
+        self.sent = loop.pool.send(node)
 
     @property
     def next(self) -> ServiceNode | None:
@@ -115,11 +117,19 @@ class FailoverLoop:
     def __iter__(self) -> Iterator[Try]:
         order = self._order
         first = order.first if isinstance(order, CallOrder) else order[0]
-        self._started = time.perf_counter()
-        yield Try(self, first, 0)
-        for i, node in enumerate(self.rest(), 1):
+        step = None
+        try:
             self._started = time.perf_counter()
-            yield Try(self, node, i)
+            step = Try(self, first, 0)
+            yield step
+            for i, node in enumerate(self.rest(), 1):
+                self.pool.done(step.sent)
+                self._started = time.perf_counter()
+                step = Try(self, node, i)
+                yield step
+        finally:
+            if step is not None:
+                self.pool.done(step.sent)  # a try left without an outcome is no longer in flight
 
     def elapsed(self) -> float:
         """Seconds since the current try started."""
@@ -128,7 +138,8 @@ class FailoverLoop:
     def succeeded(self, step: Try) -> None:
         """The try worked: the node's passive health hears of it, with its latency."""
         elapsed = self.elapsed()
-        self.pool.mark_success(step.node.id, elapsed)
+        self.pool.done(step.sent)
+        self.pool.mark_success(step.node.id, elapsed, sent=step.sent)
         if signals.attempt_ended.receivers:
             signals.send(
                 signals.attempt_ended, self.pool, node=step.node, outcome="success", duration=elapsed,
@@ -139,10 +150,11 @@ class FailoverLoop:
         """Count a failure against the node without ending the try (a bad status that is
         returned to the caller all the same); ``hold_off`` seconds keep it out instead,
         as its ``Retry-After`` asked."""
+        self.pool.done(step.sent)
         if hold_off:
-            self.pool.hold_off(step.node.id, hold_off)
+            self.pool.hold_off(step.node.id, hold_off, sent=step.sent)
         else:
-            self.pool.mark_failure(step.node.id)
+            self.pool.mark_failure(step.node.id, sent=step.sent)
 
     def failed(
         self, step: Try, error: BaseException, *, charge: bool = True, go_on: bool = True, hold_off: float | None = None
@@ -159,6 +171,7 @@ class FailoverLoop:
         :func:`~resilience_mw.exceptions.with_attempts`); the caller re-raises it.
         """
         elapsed = self.elapsed()
+        self.pool.done(step.sent)
         self.attempts.append(Attempt(step.node.id, error, elapsed))
         if charge:
             self.charge(step, hold_off=hold_off)

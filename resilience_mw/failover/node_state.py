@@ -16,7 +16,7 @@ Offered to traffic:
 
 Out:
 
-* ``ejected`` (passive, or a quorum of other workers' reports): its timer (to probation), one passing check or a success (to
+* ``ejected`` (passive, outlier detection, or a quorum of other workers' reports): its timer (to probation), one passing check or a success (to
   healthy), a failed check or a manual down (to down: out until checks pass).
 * ``held-off`` (``Retry-After``): its timer (to probation), a success (to healthy), a
   manual down (to down). Checks do not end it: the node asked for time.
@@ -68,6 +68,12 @@ class DownReason(_Text):
     MANUAL = "manual"
     #: other workers found it down (a quorum of them, through the state store)
     SHARED = "shared"
+    #: its success rate fell well below its peers' (outlier detection)
+    SUCCESS_RATE = "success-rate"
+    #: it failed at least ``failure_percentage`` % of its requests (outlier detection)
+    FAILURE_PERCENTAGE = "failure-percentage"
+    #: its latency stayed a multiple of its peers' median (outlier detection)
+    LATENCY = "latency"
 
 
 class RecoveryReason(_Text):
@@ -134,6 +140,11 @@ class NodeState:
     #: held down by the verdict of the fleet's health checker (another worker's): its
     #: word brings it back, as this worker's own passing checks would
     verdict: bool = False
+    #: counts the node's outages: a request remembers it when it leaves, and its outcome
+    #: changes nothing about an outage that began after it left
+    epoch: int = 0
+    #: when the node was last offered again after an outage (its slow start began)
+    returned_at: float | None = None
 
     @property
     def offered(self) -> bool:
@@ -154,11 +165,7 @@ class NodeState:
         if not self.offered:
             return None
         if self.consecutive_failures >= rules.failure_threshold and may_eject:
-            if self.healthy_since is not None and now - self.healthy_since >= rules.max_ejection_time:
-                self.ejections = 0  # healthy long enough: forget earlier ejections
-            self.ejections += 1
-            duration = min(rules.base_ejection_time * self.ejections, rules.max_ejection_time)
-            return self._take_out(Phase.EJECTED, DownReason.PASSIVE, now, duration)
+            return self._take_out(Phase.EJECTED, DownReason.PASSIVE, now, self._next_ejection(now, rules))
         if self.phase is Phase.HEALTHY:
             self.phase = Phase.SUSPECT
         return None
@@ -279,7 +286,22 @@ class NodeState:
 
     # --------------------------------------------------------------- internals
 
+    def eject(self, now: float, rules: PoolConfig, reason: DownReason) -> Transition | None:
+        """Outlier detection found the node worse than its peers (``reason``): out for
+        ``base_ejection_time x ejections``, as a passive ejection."""
+        if not self.offered:
+            return None
+        return self._take_out(Phase.EJECTED, reason, now, self._next_ejection(now, rules))
+
+    def _next_ejection(self, now: float, rules: PoolConfig) -> float:
+        if self.healthy_since is not None and now - self.healthy_since >= rules.max_ejection_time:
+            self.ejections = 0  # healthy long enough: forget earlier ejections
+        self.ejections += 1
+        return min(rules.base_ejection_time * self.ejections, rules.max_ejection_time)
+
     def _take_out(self, phase: Phase, reason: DownReason, now: float, duration: float | None) -> Transition:
+        self.epoch += 1
+        self.returned_at = None
         self.phase = phase
         self.verdict = False
         self.reason = reason
@@ -295,6 +317,7 @@ class NodeState:
         )
 
     def _bring_back(self, reason: RecoveryReason, now: float) -> Transition:
+        self.returned_at = now
         self.phase = Phase.HEALTHY
         self.verdict = False
         self.reason = None

@@ -13,6 +13,16 @@ An ejection or hold-off that has run out is applied on every read (picking, orde
 the first read at or after its expiry by the pool's clock: every reader agrees. At most
 ``max_ejection_percent`` of the nodes (and always at least one) can be out on a timer
 at the same time.
+
+Load and outcomes: each node has a :class:`~resilience_mw.failover.load.NodeLoad` (its
+requests in flight, a peak-sensitive latency, its outcomes since the last comparison).
+A call :meth:`NodePool.send` s a request and hands its :class:`Sent` back with the
+outcome, so an outcome is judged against the node's state when the request left: the
+success of a request sent before an ejection does not readmit the node. Every
+``outlier_interval`` the first outcome recorded compares the nodes with their peers
+(:mod:`~resilience_mw.failover.outliers`; the fleet's counts summed in when a state
+store is shared) and ejects the outliers. A node offered again after an outage ramps
+up over ``slow_start_window`` whatever the strategy.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +41,11 @@ from ..exceptions import ConfigError, UnknownNodeError
 from ..model import FailoverStrategy, NodeHealth, ServiceNode
 from . import _inbound
 from ._strategies import Orderer, Picker, build_orderer, build_picker
-from .node_state import NodeState, Phase, Transition
+from .load import NodeLoad, Tally
+from .node_state import DownReason, NodeState, Phase, Transition
+from .outliers import find_outliers
 
-__all__ = ["CallOrder", "NodePool"]
+__all__ = ["CallOrder", "NodePool", "Sent"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,21 @@ class _View:
     #: the earliest timer to run out (``None``: no node is out on a timer)
     recheck_at: float | None
     panic: bool
+
+
+class Sent:
+    """One request on its way to a node: what its outcome is judged against."""
+
+    __slots__ = ("epoch", "node", "open", "started")
+
+    def __init__(self, node: ServiceNode, started: float, epoch: int) -> None:
+        self.node = node
+        #: when it left, by the pool's clock
+        self.started = started
+        #: the node's outage count when it left
+        self.epoch = epoch
+        #: not yet ended
+        self.open = True
 
 
 class CallOrder:
@@ -119,9 +146,18 @@ class NodePool:
         self._states = {n.id: NodeState(n) for n in node_list}
         #: nodes out on a timer (ejected or held off): what the ejection cap counts
         self._timed = 0
-        # Decaying-average latency per node id. Written under the lock, read without it
-        # (a dict lookup is atomic), so FastestResponse needs no rebuild per sample.
+        # Decaying-average latency per node id (what is reported). Written under the
+        # lock, read without it (a dict lookup is atomic).
         self._latency: dict[str, float] = {}
+        #: each node's load in this process (what the load-aware strategies score)
+        self.loads: dict[str, NodeLoad] = {
+            n.id: NodeLoad(cfg.latency_decay, cfg.failure_penalty) for n in node_list
+        }
+        self._next_comparison = self._clock() + cfg.outlier_interval
+        self._comparing = threading.Lock()
+        #: adds the other workers' outcomes to this worker's for a comparison (the state
+        #: sync sets it: node id -> their tally for the interval)
+        self.fleet_tallies: Callable[[Mapping[str, Tally]], Mapping[str, Tally]] | None = None
         self._rebuilds = 0
         self._view = self._build_view()
         _fork.register(self)
@@ -239,8 +275,27 @@ class NodePool:
 
     # ---------------------------------------------------------------- writing
 
-    def mark_failure(self, node_id: str) -> None:
-        """Record a failed call to ``node_id`` (passive health)."""
+    def send(self, node: ServiceNode) -> Sent:
+        """A request leaves for ``node`` now: it counts as in flight until :meth:`done`,
+        and its outcome (``sent=`` of the marks) is judged against the node's state now."""
+        now = self._clock()
+        self.loads[node.id].begin(now)
+        return Sent(node, now, self._state(node.id).epoch)
+
+    def done(self, sent: Sent) -> None:
+        """The request of ``sent`` is over (answered, failed or abandoned); once only."""
+        if sent.open:
+            sent.open = False
+            self.loads[sent.node.id].end(sent.started)
+
+    def mark_failure(self, node_id: str, *, sent: Sent | None = None) -> None:
+        """Record a failed call to ``node_id`` (passive health). With ``sent``, a call
+        that left before the node's latest outage changes nothing about it."""
+        now = self._clock()
+        self.loads[node_id].record(now, None if sent is None else now - sent.started, False)
+        if not self._current(node_id, sent):
+            self._compare_if_due(now)
+            return
         rules = self.config
         capped = False
 
@@ -253,25 +308,91 @@ class NodePool:
         self._apply(node_id, fail)
         if capped:
             log.debug("node %s failing but not ejected: %d of %d nodes already out", node_id, self._timed, len(self._nodes))
+        self._compare_if_due(now)
 
-    def mark_success(self, node_id: str, latency: float) -> None:
-        """Record a successful call to ``node_id`` that took ``latency`` seconds."""
+    def mark_success(self, node_id: str, latency: float, *, sent: Sent | None = None) -> None:
+        """Record a successful call to ``node_id`` that took ``latency`` seconds. With
+        ``sent``, a call that left before the node's latest outage does not end it."""
         st = self._state(node_id)
+        now = self._clock()
+        self.loads[node_id].record(now, latency, True)
+        self._add_latency(node_id, latency)
         if st.phase is Phase.HEALTHY:
             # Nothing changes state: no lock. A sample lost to a concurrent update only
             # nudges a decaying average.
-            st.last_check = st.last_success = self._clock()
-            self._add_latency(node_id, latency)
-            return
-        self._add_latency(node_id, latency)
-        self._apply(node_id, lambda st, now: st.on_success(now))
+            st.last_check = st.last_success = now
+        elif self._current(node_id, sent):
+            self._apply(node_id, lambda st, now: st.on_success(now))
+        self._compare_if_due(now)
 
-    def hold_off(self, node_id: str, seconds: float) -> None:
+    def hold_off(self, node_id: str, seconds: float, *, sent: Sent | None = None) -> None:
         """Take ``node_id`` out for ``seconds`` because it asked to be left alone
         (``Retry-After`` on a 503 or 429), within the ejection cap and capped at
         ``max_ejection_time``. It comes back like an expired ejection."""
-        seconds = min(max(0.0, seconds), self.config.max_ejection_time)
-        self._apply(node_id, lambda st, now: st.on_hold(now, seconds, self._timed < self._max_ejectable))
+        now = self._clock()
+        self.loads[node_id].record(now, None if sent is None else now - sent.started, False)
+        if self._current(node_id, sent):
+            seconds = min(max(0.0, seconds), self.config.max_ejection_time)
+            self._apply(node_id, lambda st, now: st.on_hold(now, seconds, self._timed < self._max_ejectable))
+        self._compare_if_due(now)
+
+    # ------------------------------------------------------ outlier detection
+
+    #: whether outcomes trigger the comparison with peers every ``outlier_interval``
+    #: (the state sync turns it off and compares the fleet's counts itself)
+    compare_on_traffic = True
+
+    def take_tallies(self) -> dict[str, Tally]:
+        """Each node's outcomes in this process since the last call (the count restarts)."""
+        return {nid: load.take_tally() for nid, load in self.loads.items()}
+
+    def eject_outliers(self, tallies: Mapping[str, Tally]) -> list[str]:
+        """Compare the nodes by ``tallies`` (:func:`~resilience_mw.failover.outliers.find_outliers`)
+        and eject the outliers, worst first, within ``max_ejection_percent``; the ids ejected."""
+        found = find_outliers(tallies, self.config)
+        if not found:
+            return []
+        ejected: list[str] = []
+        with self._lock:
+            now = self._clock()
+            transitions = self._readmit(now) if self._due(now) else []
+            changed = False
+            for node_id, reason, _severity in found:
+                st = self._states.get(node_id)
+                if st is None or not st.offered:
+                    continue
+                if self._timed >= self._max_ejectable:
+                    log.info("node %s is an outlier (%s) but not ejected: %d of %d nodes already out",
+                             node_id, reason, self._timed, len(self._nodes))
+                    break
+                transition = st.eject(now, self.config, reason)
+                if transition is not None:
+                    self._timed += 1
+                    changed = True
+                    ejected.append(node_id)
+                    transitions.append(transition)
+            if changed:
+                self._rebuild()
+        self._report(transitions)
+        return ejected
+
+    def _compare_if_due(self, now: float) -> None:
+        if now < self._next_comparison or not self.compare_on_traffic:
+            return
+        if not self._comparing.acquire(blocking=False):
+            return  # another thread is comparing
+        try:
+            if now < self._next_comparison:
+                return
+            self._next_comparison = now + self.config.outlier_interval
+            self.eject_outliers(self.take_tallies())
+        finally:
+            self._comparing.release()
+
+    def _current(self, node_id: str, sent: Sent | None) -> bool:
+        """Whether an outcome of ``sent`` speaks for the node's current state (no outage
+        began after the request left)."""
+        return sent is None or sent.epoch == self._state(node_id).epoch
 
     def record_check(
         self,
@@ -384,7 +505,8 @@ class NodePool:
         return view
 
     def _readmit(self, now: float) -> list[Transition]:
-        """Offer again, on probation, the nodes whose timer ran out (lock held)."""
+        """Offer again, on probation, the nodes whose timer ran out, and end the slow
+        starts that are over (lock held; called when the view's recheck time came)."""
         transitions = []
         for st in self._states.values():
             timed = st.timed_out
@@ -392,31 +514,49 @@ class NodePool:
             if transition is not None:
                 self._timed -= timed
                 transitions.append(transition)
-        if transitions:
-            self._rebuild()
+        self._rebuild()
         return transitions
 
     def _build_view(self) -> _View:
+        now = self._clock()
         healthy = tuple(n for n in self._nodes if self._states[n.id].offered)
         # Panic routing: with nothing healthy, every node is tried rather than none; a
         # one-node pool always does, so its only node is never shut out.
         panic = not healthy and (self.config.panic or len(self._nodes) == 1)
         candidates = self._nodes if panic else healthy
-        expiries = [s.until for s in self._states.values() if s.until is not None]
+        rechecks = [s.until for s in self._states.values() if s.until is not None]
         self._rebuilds += 1
+        pick = build_picker(
+            self.strategy,
+            candidates,
+            loads=self.loads,
+            clock=self._clock,
+            rng=self._rng,
+            power_of_two=self.config.power_of_two,
+            offset=self._rebuilds,
+        )
+        order = (
+            build_orderer(self.strategy, candidates, loads=self.loads, clock=self._clock, rng=self._rng)
+            if candidates
+            else None
+        )
+        window = self.config.slow_start_window
+        if window > 0 and not panic and len(candidates) > 1 and pick is not None and order is not None:
+            ramps = {
+                n.id: returned
+                for n in candidates
+                if (returned := self._states[n.id].returned_at) is not None and now - returned < window
+            }
+            if ramps:
+                rechecks.extend(returned + window for returned in ramps.values())
+                pick = _slow_start(pick, order, ramps, window, self.config.slow_start_min_weight, self._clock,
+                                   self._rng.random)
         return _View(
             healthy=healthy,
             candidates=candidates,
-            pick=build_picker(
-                self.strategy,
-                candidates,
-                latency=self._latency,
-                rng=self._rng,
-                power_of_two=self.config.power_of_two,
-                offset=self._rebuilds,
-            ),
-            order=build_orderer(self.strategy, candidates, latency=self._latency, rng=self._rng) if candidates else None,
-            recheck_at=min(expiries) if expiries else None,
+            pick=pick,
+            order=order,
+            recheck_at=min(rechecks) if rechecks else None,
             panic=panic,
         )
 
@@ -448,6 +588,9 @@ class NodePool:
     def _after_fork_in_child(self) -> None:
         # Another thread may have held the lock when the process forked.
         self._lock = threading.RLock()
+        self._comparing = threading.Lock()
+        for load in self.loads.values():
+            load.after_fork_in_child()
         self._rebuild()  # fresh picker (some pickers own a lock too)
 
     def __repr__(self) -> str:
@@ -456,3 +599,26 @@ class NodePool:
             f"{type(self).__name__}(strategy={self.strategy.name}, nodes={len(self._nodes)}, "
             f"healthy={[n.id for n in view.healthy]}{', panic' if view.panic else ''})"
         )
+
+
+def _slow_start(
+    pick: Picker,
+    order: Orderer,
+    ramps: Mapping[str, float],
+    window: float,
+    floor: float,
+    clock: Callable[[], float],
+    draw: Callable[[], float],
+) -> Picker:
+    """``pick``, with each node of ``ramps`` (id -> when it came back) kept to a share of
+    its picks growing from ``floor`` to all of them over ``window`` seconds (Envoy's slow
+    start, aggression 1): a pick it loses goes to the next node in the strategy's order."""
+
+    def pick_ramped() -> ServiceNode:
+        node = pick()
+        since = ramps.get(node.id)
+        if since is not None and draw() >= max(floor, (clock() - since) / window):
+            return order(node)[1]
+        return node
+
+    return pick_ramped

@@ -90,7 +90,9 @@ def test_parallel_checks_are_concurrent(node_factory: Any) -> None:
 
 def test_background_checking_hysteresis_and_signals(node_factory: Any) -> None:
     a, b = node_factory("a"), node_factory("b")
-    manager = FailoverManager([ServiceNode("a", a.url, priority=10), ServiceNode("b", b.url, priority=5)])
+    manager = FailoverManager(
+        [ServiceNode("a", a.url, priority=10), ServiceNode("b", b.url, priority=5)], slow_start_window=0
+    )
     events: list[tuple[str, str, str]] = []
     lock = threading.Lock()
 

@@ -240,6 +240,7 @@ def ejected_pool(clock: FakeClock, **kw: Any) -> FailoverManager:
         "Priority",
         failure_threshold=1,
         base_ejection_time=30,
+        slow_start_window=0,  # (slow start has tests of its own)
         clock=clock,
         **kw,
     )

@@ -26,6 +26,7 @@ class PoolMachine(RuleBasedStateMachine):
             base_ejection_time=10,
             max_ejection_time=40,
             panic=False,
+            slow_start_window=0,  # the model: a node offered again is picked again at once
             clock=self.clock,
         )
         self.fails = dict.fromkeys(IDS, 0)

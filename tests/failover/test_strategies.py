@@ -27,9 +27,11 @@ def test_priority_picks_highest_and_skips_unhealthy(seed_nodes: list[ServiceNode
     assert m.get_available_node() is None
 
 
-def test_priority_ties_keep_declaration_order() -> None:
+def test_priority_ties_share_the_traffic_and_keep_declaration_order_for_failover() -> None:
     nodes = [ServiceNode("x", "http://x", priority=5), ServiceNode("y", "http://y", priority=5)]
-    assert FailoverManager(nodes).get_available_node() is nodes[0]
+    m = FailoverManager(nodes)
+    assert {m.get_available_node().id for _ in range(50)} == {"x", "y"}  # type: ignore[union-attr]  # one tier
+    assert m.failover_order()[1:] in ((nodes[1],), (nodes[0],))
 
 
 def test_round_robin_cycles_evenly_and_skips_unhealthy(seed_nodes: list[ServiceNode]) -> None:
@@ -75,33 +77,6 @@ def test_weighted_large_totals_use_stepwise_algorithm() -> None:
     m = FailoverManager(nodes, FailoverStrategy.WeightedRoundRobin)
     counts = Counter(m.get_available_node().id for _ in range(17_000))  # type: ignore[union-attr]
     assert counts == {"a": 9_999, "b": 7_001}
-
-
-def test_fastest_uses_decaying_average_not_last_sample(seed_nodes: list[ServiceNode]) -> None:
-    m = FailoverManager(seed_nodes, FailoverStrategy.FastestResponse, latency_alpha=0.3)
-    # unknown latency counts as slowest: measured nodes win
-    m.mark_success("secondary", 0.050)
-    assert m.get_available_node() is seed_nodes[1]
-    for _ in range(10):
-        m.mark_success("primary", 0.010)
-    assert m.get_available_node() is seed_nodes[0]
-    # one slow sample moves the average, but not past secondary's 50 ms
-    m.mark_success("primary", 0.080)
-    assert m.latency("primary") == pytest.approx(0.010 + 0.3 * 0.070, rel=1e-3)
-    assert m.get_available_node() is seed_nodes[0]
-    _down(m, "primary")
-    assert m.get_available_node() is seed_nodes[1]
-
-
-def test_fastest_power_of_two_spreads_but_never_picks_slowest() -> None:
-    nodes = [ServiceNode(str(i), f"http://n{i}") for i in range(4)]
-    m = FailoverManager(nodes, FailoverStrategy.FastestResponse, power_of_two=True, rng=random.Random(1))
-    for i, lat in enumerate((0.01, 0.02, 0.03, 0.04)):
-        m.mark_success(str(i), lat)
-    counts = Counter(m.get_available_node().id for _ in range(6000))  # type: ignore[union-attr]
-    assert "3" not in counts
-    assert counts["0"] > counts["1"] > counts["2"] > 0
-    assert counts["0"] < 6000 * 0.6  # no herding onto one node
 
 
 @pytest.mark.parametrize("strategy", list(FailoverStrategy))

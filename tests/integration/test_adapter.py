@@ -191,7 +191,7 @@ def test_unhealthy_node_not_tried_and_passive_health_fed(node_factory: Any) -> N
 
 def test_restart_mid_test_traffic_returns(node_factory: Any, clock: Any) -> None:
     a, b = node_factory("a"), node_factory("b")
-    s, _adapter = session_for(a, b, failure_threshold=1, clock=clock, base_ejection_time=10)
+    s, _adapter = session_for(a, b, failure_threshold=1, clock=clock, base_ejection_time=10, slow_start_window=0)
     assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "a"
     a.stop()
     assert s.get(f"{BASE}/x", timeout=1).json()["node"] == "b"
@@ -479,7 +479,7 @@ def test_the_adapters_own_limit_still_charges_the_node(node_factory: Any, bindin
     slow, b = node_factory("slow", "slow"), node_factory("b")
     slow.delay = 0.15
     options = {"deadline": 0.04} if binding == "deadline" else {}
-    s, adapter = session_for(slow, b, failure_threshold=1, **options)
+    s, adapter = session_for(slow, b, failure_threshold=1, slow_start_window=0, **options)
     for inbound in (None, (time.time() + 5, "")):  # without a caller's deadline, and under a longer one
         token = inbound_deadline.set(inbound)
         try:

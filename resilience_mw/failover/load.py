@@ -1,0 +1,161 @@
+"""A node's load as this process sees it: requests in flight, a peak-sensitive latency
+average, and its outcomes since the last comparison with its peers.
+
+:class:`NodeLoad` is what the load-aware strategies score and what outlier detection
+reads. Its cost is Finagle's and Linkerd's *peak EWMA* times the requests in flight:
+
+* a latency above the average replaces it at once (a spike is believed at once), one
+  below it is folded in with a weight that grows with the time since the last sample,
+  so the average comes down over ``decay`` seconds, not over a count of requests;
+* read without a new sample, the average decays towards zero with the same time
+  constant: a node that stalled once, or was never measured, is tried again rather
+  than shunned for ever;
+* requests still in flight count by their age: a node that has stopped answering looks
+  as slow as its oldest waiting request, before any of them returns;
+* a failure, a 429 or a 503 counts as ``penalty`` seconds (Linkerd's failure penalty),
+  so a node that fails fast does not attract traffic for being fast;
+* a node with requests in flight and no sample yet costs more than any measured node
+  (Finagle's rule), so a new node is explored one request at a time.
+
+Each :class:`NodeLoad` owns a small lock held only to update its numbers, never across
+I/O; the cost is read without it (a torn read nudges one choice, nothing more).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+__all__ = ["UNMEASURED_PENALTY", "NodeLoad", "Tally"]
+
+#: the cost of a node with requests in flight and no latency sample yet (plus one per
+#: request in flight): above any measured node, so a new node is explored, not flooded
+UNMEASURED_PENALTY = 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A node's outcomes over one outlier-detection interval (one process's, or summed
+    over the fleet)."""
+
+    requests: int = 0
+    failures: int = 0
+    #: sum of the successful requests' latencies, seconds
+    latency_sum: float = 0.0
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.failures
+
+    @property
+    def mean_latency(self) -> float | None:
+        """Mean latency of the successes, ``None`` without any."""
+        ok = self.requests - self.failures
+        return self.latency_sum / ok if ok > 0 else None
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.requests + other.requests, self.failures + other.failures, self.latency_sum + other.latency_sum
+        )
+
+
+class NodeLoad:
+    """One node's load and outcomes in this process; see the module docstring.
+
+    :param decay: seconds of the latency average's time constant.
+    :param penalty: seconds a failure counts as (0: a failure counts as its duration).
+    """
+
+    __slots__ = (
+        "_decay",
+        "_failures",
+        "_latency_sum",
+        "_lock",
+        "_pending_sum",
+        "_requests",
+        "_stamp",
+        "inflight",
+        "latency",
+        "penalty",
+    )
+
+    def __init__(self, decay: float = 10.0, penalty: float = 1.0) -> None:
+        self._decay = decay
+        self.penalty = penalty
+        self._lock = threading.Lock()
+        #: requests sent and not yet answered, in this process
+        self.inflight = 0
+        self._pending_sum = 0.0
+        #: the peak-sensitive average, seconds, as of :attr:`_stamp` (0: never measured)
+        self.latency = 0.0
+        self._stamp = 0.0
+        self._requests = 0
+        self._failures = 0
+        self._latency_sum = 0.0
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child (its owner calls it): the parent's requests
+        in flight are not the child's, and the lock may have been held at the fork."""
+        self._lock = threading.Lock()
+        self.inflight = 0
+        self._pending_sum = 0.0
+
+    def begin(self, now: float) -> None:
+        """A request to the node leaves at ``now``."""
+        with self._lock:
+            self.inflight += 1
+            self._pending_sum += now
+
+    def end(self, started: float) -> None:
+        """The request that left at ``started`` is over (answered, failed or abandoned)."""
+        with self._lock:
+            if self.inflight > 0:
+                self.inflight -= 1
+                self._pending_sum = self._pending_sum - started if self.inflight else 0.0
+
+    def record(self, now: float, latency: float | None, ok: bool) -> None:
+        """An outcome: a success that took ``latency`` seconds, or a failure (which
+        counts as at least :attr:`penalty` seconds)."""
+        sample = latency if latency is not None else 0.0
+        if not ok:
+            sample = max(sample, self.penalty)
+        with self._lock:
+            self._requests += 1
+            if ok:
+                self._latency_sum += sample
+            else:
+                self._failures += 1
+            old = self.latency
+            if sample >= old or old == 0.0:
+                self.latency = sample  # a peak is believed at once
+            else:
+                w = math.exp(-max(0.0, now - self._stamp) / self._decay)
+                self.latency = old * w + sample * (1.0 - w)
+            self._stamp = now
+
+    def cost(self, now: float) -> float:
+        """The load-aware cost at ``now``: the decayed peak average, or the mean age of
+        the requests in flight if that is longer, times (requests in flight + 1)."""
+        n = self.inflight
+        latency = self.latency
+        if latency > 0.0:
+            latency *= math.exp(-max(0.0, now - self._stamp) / self._decay)
+        elif n:
+            return UNMEASURED_PENALTY + n
+        if n:
+            age = now - self._pending_sum / n
+            if age > latency:
+                latency = age
+        return latency * (n + 1)
+
+    def take_tally(self) -> Tally:
+        """The outcomes since the last call; the count starts again."""
+        with self._lock:
+            tally = Tally(self._requests, self._failures, self._latency_sum)
+            self._requests = self._failures = 0
+            self._latency_sum = 0.0
+        return tally
+
+    def __repr__(self) -> str:
+        return f"NodeLoad(inflight={self.inflight}, latency={self.latency:.4f})"
