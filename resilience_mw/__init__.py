@@ -37,7 +37,7 @@ from .model import (
 from .telemetry import AlertRules, DetailedLogsFilter, readiness_document
 
 if TYPE_CHECKING:
-    from .adapter import DeadlineExceeded, FailoverAdapter
+    from .adapter import DeadlineExceeded, FailoverAdapter, UpstreamThrottled
     from .decorators import FeatureUnavailableHTTP, criticality, feature, with_fallback
     from .failover.health import HealthChecker, HttpProbe
     from .flask_ext import Resilience
@@ -56,6 +56,7 @@ __getattr__ = _imports.lazy(
     {
         "FailoverAdapter": ".adapter",
         "DeadlineExceeded": ".adapter",
+        "UpstreamThrottled": ".adapter",
         "FeatureUnavailableHTTP": ".decorators",
         "criticality": ".decorators",
         "feature": ".decorators",
@@ -105,6 +106,7 @@ __all__ = [
     "ServiceNode",
     "SystemSampler",
     "UnknownNodeError",
+    "UpstreamThrottled",
     "__version__",
     "criticality",
     "feature",

@@ -49,18 +49,30 @@ bounds the body held in memory (:class:`ResponseTooLarge`). With either set, a b
 that breaks while being read fails over like any other failure, and ``r.elapsed``
 includes reading it.
 
+**Opt-in, for the tail and for failing upstreams.** ``hedge_max_extra_load=0.05``
+hedges idempotent calls (:mod:`~resilience_mw.failover.hedge`): a call still unanswered
+after the 95th percentile of recent latencies is sent to a second node as well, the
+first good answer is returned and the other closed; never a POST without an
+``Idempotency-Key``, never from Level1 (with ``degradation=``), never while the upstream
+looks saturated. ``throttle=True`` refuses a share of the calls here, sending nothing,
+while the upstream accepts too few of them (:class:`~resilience_mw.failover.budget.AdaptiveThrottle`):
+:class:`UpstreamThrottled` is raised at once; ``critical_plus`` calls are always sent.
+
 After ``os.fork()`` the child drops the connection pools it inherited, so parent and
 children never share a keep-alive socket.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import dataclasses
 import email.utils
 import logging
 import math
 import os
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -75,17 +87,20 @@ from requests.models import PreparedRequest, Response
 from requests.utils import get_auth_from_url, rewind_body, should_bypass_proxies
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 
-from . import _fork
+from . import _fork, signals
 from . import _validate as v
 from ._redact import redact_url
 from .admission.rules import inbound_deadline
 from .config import AdapterConfig, PoolConfig
+from .degradation.manager import AutoDegradationManager
 from .exceptions import ConfigError, NoAvailableNodeError, ResilienceError, with_attempts
+from .failover import _inbound
 from .failover import _transport as _http
-from .failover.budget import RetryBudget
+from .failover.budget import AdaptiveThrottle, RetryBudget
+from .failover.hedge import HedgePolicy
 from .failover.loop import FailoverLoop, FailoverManager, Try
-from .failover.pool import NodePool
-from .model import FailoverStrategy, ServiceNode
+from .failover.pool import CallOrder, NodePool
+from .model import DegradationLevel, FailoverStrategy, ServiceNode
 
 __all__ = [
     "DeadlineExceeded",
@@ -93,6 +108,7 @@ __all__ = [
     "NoAvailableNodeConnectionError",
     "ResponseTooLarge",
     "UpstreamStatusError",
+    "UpstreamThrottled",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,6 +152,19 @@ class ResponseTooLarge(ResilienceError, requests.RequestException):
     """A response body exceeded ``max_body_bytes`` (the caller's limit: no node is blamed)."""
 
 
+class UpstreamThrottled(ResilienceError, requests.ConnectionError):
+    """The adapter refused the call itself, sending nothing: its upstream accepts too
+    few calls (client-side throttling, ``throttle=True``). Nothing was sent, so nothing
+    needs undoing; try again later or serve a fallback."""
+
+    def __init__(self, message: str, request: PreparedRequest | None = None, *, probability: float = 0.0) -> None:
+        ResilienceError.__init__(self, message)
+        self.request = request
+        self.response = None
+        #: the chance this call was refused with
+        self.probability = probability
+
+
 class DeadlineExceeded(ResilienceError, requests.Timeout):
     """The adapter's ``deadline``, or the inbound request's, passed before the call finished."""
 
@@ -155,6 +184,60 @@ def _retry_after(resp: Response, cap: float) -> float | None:
     if math.isnan(seconds):
         return None
     return min(max(0.0, seconds), cap)
+
+
+@dataclasses.dataclass(slots=True)
+class _Call:
+    """One call through the adapter: what requests passed to ``send``, and how to send it."""
+
+    request: PreparedRequest
+    stream: bool
+    timeout: _Timeout
+    verify: bool | str
+    cert: Any
+    proxies: Mapping[str, str] | None
+    #: the nodes to try (``None``: the strategy's order)
+    order: tuple[ServiceNode, ...] | None = None
+    #: whether its first attempt counts in the retry budget (a hedge is counted as an
+    #: extra attempt instead)
+    budgeted: bool = True
+    #: the node being tried now
+    node: ServiceNode | None = None
+    #: when it started (``time.perf_counter()``)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+def _good(future: concurrent.futures.Future[Response]) -> bool:
+    """Whether a finished attempt is an answer worth returning (not an error, a 5xx or a 429)."""
+    if future.exception() is not None:
+        return False
+    status = future.result().status_code
+    return status < 500 and status != 429
+
+
+def _close_response(future: concurrent.futures.Future[Response]) -> None:
+    if future.exception() is None:
+        future.result().close()
+
+
+def _first_good(primary: concurrent.futures.Future[Response], backup: concurrent.futures.Future[Response]) -> Response:
+    """The first good answer of a hedged call (the primary's when both are in); when
+    neither is good, the primary's outcome. The other is closed once it is in."""
+    pending = {primary, backup}
+    while pending:
+        _, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        for chosen, other in ((primary, backup), (backup, primary)):
+            if chosen.done() and _good(chosen):
+                other.add_done_callback(_close_response)  # (at once if it is in already)
+                return chosen.result()
+    backup.add_done_callback(_close_response)
+    return primary.result()
+
+
+def _observe(hedging: HedgePolicy, future: concurrent.futures.Future[Response], call: _Call) -> None:
+    """A hedged call's own latency, once it is in (the hedge's would bias it low)."""
+    if _good(future):
+        hedging.observe(time.perf_counter() - call.started)
 
 
 def _replayable(request: PreparedRequest) -> bool:
@@ -199,6 +282,7 @@ class FailoverAdapter(HTTPAdapter):
         built from a node list; or pass its fields (``failure_threshold``, ``panic``,
         ...) as keyword arguments.
     :param clock: monotonic clock of the manager built from a node list.
+    :param degradation: the service's degradation manager: hedging stops from Level1.
     """
 
     def __init__(
@@ -209,8 +293,11 @@ class FailoverAdapter(HTTPAdapter):
         config: AdapterConfig | None = None,
         pool_config: PoolConfig | None = None,
         clock: Callable[[], float] | None = None,
+        degradation: AutoDegradationManager | None = None,
         **options: Any,
     ) -> None:
+        if degradation is not None and not isinstance(degradation, AutoDegradationManager):
+            raise ConfigError("degradation", degradation, "must be an AutoDegradationManager or None")
         adapter_fields = {f.name for f in dataclasses.fields(AdapterConfig)}
         v.reject_unknown_keys("", options, [*adapter_fields, *(f.name for f in dataclasses.fields(PoolConfig))])
         pool_options = {k: options.pop(k) for k in list(options) if k not in adapter_fields}
@@ -235,8 +322,10 @@ class FailoverAdapter(HTTPAdapter):
         if cfg.pool_connections is not None and cfg.pool_connections < n:
             raise ConfigError("pool_connections", cfg.pool_connections, f"must be >= the node count ({n})")
         self.manager = manager
-        #: extra attempts (failovers, retries) this adapter may make; ``None``: unlimited
+        #: extra attempts (failovers, retries, hedges) this adapter may make; ``None``: unlimited
         self.budget = _budget_of(cfg, manager)
+        self.degradation = degradation
+        self._set_tail_policies(cfg)
         # Credentials in a node's endpoint go in an Authorization header (urllib3 ignores
         # them in the URL) and never into the URL requested, so errors cannot show them.
         self._targets = {node.id: _split_credentials(node.endpoint) for node in manager.nodes}
@@ -276,12 +365,31 @@ class FailoverAdapter(HTTPAdapter):
         self.manager = FailoverManager(nodes, config=pool_config)
         self.failover_config = config
         self.budget = _budget_of(config, self.manager)
+        self.degradation = None
+        self._set_tail_policies(config)
         self._targets = {node.id: _split_credentials(node.endpoint) for node in nodes}
         self._any_https = any(ep.startswith("https:") for ep, _ in self._targets.values())
         self._tls_checked = set()
         _fork.register(self)
 
+    def _set_tail_policies(self, cfg: AdapterConfig) -> None:
+        #: when to hedge (``None``: hedging is off)
+        self.hedging = None if cfg.hedge_max_extra_load is None else HedgePolicy(
+            cfg.hedge_max_extra_load, clock=self.manager.clock
+        )
+        #: client-side throttling of calls (``None``: off)
+        self.throttle = None if not cfg.throttle else AdaptiveThrottle(
+            cfg.throttle_window, cfg.throttle_success_ratio, cfg.throttle_max_rejection, clock=self.manager.clock
+        )
+        #: hedged requests sent so far
+        self.hedges_sent = 0
+        self._hedgers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._hedgers_lock = threading.Lock()
+
     def _after_fork_in_child(self) -> None:
+        # The parent's hedging threads do not exist here; its lock may have been held.
+        self._hedgers = None
+        self._hedgers_lock = threading.Lock()
         # The parent's pooled sockets are the parent's: the child starts with none.
         self.proxy_manager = {}
         pools, size, block = (getattr(self, a) for a in ("_pool_connections", "_pool_maxsize", "_pool_block"))
@@ -297,8 +405,104 @@ class FailoverAdapter(HTTPAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
+        throttle = self.throttle
+        if throttle is not None:
+            self._throttle(throttle, request)
+        call = _Call(request, stream, timeout, verify, cert, proxies)
+        hedging = self.hedging
+        delay = None if hedging is None or not self._may_hedge(request) else hedging.call()
+        started = time.perf_counter()
+        resp = self._call(call) if delay is None else self._hedged(call, delay)
+        if resp.status_code < 500 and resp.status_code != 429:
+            if throttle is not None:
+                throttle.accepted()
+            if hedging is not None and delay is None:
+                hedging.observe(time.perf_counter() - started)
+        return resp
+
+    def _throttle(self, throttle: AdaptiveThrottle, request: PreparedRequest) -> None:
+        """Refuse the call here if the throttle says so (see :class:`UpstreamThrottled`)."""
+        criticality = _inbound.criticality()
+        chance = throttle.admit(criticality)
+        if chance is None:
+            return
+        signals.send(signals.call_throttled, self.manager, criticality=criticality, probability=chance)
+        requests_, accepts = throttle.totals()
+        raise UpstreamThrottled(
+            f"throttled here, nothing sent: the upstream accepted {accepts} of {requests_} calls in the last "
+            f"{throttle.window:g} s (below {throttle.success_ratio:.0%}); refused with probability {chance:.2f}",
+            request=request,
+            probability=chance,
+        )
+
+    def _may_hedge(self, request: PreparedRequest) -> bool:
+        """Whether the call may be sent twice at once: an idempotent method (or an
+        ``Idempotency-Key``), a body that can be sent again, more than one node, and the
+        service below Level1."""
         cfg = self.failover_config
+        if (request.method or "GET").upper() not in cfg.idempotent_methods and IDEMPOTENCY_HEADER not in request.headers:
+            return False
+        degradation = self.degradation
+        if degradation is not None and degradation.level >= DegradationLevel.Level1:
+            return False
+        return len(self.manager.nodes) > 1 and _replayable(request)
+
+    def _hedged(self, call: _Call, delay: float) -> Response:
+        """The call, with a hedge to another node if it has not answered after ``delay``."""
+        hedgers = self._hedger_threads()
+        primary = hedgers.submit(contextvars.copy_context().run, self._call, call)
+        try:
+            return primary.result(timeout=delay)
+        except concurrent.futures.TimeoutError:
+            pass
+        hedging = self.hedging
+        assert hedging is not None
+        current = call.node
+        backup_node = self._hedge_node(current)
+        if (
+            backup_node is None
+            or current is None
+            or (self.degradation is not None and self.degradation.level >= DegradationLevel.Level1)
+            or not hedging.try_hedge()
+            or (self.budget is not None and not self.budget.try_spend())
+        ):
+            return primary.result()
+        backup_call = dataclasses.replace(call, order=(backup_node,), budgeted=False)
+        backup = hedgers.submit(contextvars.copy_context().run, self._call, backup_call)
+        self.hedges_sent += 1
+        signals.send(signals.hedge_sent, self.manager, node=current, to_node=backup_node, delay=delay)
+        primary.add_done_callback(lambda f: _observe(hedging, f, call))
+        return _first_good(primary, backup)
+
+    def _hedge_node(self, busy: ServiceNode | None) -> ServiceNode | None:
+        """The node a hedge goes to: the strategy's pick, if not ``busy``, else the next."""
         order = self.manager.call_order()
+        if order is None:
+            return None
+        if order.first is not busy:
+            return order.first
+        rest = order.rest()
+        return rest[0] if rest else None
+
+    def _hedger_threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        hedgers = self._hedgers
+        if hedgers is None:
+            with self._hedgers_lock:
+                if self._hedgers is None:
+                    self._hedgers = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=4 * self.failover_config.pool_maxsize, thread_name_prefix="resilience-hedge"
+                    )
+                hedgers = self._hedgers
+        return hedgers
+
+    def _call(self, call: _Call) -> Response:
+        """The call across the nodes (:class:`FailoverLoop`): the strategy's order, or
+        ``call.order``."""
+        request, stream, timeout, verify, cert, proxies = (
+            call.request, call.stream, call.timeout, call.verify, call.cert, call.proxies
+        )
+        cfg = self.failover_config
+        order: CallOrder | tuple[ServiceNode, ...] | None = call.order or self.manager.call_order()
         if order is None:
             raise with_attempts(
                 NoAvailableNodeConnectionError(
@@ -331,9 +535,13 @@ class FailoverAdapter(HTTPAdapter):
         timeout = cfg.default_timeout if timeout is None else timeout
         read_body = not stream and (ends is not None or cfg.max_body_bytes is not None)
         loop = FailoverLoop(
-            self.manager, order, label=lambda: f"upstream {request.method} {_path(request)}", budget=self.budget
+            self.manager,
+            order,
+            label=lambda: f"upstream {request.method} {_path(request)}",
+            budget=self.budget if call.budgeted else None,
         )
         for step in loop:
+            call.node = step.node
             if ends is not None and time.monotonic() >= ends:
                 exc = DeadlineExceeded(
                     f"{self._deadline_name(callers)} passed before trying {step.node.id}", request=request

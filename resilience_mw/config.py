@@ -577,6 +577,27 @@ class AdapterConfig(_Validated):
         3.0, "extra attempts always allowed per second, however few the requests", v.number(ge=0, le=1_000_000)
     )
     retry_budget_window: float = option(10.0, "seconds the retry budget looks back", v.seconds(minimum=1, maximum=3600))
+    hedge_max_extra_load: float | None = option(
+        None,
+        "hedging of idempotent calls (None: off): a call unanswered after the (1 - this) quantile of recent "
+        "latencies is sent to a second node too, the first answer wins; hedges are at most this share of "
+        "the calls and are extra attempts of the retry budget; none from Level1 or while the upstream "
+        "looks saturated",
+        v.optional(v.number(gt=0, le=0.5)),
+    )
+    throttle: bool = option(
+        False,
+        "client-side throttling: while the upstream accepts less than throttle_success_ratio of the calls, "
+        "refuse a share of them here (critical_plus never, sheddable first) instead of sending them",
+        v.boolean(),
+    )
+    throttle_window: float = option(30.0, "seconds the throttle counts calls and accepts over", v.seconds(minimum=1, maximum=3600))
+    throttle_success_ratio: float = option(
+        0.95, "share of calls the upstream must accept for nothing to be throttled", v.number(gt=0, le=1)
+    )
+    throttle_max_rejection: float = option(
+        0.8, "most a call of class critical is refused with (a probability)", v.number(gt=0, le=1)
+    )
     pool_connections: int | None = option(
         None, "connection pools kept (None: the node count, at least 10)", v.optional(v.integer(ge=1))
     )

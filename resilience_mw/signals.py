@@ -34,9 +34,11 @@ __all__ = [
     "ARGUMENTS",
     "alert",
     "attempt_ended",
+    "call_throttled",
     "failover",
     "fallback_served",
     "health_checked",
+    "hedge_sent",
     "level_changed",
     "node_marked_unhealthy",
     "node_recovered",
@@ -56,7 +58,9 @@ _signals = Namespace()
 #: (:class:`~resilience_mw.ServiceNode`), ``reason`` (``"passive"`` for failures of
 #: real traffic, ``"active"`` for failed health checks, ``"retry-after"`` when the node
 #: asked for time with ``Retry-After``, ``"manual"`` for
-#: :meth:`~resilience_mw.FailoverManager.update_health`), ``consecutive_failures``
+#: :meth:`~resilience_mw.FailoverManager.update_health`, ``"shared"`` when other
+#: workers found it down, ``"success-rate"``, ``"failure-percentage"`` or ``"latency"``
+#: when outlier detection found it worse than its peers), ``consecutive_failures``
 #: (int) and ``ejected_for`` (seconds until it is offered again, or ``None`` when only
 #: a success or a passing check brings it back).
 node_marked_unhealthy: Signal = _signals.signal("node-marked-unhealthy")
@@ -89,6 +93,16 @@ attempt_ended: Signal = _signals.signal("attempt-ended")
 #: pool with ``node`` (the node that failed), ``requests`` and ``extra_attempts`` (in the
 #: budget's window) and ``allowed``.
 retry_budget_exhausted: Signal = _signals.signal("retry-budget-exhausted")
+
+#: The requests adapter sent a hedged request: the call to ``node`` had not answered
+#: after ``delay`` seconds, so the same request went to ``to_node`` too (the first
+#: answer wins). Sent by the adapter's pool.
+hedge_sent: Signal = _signals.signal("hedge-sent")
+
+#: The requests adapter refused a call itself, sending nothing, because its upstream
+#: is failing (client-side throttling). Sent by the adapter's pool with
+#: ``criticality`` (the call's class) and ``probability`` (the chance it was refused with).
+call_throttled: Signal = _signals.signal("call-throttled")
 
 #: An active health check ended. Sent by the :class:`~resilience_mw.HealthChecker`
 #: with ``node``, ``passed`` (bool), ``duration`` (seconds) and ``detail`` (why it
@@ -134,6 +148,8 @@ ARGUMENTS: dict[str, frozenset[str]] = {
     ),
     "attempt-ended": frozenset({"node", "outcome", "duration", "resend_count"}),
     "retry-budget-exhausted": frozenset({"node", "requests", "extra_attempts", "allowed"}),
+    "hedge-sent": frozenset({"node", "to_node", "delay"}),
+    "call-throttled": frozenset({"criticality", "probability"}),
     "health-checked": frozenset({"node", "passed", "duration", "detail"}),
     "request-shed": frozenset({"path", "level", "reason", "enforced"}),
     "queue-stamp-ignored": frozenset({"stamp"}),

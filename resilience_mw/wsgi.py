@@ -218,6 +218,7 @@ class ResilienceMiddleware:
         # (copied for the hot path: an attribute of self is one lookup less)
         self._admit_all = self.admission.always
         self._stamp_key = self.admission.stamp_key
+        self._classify = self.admission.criticality
 
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -234,7 +235,7 @@ class ResilienceMiddleware:
                 return refused
         # the request, for the failover lines of the app's upstream calls (only once this
         # process has a node pool: a global read, else)
-        named = _inbound.request.set(environ) if _inbound.wanted else None
+        named = _inbound.request.set((environ, self._classify)) if _inbound.wanted else None
         try:
             level = self.degradation.level
             environ[LEVEL_KEY] = level

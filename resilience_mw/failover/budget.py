@@ -1,4 +1,7 @@
-"""RetryBudget: how many extra attempts (failovers, retries) a process may make.
+"""Budgets: how many extra attempts a process may make (:class:`RetryBudget`), and how
+many first attempts it should still send to a failing upstream (:class:`AdaptiveThrottle`).
+
+RetryBudget: how many extra attempts (failovers, retries, hedges) a process may make.
 
 Envoy's retry budget, over time instead of concurrency: within the last ``window``
 seconds, extra attempts may be at most ``ratio`` of the requests, and always at least
@@ -16,10 +19,13 @@ N times the budget. Between syncs, this process's own attempts since are added o
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
-__all__ = ["RetryBudget"]
+from ..model import Criticality
+
+__all__ = ["AdaptiveThrottle", "RetryBudget"]
 
 
 class RetryBudget:
@@ -87,3 +93,94 @@ class RetryBudget:
     def __repr__(self) -> str:
         requests, extra, allowed = self.allowed()
         return f"RetryBudget(ratio={self.ratio:g}, {extra}/{allowed:.0f} extra attempts for {requests} requests)"
+
+
+
+#: how much more readily each class is throttled than ``critical`` (``critical_plus``
+#: never is): the less a call matters, the sooner it gives way
+_THROTTLE_WEIGHT = {
+    Criticality.CRITICAL: 1.0,
+    Criticality.SHEDDABLE_PLUS: 1.5,
+    Criticality.SHEDDABLE: 2.0,
+}
+
+
+class AdaptiveThrottle:
+    """Client-side throttling of first attempts to an upstream that is failing (the SRE
+    book's adaptive throttling, with Envoy's admission-control defaults).
+
+    Over the last ``window`` seconds it counts the calls asked for (throttled ones
+    included) and those the upstream accepted (answered, not with a 5xx or 429). A call
+    is refused here with probability ``(requests - accepts / success_ratio) / (requests
+    + 1)``, at most ``max_rejection``: while the upstream accepts at least
+    ``success_ratio`` of the calls nothing is refused; when its capacity drops to a
+    quarter, the load sent to it falls to about its capacity over ``success_ratio``
+    instead of four times it. ``sheddable_plus`` calls are refused 1.5 times as
+    readily, ``sheddable`` twice; ``critical_plus`` never (counted all the same).
+
+    Counting is per second in a ring of buckets, without a lock (a count lost to a
+    race only nudges the ratio).
+    """
+
+    __slots__ = ("_buckets", "_clock", "_random", "max_rejection", "success_ratio", "window")
+
+    def __init__(
+        self,
+        window: float = 30.0,
+        success_ratio: float = 0.95,
+        max_rejection: float = 0.8,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.window = window
+        self.success_ratio = success_ratio
+        self.max_rejection = max_rejection
+        self._clock = clock
+        self._random = (rng or random.Random()).random
+        # [second, requests, accepts] per second of the window
+        self._buckets: list[list[int]] = [[-1, 0, 0] for _ in range(max(1, int(window)))]
+
+    def _bucket(self) -> list[int]:
+        second = int(self._clock())
+        bucket = self._buckets[second % len(self._buckets)]
+        if bucket[0] != second:
+            bucket[:] = [second, 0, 0]
+        return bucket
+
+    def totals(self) -> tuple[int, int]:
+        """``(requests, accepts)`` over the window."""
+        oldest = int(self._clock()) - len(self._buckets) + 1
+        requests = accepts = 0
+        for second, r, a in self._buckets:
+            if second >= oldest:
+                requests += r
+                accepts += a
+        return requests, accepts
+
+    def probability(self, criticality: Criticality | None = None) -> float:
+        """The chance a call of ``criticality`` (default ``critical``) is refused now."""
+        if criticality is Criticality.CRITICAL_PLUS:
+            return 0.0
+        requests, accepts = self.totals()
+        base = (requests - accepts / self.success_ratio) / (requests + 1)
+        if base <= 0.0:
+            return 0.0
+        return min(self.max_rejection, base * _THROTTLE_WEIGHT.get(criticality or Criticality.CRITICAL, 1.0))
+
+    def admit(self, criticality: Criticality | None = None) -> float | None:
+        """Count a call; ``None`` if it may be sent, else the probability it was refused
+        with (a refused call is counted as asked for, never as accepted)."""
+        chance = self.probability(criticality)
+        self._bucket()[1] += 1
+        if chance > 0.0 and self._random() < chance:
+            return chance
+        return None
+
+    def accepted(self) -> None:
+        """The upstream accepted a call that :meth:`admit` let through."""
+        self._bucket()[2] += 1
+
+    def __repr__(self) -> str:
+        requests, accepts = self.totals()
+        return f"AdaptiveThrottle({accepts}/{requests} accepted in {self.window:g} s, p={self.probability():.2f})"

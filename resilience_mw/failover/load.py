@@ -145,8 +145,7 @@ class NodeLoad:
             return UNMEASURED_PENALTY + n
         if n:
             age = now - self._pending_sum / n
-            if age > latency:
-                latency = age
+            latency = max(latency, age)
         return latency * (n + 1)
 
     def take_tally(self) -> Tally:

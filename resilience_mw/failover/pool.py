@@ -42,7 +42,7 @@ from ..model import FailoverStrategy, NodeHealth, ServiceNode
 from . import _inbound
 from ._strategies import Orderer, Picker, build_orderer, build_picker
 from .load import NodeLoad, Tally
-from .node_state import DownReason, NodeState, Phase, Transition
+from .node_state import NodeState, Phase, Transition
 from .outliers import find_outliers
 
 __all__ = ["CallOrder", "NodePool", "Sent"]
@@ -549,8 +549,8 @@ class NodePool:
             }
             if ramps:
                 rechecks.extend(returned + window for returned in ramps.values())
-                pick = _slow_start(pick, order, ramps, window, self.config.slow_start_min_weight, self._clock,
-                                   self._rng.random)
+                pick = _slow_start(pick, order, ramps, window=window, floor=self.config.slow_start_min_weight,
+                                   clock=self._clock, draw=self._rng.random)
         return _View(
             healthy=healthy,
             candidates=candidates,
@@ -605,6 +605,7 @@ def _slow_start(
     pick: Picker,
     order: Orderer,
     ramps: Mapping[str, float],
+    *,
     window: float,
     floor: float,
     clock: Callable[[], float],

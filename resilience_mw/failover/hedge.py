@@ -1,0 +1,116 @@
+"""When to send a hedged (backup) request, and whether one may be sent at all.
+
+Finagle's backup requests with its single knob: ``max_extra_load`` (say 0.05) both
+caps the hedges at that share of the calls and sets the delay after which one is sent:
+the ``1 - max_extra_load`` quantile of recent latencies (the 95th percentile for 5 %),
+so only the slowest calls are hedged. Hedging adds load, so :class:`HedgePolicy` also
+says when not to:
+
+* while too few latencies are known (fewer than :data:`MIN_SAMPLES`);
+* while the upstream looks saturated: the median of the recent latencies is at least
+  :data:`SATURATION_FACTOR` times the lowest median seen (queueing, not a sick node,
+  slows every call; hedging near saturation made p99 6x worse in the issue's runs);
+* when its own budget (``max_extra_load`` of the calls over the last 10 s) is spent.
+
+The adapter also needs the method to be idempotent (or an ``Idempotency-Key``), the
+service below Level1, and the retry budget to have room: each hedge is an extra
+attempt. Latencies are kept in a ring of :data:`SAMPLES`; the quantile and the median
+are recomputed every :data:`RECOMPUTE_EVERY` samples, so a call costs a list write.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+from .budget import RetryBudget
+
+__all__ = ["BASELINE_DECAY", "MIN_SAMPLES", "RECOMPUTE_EVERY", "SAMPLES", "SATURATION_FACTOR", "HedgePolicy"]
+
+#: latencies kept
+SAMPLES = 512
+#: latencies needed before the first hedge
+MIN_SAMPLES = 50
+#: the quantile and median are recomputed after this many new latencies
+RECOMPUTE_EVERY = 32
+#: the recent median over the lowest median seen that means "saturated"
+SATURATION_FACTOR = 2.0
+#: seconds over which the lowest median seen follows a median that stays higher, so
+#: that a lasting change of the upstream's normal speed is learnt in minutes
+BASELINE_DECAY = 300.0
+
+
+class HedgePolicy:
+    """See the module docstring. ``clock``: monotonic seconds; tests pass a fake."""
+
+    def __init__(self, max_extra_load: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_extra_load = max_extra_load
+        #: hedges allowed as a share of calls (``max_extra_load``) over 10 s
+        self.budget = RetryBudget(max_extra_load, 0.0, 10.0, clock=clock)
+        self._clock = clock
+        self._recomputed_at = clock()
+        self._ring: list[float] = []
+        self._next = 0
+        self._fresh = 0
+        self._lock = threading.Lock()
+        #: seconds after which a call still unanswered is hedged (``None``: not yet known)
+        self.delay: float | None = None
+        #: the median of the recent latencies, and the lowest median seen
+        self.median: float | None = None
+        self.baseline: float | None = None
+
+    def observe(self, latency: float) -> None:
+        """A call was answered in ``latency`` seconds."""
+        ring = self._ring
+        if len(ring) < SAMPLES:
+            ring.append(latency)
+        else:
+            ring[self._next] = latency
+            self._next = (self._next + 1) % SAMPLES
+        self._fresh += 1
+        if self._fresh >= RECOMPUTE_EVERY and len(ring) >= MIN_SAMPLES:
+            self._recompute()
+
+    def _recompute(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # another thread is at it
+        try:
+            self._fresh = 0
+            ordered = sorted(self._ring)
+            n = len(ordered)
+            self.delay = ordered[min(n - 1, int(n * (1.0 - self.max_extra_load)))]
+            median = statistics.median(ordered)
+            self.median = median
+            now = self._clock()
+            drift = 1.0 - math.exp(-max(0.0, now - self._recomputed_at) / BASELINE_DECAY)
+            self._recomputed_at = now
+            base = self.baseline
+            self.baseline = median if base is None or median < base else base + (median - base) * drift
+        finally:
+            self._lock.release()
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the recent median is :data:`SATURATION_FACTOR` times the lowest seen."""
+        median, base = self.median, self.baseline
+        return median is not None and base is not None and base > 0 and median >= SATURATION_FACTOR * base
+
+    def call(self) -> float | None:
+        """Count a call that could be hedged; the delay to hedge it after, or ``None``
+        when it may not be hedged (too little known, or the upstream saturated)."""
+        self.budget.request()
+        delay = self.delay
+        if delay is None or self.saturated:
+            return None
+        return delay
+
+    def try_hedge(self) -> bool:
+        """Take one hedge from the budget; ``False`` when it is spent."""
+        return self.budget.try_spend()
+
+    def __repr__(self) -> str:
+        delay = "unknown" if self.delay is None else f"{self.delay * 1000:.1f} ms"
+        return f"HedgePolicy(max_extra_load={self.max_extra_load:g}, delay={delay}, saturated={self.saturated})"
