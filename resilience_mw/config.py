@@ -324,7 +324,7 @@ class PoolConfig(_Validated):
         v.Check("a FailoverStrategy member or its name", _strategy),
     )
     failure_threshold: int = option(
-        3, "consecutive failures of real traffic that eject a node", v.integer(ge=1, le=1_000_000)
+        5, "consecutive failures of real traffic that eject a node (Envoy's consecutive_5xx)", v.integer(ge=1, le=1_000_000)
     )
     base_ejection_time: float = option(
         30.0, "seconds of a node's first ejection; the n-th lasts n times as long", v.seconds()

@@ -169,7 +169,7 @@ def test_the_adapter_takes_a_node_pool_and_shares_its_health(node_factory: Any) 
     from resilience_mw.adapter import FailoverAdapter
 
     a, b = node_factory("a"), node_factory("b")
-    pool = NodePool([ServiceNode("a", a.url, priority=10), ServiceNode("b", b.url, priority=5)])
+    pool = NodePool([ServiceNode("a", a.url, priority=10), ServiceNode("b", b.url, priority=5)], failure_threshold=3)
     session = requests.Session()
     session.mount("http://up/", FailoverAdapter(pool))
     assert session.get("http://up/x", timeout=5).json()["node"] == "a"

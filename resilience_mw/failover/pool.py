@@ -291,6 +291,7 @@ class NodePool:
     def mark_failure(self, node_id: str, *, sent: Sent | None = None) -> None:
         """Record a failed call to ``node_id`` (passive health). With ``sent``, a call
         that left before the node's latest outage changes nothing about it."""
+        self._state(node_id)  # an unknown id is an UnknownNodeError, not a KeyError
         now = self._clock()
         self.loads[node_id].record(now, None if sent is None else now - sent.started, False)
         if not self._current(node_id, sent):
@@ -329,6 +330,7 @@ class NodePool:
         """Take ``node_id`` out for ``seconds`` because it asked to be left alone
         (``Retry-After`` on a 503 or 429), within the ejection cap and capped at
         ``max_ejection_time``. It comes back like an expired ejection."""
+        self._state(node_id)
         now = self._clock()
         self.loads[node_id].record(now, None if sent is None else now - sent.started, False)
         if self._current(node_id, sent):

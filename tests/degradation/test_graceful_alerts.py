@@ -78,7 +78,7 @@ def test_failover_rate_alert_is_rate_limited(clock: FakeClock) -> None:
     alerts: list[dict[str, Any]] = []
     receiver = lambda sender, **kw: alerts.append(kw)  # noqa: E731
     signals.alert.connect(receiver)
-    nodes = [ServiceNode("a", "http://a"), ServiceNode("b", "http://b")]
+    nodes = [ServiceNode("a", "http://a", priority=10), ServiceNode("b", "http://b", priority=5)]
     fm = FailoverManager(nodes, failure_threshold=1000)
     rules = AlertRules(
         failover_threshold=5, failover_window=60, min_interval=300, failover_sender=fm, clock=clock

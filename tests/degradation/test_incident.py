@@ -346,7 +346,9 @@ def test_wsgiref_validate_on_both_sides_at_every_level(clock: FakeClock, name: s
 def test_a_bug_in_the_callers_operation_charges_no_node() -> None:
     from resilience_mw import FailoverManager, ServiceNode
 
-    m = FailoverManager([ServiceNode("a", "http://127.0.0.1:9"), ServiceNode("b", "http://127.0.0.1:10")], failure_threshold=1)
+    m = FailoverManager(
+        [ServiceNode("a", "http://127.0.0.1:9", priority=2), ServiceNode("b", "http://127.0.0.1:10")], failure_threshold=1
+    )
     calls: list[str] = []
 
     def buggy(node: Any) -> None:

@@ -129,7 +129,7 @@ def test_background_checking_hysteresis_and_signals(node_factory: Any) -> None:
 
 def test_health_check_brings_back_passively_ejected_node(node_factory: Any) -> None:
     a = node_factory("a")
-    manager = FailoverManager([ServiceNode("a", a.url)], base_ejection_time=300)
+    manager = FailoverManager([ServiceNode("a", a.url)], base_ejection_time=300, failure_threshold=3)
     for _ in range(3):
         manager.mark_failure("a")
     assert not manager.is_healthy("a")

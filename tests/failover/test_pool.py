@@ -36,8 +36,10 @@ def recorder() -> Any:
 
 
 def make(nodes: list[ServiceNode], clock: FakeClock, **kw: Any) -> FailoverManager:
-    # a returning node gets its whole share at once here: slow start has tests of its own
+    # a returning node gets its whole share at once here: slow start has tests of its own;
+    # three failures eject (the ported design's threshold; the default is Envoy's 5)
     kw.setdefault("slow_start_window", 0)
+    kw.setdefault("failure_threshold", 3)
     return FailoverManager(nodes, FailoverStrategy.Priority, clock=clock, **kw)
 
 
@@ -121,7 +123,7 @@ def test_max_ejection_percent_keeps_nodes_offered(clock: FakeClock) -> None:
 
 def test_at_least_one_node_is_always_ejectable(clock: FakeClock) -> None:
     nodes = [ServiceNode("a", "http://a"), ServiceNode("b", "http://b")]
-    m = FailoverManager(nodes, clock=clock, max_ejection_percent=10)
+    m = FailoverManager(nodes, clock=clock, max_ejection_percent=10, failure_threshold=3)
     for _ in range(3):
         m.mark_failure("a")
     assert not m.is_healthy("a")
@@ -212,7 +214,7 @@ def test_pool_usable_in_child_forked_while_lock_held(seed_nodes: list[ServiceNod
 
     from tests.conftest import run_in_forked_child
 
-    m = FailoverManager(seed_nodes)
+    m = FailoverManager(seed_nodes, failure_threshold=3)
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
