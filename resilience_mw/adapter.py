@@ -100,7 +100,7 @@ from .failover.budget import AdaptiveThrottle, RetryBudget
 from .failover.hedge import HedgePolicy
 from .failover.loop import FailoverLoop, FailoverManager, Try
 from .failover.pool import CallOrder, NodePool
-from .model import DegradationLevel, FailoverStrategy, ServiceNode
+from .model import Criticality, DegradationLevel, FailoverStrategy, ServiceNode
 
 __all__ = [
     "DeadlineExceeded",
@@ -406,23 +406,27 @@ class FailoverAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
         throttle = self.throttle
+        criticality = None
         if throttle is not None:
-            self._throttle(throttle, request)
+            criticality = _inbound.criticality()
+            self._throttle(throttle, request, criticality)
         call = _Call(request, stream, timeout, verify, cert, proxies)
         hedging = self.hedging
         delay = None if hedging is None or not self._may_hedge(request) else hedging.call()
         started = time.perf_counter()
-        resp = self._call(call) if delay is None else self._hedged(call, delay)
-        if resp.status_code < 500 and resp.status_code != 429:
+        accepted = False
+        try:
+            resp = self._call(call) if delay is None else self._hedged(call, delay)
+            accepted = resp.status_code < 500 and resp.status_code != 429
+        finally:
             if throttle is not None:
-                throttle.accepted()
-            if hedging is not None and delay is None:
-                hedging.observe(time.perf_counter() - started)
+                throttle.finished(accepted, criticality)
+        if accepted and hedging is not None and delay is None:
+            hedging.observe(time.perf_counter() - started)
         return resp
 
-    def _throttle(self, throttle: AdaptiveThrottle, request: PreparedRequest) -> None:
+    def _throttle(self, throttle: AdaptiveThrottle, request: PreparedRequest, criticality: Criticality | None) -> None:
         """Refuse the call here if the throttle says so (see :class:`UpstreamThrottled`)."""
-        criticality = _inbound.criticality()
         chance = throttle.admit(criticality)
         if chance is None:
             return

@@ -7,12 +7,18 @@ the request, then resets the connection), ``garbage`` (non-HTTP bytes). ``stop()
 closes the port (connection refused); ``start()`` reopens the same port.
 
 Every request is counted per ``X-Request-Id`` header so tests can see duplicates.
+
+Sick, not dead (mode ``ok``): ``service_time`` seconds per answer; ``fail_every`` (every
+n-th request answers 500: never two in a row) or ``fail_rate`` (a
+share of 500s, drawn from ``rng``); ``capacity`` (answers per second; beyond it a fast
+503 without ``Retry-After``, as an overloaded server sheds).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import random
 import socket
 import struct
 import sys
@@ -132,6 +138,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         status, extra = 200, {}
+        if mode == "ok":
+            status = node._sick_status()
+            if node.service_time and status != 503:
+                time.sleep(node.service_time)
         if mode == "error":
             status = 500
         elif mode == "unavailable":
@@ -171,6 +181,34 @@ class NodeServer:
         self.authorization: list[str | None] = []
         #: every request's headers, in order
         self.headers_seen: list[dict[str, str]] = []
+        self.service_time = 0.0
+        self.fail_every = 0
+        self.fail_rate = 0.0
+        self.rng = random.Random(0)
+        self.capacity: float | None = None
+        self._tokens = 0.0
+        self._refilled = time.monotonic()
+        self._served = 0
+        #: when each request arrived (monotonic), for offered-load measurements
+        self.arrivals: list[float] = []
+
+    def _sick_status(self) -> int:
+        """The status a request gets from the sick-node settings (200 if none applies)."""
+        with self._lock:
+            self.arrivals.append(time.monotonic())
+            self._served += 1
+            if self.capacity is not None:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._refilled) * self.capacity)
+                self._refilled = now
+                if self._tokens < 1.0:
+                    return 503
+                self._tokens -= 1.0
+            if self.fail_every and self._served % self.fail_every == 0:
+                return 500
+            if self.fail_rate and self.rng.random() < self.fail_rate:
+                return 500
+        return 200
 
     @property
     def url(self) -> str:

@@ -110,13 +110,16 @@ class AdaptiveThrottle:
     book's adaptive throttling, with Envoy's admission-control defaults).
 
     Over the last ``window`` seconds it counts the calls asked for (throttled ones
-    included) and those the upstream accepted (answered, not with a 5xx or 429). A call
-    is refused here with probability ``(requests - accepts / success_ratio) / (requests
-    + 1)``, at most ``max_rejection``: while the upstream accepts at least
-    ``success_ratio`` of the calls nothing is refused; when its capacity drops to a
-    quarter, the load sent to it falls to about its capacity over ``success_ratio``
-    instead of four times it. ``sheddable_plus`` calls are refused 1.5 times as
-    readily, ``sheddable`` twice; ``critical_plus`` never (counted all the same).
+    included, each once its outcome is known) and those the upstream accepted (answered,
+    not with a 5xx or 429). A call
+    is refused here with probability ``(requests - accepts / success_ratio) /
+    (requests - exempt + 1)``, at most ``max_rejection``: while the upstream accepts at
+    least ``success_ratio`` of the calls nothing is refused; when its capacity drops to
+    a quarter, the load sent to it falls to about its capacity over ``success_ratio``
+    instead of four times it. ``critical_plus`` calls are never refused (``exempt``:
+    they are sent whatever the throttle says, so the others give way for them and the
+    total sent still follows what the upstream accepts). ``sheddable_plus`` calls are
+    refused 1.5 times as readily as ``critical`` ones, ``sheddable`` twice.
 
     Counting is per second in a ring of buckets, without a lock (a count lost to a
     race only nudges the ratio).
@@ -138,48 +141,60 @@ class AdaptiveThrottle:
         self.max_rejection = max_rejection
         self._clock = clock
         self._random = (rng or random.Random()).random
-        # [second, requests, accepts] per second of the window
-        self._buckets: list[list[int]] = [[-1, 0, 0] for _ in range(max(1, int(window)))]
+        # [second, requests, accepts, exempt requests] per second of the window
+        self._buckets: list[list[int]] = [[-1, 0, 0, 0] for _ in range(max(1, int(window)))]
 
     def _bucket(self) -> list[int]:
         second = int(self._clock())
         bucket = self._buckets[second % len(self._buckets)]
         if bucket[0] != second:
-            bucket[:] = [second, 0, 0]
+            bucket[:] = [second, 0, 0, 0]
         return bucket
 
     def totals(self) -> tuple[int, int]:
         """``(requests, accepts)`` over the window."""
+        requests, accepts, _ = self._totals()
+        return requests, accepts
+
+    def _totals(self) -> tuple[int, int, int]:
         oldest = int(self._clock()) - len(self._buckets) + 1
-        requests = accepts = 0
-        for second, r, a in self._buckets:
+        requests = accepts = exempt = 0
+        for second, r, a, x in self._buckets:
             if second >= oldest:
                 requests += r
                 accepts += a
-        return requests, accepts
+                exempt += x
+        return requests, accepts, exempt
 
     def probability(self, criticality: Criticality | None = None) -> float:
         """The chance a call of ``criticality`` (default ``critical``) is refused now."""
         if criticality is Criticality.CRITICAL_PLUS:
             return 0.0
-        requests, accepts = self.totals()
-        base = (requests - accepts / self.success_ratio) / (requests + 1)
+        requests, accepts, exempt = self._totals()
+        base = (requests - accepts / self.success_ratio) / (requests - exempt + 1)
         if base <= 0.0:
             return 0.0
         return min(self.max_rejection, base * _THROTTLE_WEIGHT.get(criticality or Criticality.CRITICAL, 1.0))
 
     def admit(self, criticality: Criticality | None = None) -> float | None:
-        """Count a call; ``None`` if it may be sent, else the probability it was refused
-        with (a refused call is counted as asked for, never as accepted)."""
+        """``None`` if a call of ``criticality`` may be sent (then report its outcome with
+        :meth:`finished`), else the probability it was refused with (it is counted as
+        asked for, never as accepted)."""
         chance = self.probability(criticality)
-        self._bucket()[1] += 1
         if chance > 0.0 and self._random() < chance:
+            self._bucket()[1] += 1
             return chance
         return None
 
-    def accepted(self) -> None:
-        """The upstream accepted a call that :meth:`admit` let through."""
-        self._bucket()[2] += 1
+    def finished(self, accepted: bool, criticality: Criticality | None = None) -> None:
+        """A call :meth:`admit` let through is over: the upstream ``accepted`` it or not.
+        (Counted when over, not when sent: a call on its way is neither.)"""
+        bucket = self._bucket()
+        bucket[1] += 1
+        if accepted:
+            bucket[2] += 1
+        if criticality is Criticality.CRITICAL_PLUS:
+            bucket[3] += 1
 
     def __repr__(self) -> str:
         requests, accepts = self.totals()

@@ -8,8 +8,9 @@ The rules are Envoy's outlier detection, with one guard it lacks:
   there are at least ``outlier_min_hosts`` of them, a node whose success rate is below
   the mean by ``success_rate_factor`` standard deviations. With five nodes the factor
   alone ejects a node by chance in about one interval in twenty when every node fails
-  2 % of its requests at random, so the node's failures must also be more than chance
-  explains given its peers' failure rate (a one-sided binomial test, z >= 4).
+  2 % of its requests at random, so the node's failures must also be far more than
+  chance explains given its peers' failure rate: seven standard errors above it (at 100
+  requests and 2 %, 12 failures or more: about one chance in a million).
 * **failure percentage**: a node (with enough requests, among enough hosts) failing
   at least ``failure_percentage`` % of its requests.
 * **latency**: a node (with enough requests, among enough hosts) whose mean latency is
@@ -33,7 +34,7 @@ __all__ = ["find_outliers"]
 
 #: how far beyond chance (standard errors) a node's failures must be for the
 #: success-rate rule
-_SIGNIFICANCE_Z = 4.0
+_SIGNIFICANCE_Z = 7.0
 #: the failure rate assumed for peers that failed nothing (a rate of 0 would make any
 #: single failure "significant")
 _FLOOR_RATE = 0.001

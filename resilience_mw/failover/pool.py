@@ -20,8 +20,8 @@ A call :meth:`NodePool.send` s a request and hands its :class:`Sent` back with t
 outcome, so an outcome is judged against the node's state when the request left: the
 success of a request sent before an ejection does not readmit the node. Every
 ``outlier_interval`` the first outcome recorded compares the nodes with their peers
-(:mod:`~resilience_mw.failover.outliers`; the fleet's counts summed in when a state
-store is shared) and ejects the outliers. A node offered again after an outage ramps
+(:mod:`~resilience_mw.failover.outliers`) and ejects the outliers; with a shared state
+store the state sync compares the fleet's counts instead (``compare_on_traffic``). A node offered again after an outage ramps
 up over ``slow_start_window`` whatever the strategy.
 """
 
@@ -155,9 +155,6 @@ class NodePool:
         }
         self._next_comparison = self._clock() + cfg.outlier_interval
         self._comparing = threading.Lock()
-        #: adds the other workers' outcomes to this worker's for a comparison (the state
-        #: sync sets it: node id -> their tally for the interval)
-        self.fleet_tallies: Callable[[Mapping[str, Tally]], Mapping[str, Tally]] | None = None
         self._rebuilds = 0
         self._view = self._build_view()
         _fork.register(self)

@@ -1,0 +1,248 @@
+"""Sick, not dead, on real servers: outlier ejection by peers, outcomes judged at send
+time, slow start, hedging, client-side throttling (issue: sick nodes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+
+from resilience_mw import (
+    AutoDegradationManager,
+    DegradationLevel,
+    FailoverAdapter,
+    Phase,
+    ServiceNode,
+    UpstreamThrottled,
+    signals,
+)
+from resilience_mw.wsgi import ResilienceMiddleware
+from tests.nodes import NodeServer
+
+BASE = "http://svc"
+
+
+def session_for(nodes: list[NodeServer], **kw: Any) -> tuple[requests.Session, FailoverAdapter]:
+    adapter = FailoverAdapter([ServiceNode(n.name, n.url) for n in nodes], pool_maxsize=16, **kw)
+    session = requests.Session()
+    session.mount(f"{BASE}/", adapter)
+    return session, adapter
+
+
+@contextmanager
+def traffic(call: Callable[[], object], threads: int) -> Iterator[list[int]]:
+    """``call`` in a loop on ``threads`` threads until the block ends; yields the count."""
+    stop = threading.Event()
+    done = [0]
+
+    def loop() -> None:
+        while not stop.is_set():
+            call()
+            done[0] += 1
+
+    workers = [threading.Thread(target=loop, daemon=True) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(10)
+
+
+@contextmanager
+def events(signal: Any) -> Iterator[list[tuple[float, dict[str, Any]]]]:
+    seen: list[tuple[float, dict[str, Any]]] = []
+
+    def receiver(sender: Any, **kw: Any) -> None:
+        seen.append((time.monotonic(), kw))
+
+    signal.connect(receiver)
+    try:
+        yield seen
+    finally:
+        signal.disconnect(receiver)
+
+
+def five(node_factory: Any, service_time: float = 0.005) -> list[NodeServer]:
+    nodes = [node_factory(f"n{i}") for i in range(5)]
+    for n in nodes:
+        n.service_time = service_time
+    return nodes
+
+
+def test_a_node_failing_a_fifth_of_its_requests_is_ejected_and_stays_out(node_factory: Any) -> None:
+    nodes = five(node_factory)
+    bad = nodes[4]
+    bad.fail_every = 5  # 20 %, never two in a row: the consecutive rule never fires
+    bad.service_time = 0.05  # slow enough that requests are in flight to it when it goes
+    interval = 1.0
+    session, adapter = session_for(
+        nodes, strategy="RoundRobin", outlier_interval=interval, outlier_min_requests=20, base_ejection_time=30
+    )
+    with events(signals.node_marked_unhealthy) as down, events(signals.node_recovered) as up:
+        started = time.monotonic()
+        with traffic(lambda: session.get(f"{BASE}/x", timeout=5), threads=8):
+            assert _wait(lambda: down, timeout=2 * interval + 3)
+            ejected_at = down[0][0]
+            hits_then = bad.hits()
+            time.sleep(1.0)  # the requests in flight to it come back, fine, meanwhile
+        assert [(kw["node"].id, kw["reason"]) for _, kw in down] == [("n4", "success-rate")]
+        assert ejected_at - started <= 2 * interval + 0.5  # within two intervals (a busy machine's slack)
+        assert up == []  # not readmitted by the successes of requests sent before
+        assert adapter.manager.phase("n4") is Phase.EJECTED
+        assert bad.hits() - hits_then <= 8  # at most what was in flight when it went
+
+
+def test_every_node_failing_two_percent_ejects_nobody(node_factory: Any) -> None:
+    nodes = five(node_factory, service_time=0.0)
+    for i, n in enumerate(nodes):
+        n.fail_rate = 0.02
+        n.rng.seed(i)
+    session, _ = session_for(nodes, strategy="RoundRobin", outlier_interval=0.5)
+    with (
+        events(signals.node_marked_unhealthy) as down,
+        traffic(lambda: session.get(f"{BASE}/x", timeout=5), threads=8) as done,
+    ):
+        assert _wait(lambda: done[0] >= 10_000, timeout=120)
+    assert sum(n.hits() for n in nodes) >= 10_000
+    assert down == [], [(kw["node"].id, kw["reason"]) for _, kw in down]
+
+
+def test_a_returning_node_ramps_up_from_a_tenth(node_factory: Any) -> None:
+    nodes = five(node_factory)
+    first = nodes[0]
+    first.mode = "error"
+    window = 4.0
+    session, adapter = session_for(
+        nodes, strategy="RoundRobin", failure_threshold=1, base_ejection_time=1.0, slow_start_window=window
+    )
+    with events(signals.node_recovered) as up, traffic(lambda: session.get(f"{BASE}/x", timeout=5), threads=8):
+        assert _wait(lambda: adapter.manager.phase("n0") is Phase.EJECTED, timeout=5)
+        first.mode = "ok"
+        assert _wait(lambda: up, timeout=5)
+        returned = up[0][0]
+        time.sleep(window / 10 + 0.3)
+    early = [t for n in nodes for t in n.arrivals if returned <= t < returned + window / 10]
+    mine = [t for t in first.arrivals if returned <= t < returned + window / 10]
+    assert len(early) >= 30  # enough traffic in that tenth to judge a share
+    assert len(mine) <= 0.10 * len(early), (len(mine), len(early))
+
+
+def hedging_session(node_factory: Any, **kw: Any) -> tuple[requests.Session, FailoverAdapter, NodeServer, NodeServer]:
+    primary, backup = node_factory("p"), node_factory("b")
+    adapter = FailoverAdapter(
+        [ServiceNode("p", primary.url, priority=2), ServiceNode("b", backup.url, priority=1)],
+        hedge_max_extra_load=0.2,
+        slow_start_window=0,
+        **kw,
+    )
+    session = requests.Session()
+    session.mount(f"{BASE}/", adapter)
+    for _ in range(80):  # latencies to take the hedge delay from
+        session.get(f"{BASE}/warm", timeout=5)
+    primary.service_time = 0.5  # then the primary turns slow
+    primary.requests.clear()
+    backup.requests.clear()
+    adapter.hedges_sent = 0  # (the warm-up's own slowest calls may have been hedged)
+    return session, adapter, primary, backup
+
+
+def test_a_slow_get_is_hedged_and_the_first_answer_wins(node_factory: Any) -> None:
+    session, adapter, primary, backup = hedging_session(node_factory)
+    with events(signals.hedge_sent) as hedges:
+        started = time.monotonic()
+        r = session.get(f"{BASE}/x", timeout=5)
+        took = time.monotonic() - started
+    assert r.status_code == 200 and r.json()["node"] == "b" and r.resilience_node == "b"  # type: ignore[attr-defined]
+    assert took < 0.4  # not the primary's 0.5 s
+    assert adapter.hedges_sent == 1 and [kw["to_node"].id for _, kw in hedges] == ["b"]
+    assert primary.hits("/x") == 1 and backup.hits("/x") == 1
+
+
+def test_a_post_without_an_idempotency_key_is_never_hedged(node_factory: Any) -> None:
+    session, adapter, primary, backup = hedging_session(node_factory)
+    for i in range(5):
+        r = session.post(f"{BASE}/pay", data=f"order {i}", timeout=5)
+        assert r.json()["node"] == "p"
+    assert adapter.hedges_sent == 0
+    assert (primary.hits("/pay"), backup.hits("/pay")) == (5, 0)  # each reached one node, once
+    r = session.post(f"{BASE}/pay", data="order 5", headers={"Idempotency-Key": "k5"}, timeout=5)
+    assert r.json()["node"] == "b" and adapter.hedges_sent == 1  # safe to send twice: hedged
+
+
+def test_no_hedge_from_level1(node_factory: Any) -> None:
+    degradation = AutoDegradationManager()
+    session, adapter, _, backup = hedging_session(node_factory, degradation=degradation)
+    degradation.force_level(DegradationLevel.Level1)
+    r = session.get(f"{BASE}/x", timeout=5)
+    assert r.json()["node"] == "p" and adapter.hedges_sent == 0 and backup.hits("/x") == 0
+    degradation.clear_override()
+    assert session.get(f"{BASE}/x", timeout=5).json()["node"] == "b" and adapter.hedges_sent == 1
+
+
+def test_throttling_brings_the_load_down_to_what_the_upstream_accepts(node_factory: Any) -> None:
+    upstream = node_factory("up")
+    window = 5.0
+    session, _ = session_for([upstream], throttle=True, throttle_window=window)
+    refused: dict[str, int] = {"/core": 0, "/other": 0}
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        try:
+            status = session.get(f"{BASE}{path}", timeout=5).status_code
+        except UpstreamThrottled:
+            refused[path] += 1
+            status = 503
+        start_response(f"{status} X", [("Content-Type", "text/plain")])
+        return [b""]
+
+    front = ResilienceMiddleware(app, AutoDegradationManager(), core_paths=("/core",))  # core: critical_plus
+    rate, capacity = 100.0, 25.0  # offered per second; the upstream's capacity after the drop
+    sent = {"/core": 0, "/other": 0}
+
+    def paced(thread: int, threads: int, until: float) -> None:
+        k = thread
+        start = time.monotonic()
+        while time.monotonic() < until:
+            path = "/core" if k % 20 == 0 else "/other"  # 5 % critical_plus
+            environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.input": None}
+            front(environ, lambda *a: None)
+            sent[path] += 1
+            k += threads
+            time.sleep(max(0.0, start + (k // threads) * threads / rate - time.monotonic()))
+
+    def run(seconds: float) -> None:
+        until = time.monotonic() + seconds
+        workers = [threading.Thread(target=paced, args=(i, 4, until)) for i in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(seconds + 10)
+
+    run(2.0)  # healthy: nothing refused
+    assert refused == {"/core": 0, "/other": 0}
+    upstream.capacity = capacity  # a quarter of what is offered
+    dropped = time.monotonic()
+    run(window + 3.0)
+    arrivals = [t for t in upstream.arrivals if dropped + window <= t]
+    measured = time.monotonic() - (dropped + window)
+    offered = len(arrivals) / measured
+    assert offered <= 1.3 * capacity, offered
+    assert refused["/core"] == 0 and sent["/core"] > 0  # every critical_plus call was attempted
+    assert refused["/other"] > 0
+
+
+def _wait(cond: Callable[[], object], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return bool(cond())
+
