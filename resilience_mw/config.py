@@ -486,6 +486,13 @@ class StateConfig(_Validated):
         v.one_of(("process", "fleet")),
     )
 
+    outlier_scope: str = option(
+        "fleet",
+        "whose outcomes outlier detection compares the nodes by: every worker's of the store, summed over the "
+        "last outlier_interval ('fleet': a worker that sends little still learns), or this process's ('process')",
+        v.one_of(("process", "fleet")),
+    )
+
     service: str | None = option(
         None,
         "this service's name in the store (announced with its node set: another service, or another node set, in "
@@ -506,7 +513,7 @@ class StateConfig(_Validated):
         return (
             f"StateConfig(url={url!r}, sync_interval={self.sync_interval}, eject_quorum={self.eject_quorum}, "
             f"error_rate_scope={self.error_rate_scope!r}, retry_budget_scope={self.retry_budget_scope!r}, "
-            f"service={self.service!r}, namespace={self.namespace!r})"
+            f"outlier_scope={self.outlier_scope!r}, service={self.service!r}, namespace={self.namespace!r})"
         )
 
 

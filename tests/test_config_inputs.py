@@ -337,6 +337,7 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_STATE_EJECT_QUORUM": [0, "2", 1.5, True],
     "RESILIENCE_STATE_ERROR_RATE_SCOPE": ["host", 1, None],
     "RESILIENCE_STATE_RETRY_BUDGET_SCOPE": ["host", 1, None],
+    "RESILIENCE_STATE_OUTLIER_SCOPE": ["host", 1, None],
     "RESILIENCE_STATE_SERVICE": ["two words", 5, "", "a/b"],
     "RESILIENCE_STATE_NAMESPACE": ["ns:x", 5, "", "x" * 101],
     "RESILIENCE_METRICS": ["prometheus", ["statsd"], 5],

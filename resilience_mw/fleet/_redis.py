@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 try:
@@ -25,13 +25,17 @@ from ..exceptions import ConfigError
 from .store import (
     TALLIES,
     NodeReport,
+    Outcomes,
     Override,
     ServiceIdentity,
     StoreDataError,
     StoreError,
+    add_outcomes,
     decode_identity,
+    decode_outcomes,
     decode_override,
     encode_identity,
+    encode_outcomes,
     encode_override,
 )
 
@@ -51,6 +55,17 @@ return {holder, redis.call('PTTL', KEYS[1])}
 """
 #: the answers of a command on a key that holds something else
 _DATA_ERRORS = ("WRONGTYPE", "not an integer", "not a valid float")
+# one reporter's outcomes, stamped with their expiry by Redis's clock, in one round trip;
+# the hash lives as long as its longest-lived entry (a fleet that stops leaves nothing)
+_PUT_OUTCOMES = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local ttl = tonumber(ARGV[3])
+local expires = tonumber(t[1]) + tonumber(t[2]) / 1000000 + ttl / 1000
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.6f', expires) .. '|' .. ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -88,6 +103,7 @@ class RedisStore:
                         describe_error(exc))
         self._lease = self._r.register_script(_LEASE)
         self._release = self._r.register_script(_RELEASE)
+        self._put_outcomes = self._r.register_script(_PUT_OUTCOMES)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
@@ -189,6 +205,44 @@ class RedisStore:
             raise StoreDataError(key, f"{len(bad)} field(s) not 'requests|failures|expiry': {bad[0][:40]!r}",
                                  partial=(requests, failures))
         return requests, failures
+
+    def put_outcomes(self, reporter: str, outcomes: Mapping[str, Outcomes], ttl: float) -> None:
+        key = self._key("outcomes")
+        self._call(self._put_outcomes, [key], [reporter, encode_outcomes(outcomes), max(1, int(ttl * 1000))], key=key)
+
+    def outcomes(self) -> dict[str, Outcomes]:
+        key = self._key("outcomes")
+
+        def read() -> tuple[Any, Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.time()
+            pipe.hgetall(key)
+            clock, entries = pipe.execute()
+            return clock, entries
+
+        (seconds, micros), entries = self._call(read, key=key)  # one round trip
+        now = float(seconds) + float(micros) / 1e6
+        total: dict[str, Outcomes] = {}
+        stale: list[str] = []
+        bad: list[str] = []
+        for reporter, value in entries.items():
+            expires, sep, text = value.partition("|")
+            try:
+                expires_at = float(expires)
+                if not sep or math.isnan(expires_at):
+                    raise ValueError
+                if expires_at <= now:
+                    stale.append(reporter)
+                    continue
+                add_outcomes(total, decode_outcomes(key, text))
+            except (ValueError, StoreDataError):
+                bad.append(reporter)  # kept: it may be another version's, and is not ours to delete
+        if stale:
+            self._call(self._r.hdel, key, *stale, key=key)
+        if bad:
+            raise StoreDataError(key, f"{len(bad)} field(s) not 'expiry|{{node: [requests, failures, micros]}}': "
+                                 f"{bad[0][:40]!r}", partial=total)
+        return total
 
     def _tally_key(self, tally: str) -> str:
         if tally not in TALLIES:

@@ -22,16 +22,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..exceptions import ConfigError
 from .store import (
     NodeReport,
+    Outcomes,
     Override,
     ServiceIdentity,
     StoreDataError,
     StoreError,
+    add_outcomes,
+    check_outcomes,
     decode_identity,
     decode_override,
     encode_identity,
@@ -49,6 +52,10 @@ CREATE TABLE IF NOT EXISTS counts (
 );
 CREATE TABLE IF NOT EXISTS retry_counts (
     reporter TEXT PRIMARY KEY, requests INTEGER NOT NULL, failures INTEGER NOT NULL, expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    reporter TEXT NOT NULL, node_id TEXT NOT NULL, requests INTEGER NOT NULL, failures INTEGER NOT NULL,
+    latency_micros INTEGER NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (reporter, node_id)
 );
 CREATE TABLE IF NOT EXISTS reports (
     node_id TEXT NOT NULL, reporter TEXT NOT NULL, reason TEXT NOT NULL, expires_at REAL NOT NULL,
@@ -248,6 +255,37 @@ class SQLiteStore:
             raise StoreDataError(table, f"{len(bad)} row(s) with counts that are not integers: {bad[0][:40]!r}",
                                  partial=(requests, failures))
         return requests, failures
+
+    def put_outcomes(self, reporter: str, outcomes: Mapping[str, Outcomes], ttl: float) -> None:
+        with self._transaction() as db:
+            now = self.now()
+            # the reporter's rows are replaced whole; a dead worker's go once they expire
+            db.execute("DELETE FROM outcomes WHERE reporter = ? OR (typeof(expires_at) IN ('integer', 'real') "
+                       "AND expires_at <= ?)", (reporter, now))
+            db.executemany(
+                "INSERT INTO outcomes (reporter, node_id, requests, failures, latency_micros, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(reporter, node_id, r, f, m, now + ttl) for node_id, (r, f, m) in outcomes.items()],
+            )
+
+    def outcomes(self) -> dict[str, Outcomes]:
+        rows = self._run(
+            "SELECT reporter, node_id, requests, failures, latency_micros, expires_at FROM outcomes "
+            "WHERE NOT (typeof(expires_at) IN ('integer', 'real') AND expires_at <= ?)",
+            (self.now(),),
+        )
+        total: dict[str, Outcomes] = {}
+        bad = []
+        for reporter, node_id, r, f, m, expires_at in rows:
+            try:
+                _number(expires_at)  # text sorts after every number: it would never expire
+                add_outcomes(total, {str(node_id): check_outcomes((r, f, m))})
+            except (ValueError, TypeError):
+                bad.append(f"{node_id}/{reporter}")
+        if bad:
+            raise StoreDataError("outcomes", f"{len(bad)} row(s) that are not counts with an expiry: {bad[0][:40]!r}",
+                                 partial=total)
+        return total
 
     # ------------------------------------------------------ leases, claims
 

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from ..model import ServiceNode, parse_level
 __all__ = [
     "TALLIES",
     "NodeReport",
+    "Outcomes",
     "Override",
     "ServiceIdentity",
     "StateStore",
@@ -123,6 +124,12 @@ class ServiceIdentity:
         return f"{self.service} (nodes {', '.join(self.nodes) or 'none'})"
 
 
+#: one node's outcomes in a store: ``(requests, failures, latency_micros)``, the last the
+#: sum of the successes' latencies in whole microseconds (integers add up the same in
+#: every store and language)
+Outcomes = tuple[int, int, int]
+
+
 class StateStore(Protocol):
     """What the sync and the CLI need from a store."""
 
@@ -160,6 +167,18 @@ class StateStore(Protocol):
     def counts(self, *, tally: str = "errors") -> tuple[int, int]:
         """Every unexpired window of ``tally``, summed: ``(requests, failures or extra
         attempts)``."""
+        ...
+
+    def put_outcomes(self, reporter: str, outcomes: Mapping[str, Outcomes], ttl: float) -> None:
+        """``reporter``'s outcomes per node over its outlier-detection window (node id ->
+        ``(requests, failures, latency_micros)``), for ``ttl`` seconds; they replace
+        whatever ``reporter`` published before, so a node it no longer names drops out."""
+        ...
+
+    def outcomes(self) -> dict[str, Outcomes]:
+        """Every unexpired reporter's outcomes, summed per node: node id -> ``(requests,
+        failures, latency_micros)``. Entries that do not decode raise
+        :class:`StoreDataError` with the sum of the others as ``partial``."""
         ...
 
     def lease(self, name: str, holder: str, ttl: float) -> str | None:
@@ -259,6 +278,41 @@ def encode_identity(identity: ServiceIdentity, expires_at: float) -> str:
     return json.dumps({"nodes": list(identity.nodes), "expires_at": expires_at})
 
 
+def decode_outcomes(key: str, raw: object) -> dict[str, Outcomes]:
+    """One reporter's outcomes from their JSON text ``raw`` at ``key`` (an object: node id
+    -> ``[requests, failures, latency_micros]``, non-negative integers, failures at most
+    requests)."""
+    try:
+        data = json.loads(str(raw))
+        if not isinstance(data, dict):
+            raise ValueError(f"not a JSON object: {str(raw)[:40]!r}")
+        return {str(node_id): check_outcomes(value) for node_id, value in data.items()}
+    except (ValueError, TypeError) as exc:
+        raise StoreDataError(key, _why(exc)) from None
+
+
+def encode_outcomes(outcomes: Mapping[str, Outcomes]) -> str:
+    """The JSON text :func:`decode_outcomes` reads."""
+    return json.dumps({node_id: list(counts) for node_id, counts in outcomes.items()}, separators=(",", ":"))
+
+
+def check_outcomes(value: object) -> Outcomes:
+    """``value`` as one node's :data:`Outcomes`, or ValueError/TypeError."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError(f"{str(value)[:40]!r} is not [requests, failures, latency_micros]")
+    requests, failures, micros = (_integer(x, text=False) for x in value)
+    if min(requests, failures, micros) < 0 or failures > requests:
+        raise ValueError(f"{list(value)!r} are not counts (negative, or more failures than requests)")
+    return requests, failures, micros
+
+
+def add_outcomes(total: dict[str, Outcomes], more: Mapping[str, Outcomes]) -> None:
+    """Add ``more`` into ``total``, node by node."""
+    for node_id, (r, f, m) in more.items():
+        tr, tf, tm = total.get(node_id, (0, 0, 0))
+        total[node_id] = (tr + r, tf + f, tm + m)
+
+
 def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError(f"{value!r} is not a number")
@@ -268,8 +322,8 @@ def _number(value: object) -> float:
     return number
 
 
-def _integer(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
+def _integer(value: object, *, text: bool = True) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str) if text else int):
         raise TypeError(f"{value!r} is not an integer")
     return int(value)
 

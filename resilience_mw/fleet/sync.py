@@ -30,7 +30,21 @@ Every ``sync_interval`` seconds a daemon thread (never a request) talks to the s
    window; the level is judged on the sum, so every worker sees the same rate.
 5. **Retry budget** (``retry_budget_scope="fleet"``): each worker publishes its
    adapter's requests and extra attempts; the budget holds for their sum.
-6. **Alerts**: raised by the first worker to claim them (:meth:`StateSync.once`).
+6. **Outcomes** (``outlier_scope="fleet"``, the default): each exchange takes the
+   pool's outcomes per node (:meth:`~resilience_mw.failover.pool.NodePool.take_tallies`)
+   into a window covering the pool's last ``outlier_interval`` (at least one sync), and
+   publishes the window's sums (they lapse after three sync intervals). Every
+   ``outlier_interval`` (at its multiples by the sync's clock, so the workers of a host
+   compare together) the worker reads the sums over every worker and compares the
+   nodes by them (:meth:`~resilience_mw.failover.pool.NodePool.eject_outliers`): a
+   worker that sends a node little traffic still ejects it when the fleet's traffic
+   shows it failing or slow. Meanwhile the pool does not compare its own counts
+   (``compare_on_traffic`` off). When the store does not answer, the worker is isolated
+   (a collision), or the sync stops, the pool compares its own counts again, and the
+   window is compared at once with this worker's counts alone: no outcome taken from
+   the pool goes unjudged. If the fleet's counts do not decode, the worker's own are
+   compared instead, on the same schedule.
+7. **Alerts**: raised by the first worker to claim them (:meth:`StateSync.once`).
 
 Each step stands alone: a value that does not decode (a
 :class:`~resilience_mw.fleet.store.StoreDataError`, naming its key) fails that step
@@ -58,6 +72,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -74,6 +89,7 @@ from ..failover.budget import RetryBudget
 from ..failover.health import HealthChecker
 from ..failover.pool import NodePool
 from ..model import parse_level
+from ._outcomes import OutcomeWindow, from_store, to_store
 from .store import NodeReport, Override, ServiceIdentity, StateStore, StoreDataError, StoreError, reporter_id
 
 __all__ = ["StateSync"]
@@ -183,6 +199,13 @@ class StateSync:
         self.reopened = 0
         #: whether this worker holds the health-check lease
         self.leader = False
+        #: this worker's outcomes over the last outlier interval (outlier_scope "fleet")
+        self._window = OutcomeWindow()
+        #: when (by the sync's clock) the fleet's outcomes are next compared (``None``:
+        #: set at the next exchange, to the next multiple of the interval)
+        self._compare_at: float | None = None
+        #: whether this sync compares the outliers (the pool's own comparison is off)
+        self._outliers_here = False
         self._worker = BackgroundWorker("resilience_mw-state", self._tick, self.config.sync_interval)
 
     @property
@@ -230,6 +253,7 @@ class StateSync:
     def stop(self, timeout: float | None = 5.0) -> bool:
         """Stop syncing (and the health checker if this worker ran it); give the lease up."""
         stopped = self._worker.stop(timeout)
+        self._compare_locally()
         if self.checker is not None and self.checker.running:
             self.checker.stop(timeout)
         if self.leader:
@@ -309,6 +333,8 @@ class StateSync:
         worker made alone while the store did not take it (``None``: none pending);
         ``forced`` and ``forced_remaining`` are the level forced in this worker now,
         whoever forced it. ``unknown_nodes`` counts ignored reports per unknown node id.
+        ``outliers`` is whose outcomes the pool's outlier detection compares now:
+        ``fleet`` (every worker's, through the store) or ``process`` (its own).
         """
         now = self._clock()
         forced = self.degradation.forced
@@ -349,6 +375,7 @@ class StateSync:
                 "store_errors": self.store_errors,
                 "data_errors": self.data_errors,
                 "unknown_nodes": dict(self._unknown),
+                "outliers": "fleet" if self._outliers_here else "process",
                 "reopened": self.reopened,
                 "pid": os.getpid(),
             }
@@ -395,6 +422,11 @@ class StateSync:
                 if self.config.retry_budget_scope == "fleet" and self.budget is not None:
                     budget = self.budget
                     self._step("retries", lambda: self._share_retries(budget, ttl))
+                if self.config.outlier_scope == "fleet" and self.pool is not None:
+                    pool = self.pool
+                    self._step("outcomes", lambda: self._share_outcomes(pool, ttl))
+            if isolated:
+                self._compare_locally()  # the namespace is not this service's alone
             if isolated or "lease" in self._errors_now:
                 self._own_checks()  # no lease to follow: check on our own
             self._step("alerts", lambda: self._raise_alerts(claim=not isolated))
@@ -640,6 +672,53 @@ class StateSync:
         self.store.put_counts(self.me, *mine, ttl, tally="retries")
         budget.share(*self._read("retries", lambda: self.store.counts(tally="retries")), valid_for=ttl, mine=mine)
 
+    def _share_outcomes(self, pool: NodePool, ttl: float) -> None:
+        interval = pool.config.outlier_interval
+        pool.compare_on_traffic = False  # before taking: whatever the pool takes now, it compares
+        self._outliers_here = True
+        now, taken = self._clock(), pool.take_tallies()
+        with self._lock:
+            self._window.add(now, taken, interval)
+            mine = self._window.sums()
+        due = self._compare_at is not None and now >= self._compare_at
+        if self._compare_at is None or due:
+            # at multiples of the interval: every worker whose clock is this one (the
+            # default, time.monotonic, is the host's) compares within one sync of the
+            # others, on the same window, before the fleet's traffic to an ejected node
+            # has gone from it
+            self._compare_at = (math.floor(now / interval) + 1) * interval
+        try:
+            self.store.put_outcomes(self.me, to_store(mine), ttl)
+            fleet = from_store(self._read("outcomes", self.store.outcomes)) if due else {}
+        except StoreDataError:
+            if due:
+                pool.eject_outliers(mine)  # the fleet's counts are unreadable: this worker's own
+            raise
+        except StoreError:
+            raise  # the exchange fails: _failed hands the comparison back to the pool
+        except Exception:
+            self._compare_locally()  # a bug here must not stop outlier detection
+            raise
+        if due:
+            ejected = pool.eject_outliers(fleet)
+            if ejected:
+                log.debug("ejected %s by the fleet's outcomes", ", ".join(ejected))
+
+    def _compare_locally(self) -> None:
+        """Hand outlier detection back to the pool (it compares its own counts on traffic
+        again) and compare the window now, this worker's outcomes alone: the tallies
+        taken from the pool are not lost, and the judgment is the one the pool would have
+        made over its last interval had it been counting alone."""
+        pool = self.pool
+        if pool is None or not self._outliers_here:
+            return
+        with self._lock:
+            window, self._window = self._window, OutcomeWindow()
+            self._compare_at, self._outliers_here = None, False
+        pool.compare_on_traffic = True
+        if window:
+            pool.eject_outliers(window.sums())
+
     def _raise_alerts(self, claim: bool = True) -> None:
         with self._lock:
             pending, self._alerts = self._alerts, []
@@ -668,6 +747,7 @@ class StateSync:
             self._last_error = error
             if self._outage_since is None:
                 self._outage_since, first = now, True
+        self._compare_locally()
         if first:
             log.warning(
                 "state store %r did not answer (%s): going on with local state, retrying with back-off",
@@ -688,6 +768,12 @@ class StateSync:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        # the parent's outcomes are not this process's; its pool compares on its own
+        # until this sync's first exchange takes over
+        self._window, self._compare_at = OutcomeWindow(), None
+        if self._outliers_here and self.pool is not None:
+            self.pool.compare_on_traffic = True
+        self._outliers_here = False
 
     def __repr__(self) -> str:
         return f"StateSync({self.store!r}, scope={self.scope}, running={self.running}, leader={self.leader})"

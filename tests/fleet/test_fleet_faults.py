@@ -243,6 +243,7 @@ GARBAGE: list[tuple[str, str, Callable[[Any], object]]] = [
     ("lease", "t:lease:health", lambda r: (r.delete("t:lease:health"), r.rpush("t:lease:health", "a"))),
     ("identity", "t:services", lambda r: r.set("t:services", "garbage")),
     ("alerts", "t:claim:alert:k", lambda r: r.set("t:claim:alert:k", "1")),
+    ("outcomes", "t:outcomes", lambda r: r.set("t:outcomes", "a string")),
 ]
 
 
