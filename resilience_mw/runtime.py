@@ -127,7 +127,7 @@ class Runtime:
             from .failover import FailoverManager, HealthChecker
 
             self.pool = FailoverManager(typed.nodes, config=typed.pool)
-            self.adapter = FailoverAdapter(self.pool, config=typed.adapter)
+            self.adapter = FailoverAdapter(self.pool, config=typed.adapter, degradation=self.degradation)
             if typed.health_check is not None:
                 self.health_checker = HealthChecker(config=typed.health_check)
         #: the exchange with the shared store (``state_url``), when one is set

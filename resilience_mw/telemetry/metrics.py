@@ -67,6 +67,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "resilience_adapter_attempt_duration_seconds": ("histogram", "how long tries on a node took", ("node",), ""),
     "resilience_retry_budget_exhausted_total": (
         "counter", "failovers not made because the retry budget was spent", ("node",), ""),
+    "resilience_hedges_total": (
+        "counter", "hedged requests sent: a call slower than the hedge delay sent to a second node too", ("to_node",), ""),
+    "resilience_calls_throttled_total": (
+        "counter", "calls the adapter refused itself, sending nothing, because the upstream accepts too few",
+        ("criticality",), ""),
     "resilience_requests_shed_total": (
         "counter", "requests answered 503 instead of served (enforced=false: shadow mode, served all the same)",
         ("reason", "enforced"), ""),
@@ -244,6 +249,8 @@ class Metrics:
             self._connect(signals.failover, pool, self._on_failover)
             self._connect(signals.attempt_ended, pool, self._on_attempt)
             self._connect(signals.retry_budget_exhausted, pool, self._on_budget_spent)
+            self._connect(signals.hedge_sent, pool, self._on_hedge)
+            self._connect(signals.call_throttled, pool, self._on_throttled)
             for node in pool.nodes:
                 self._node_state(node, pool.phase(node.id))
         if middleware is not None:
@@ -311,6 +318,12 @@ class Metrics:
 
     def _on_budget_spent(self, sender: Any, *, node: ServiceNode, **_: Any) -> None:
         self._add("resilience_retry_budget_exhausted_total", {"node": node.id})
+
+    def _on_hedge(self, sender: Any, *, to_node: ServiceNode, **_: Any) -> None:
+        self._add("resilience_hedges_total", {"to_node": to_node.id})
+
+    def _on_throttled(self, sender: Any, *, criticality: Any, **_: Any) -> None:
+        self._add("resilience_calls_throttled_total", {"criticality": str(criticality or "critical")})
 
     def _on_shed(self, sender: Any, *, reason: str, level: DegradationLevel, enforced: bool = True, **_: Any) -> None:
         self._add("resilience_requests_shed_total", {"reason": reason, "enforced": "true" if enforced else "false"})
