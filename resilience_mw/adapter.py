@@ -97,7 +97,7 @@ from .exceptions import ConfigError, NoAvailableNodeError, ResilienceError, with
 from .failover import _inbound
 from .failover import _transport as _http
 from .failover.budget import AdaptiveThrottle, RetryBudget
-from .failover.hedge import HedgePolicy
+from .failover.hedge import HedgePolicy, LostRace, Race
 from .failover.loop import FailoverLoop, FailoverManager, Try
 from .failover.pool import CallOrder, NodePool
 from .model import Criticality, DegradationLevel, FailoverStrategy, ServiceNode
@@ -205,39 +205,13 @@ class _Call:
     node: ServiceNode | None = None
     #: when it started (``time.perf_counter()``)
     started: float = dataclasses.field(default_factory=time.perf_counter)
+    #: the hedged race it is the primary of, if any
+    race: Race | None = None
 
 
-def _good(future: concurrent.futures.Future[Response]) -> bool:
-    """Whether a finished attempt is an answer worth returning (not an error, a 5xx or a 429)."""
-    if future.exception() is not None:
-        return False
-    status = future.result().status_code
-    return status < 500 and status != 429
-
-
-def _close_response(future: concurrent.futures.Future[Response]) -> None:
-    if future.exception() is None:
-        future.result().close()
-
-
-def _first_good(primary: concurrent.futures.Future[Response], backup: concurrent.futures.Future[Response]) -> Response:
-    """The first good answer of a hedged call (the primary's when both are in); when
-    neither is good, the primary's outcome. The other is closed once it is in."""
-    pending = {primary, backup}
-    while pending:
-        _, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-        for chosen, other in ((primary, backup), (backup, primary)):
-            if chosen.done() and _good(chosen):
-                other.add_done_callback(_close_response)  # (at once if it is in already)
-                return chosen.result()
-    backup.add_done_callback(_close_response)
-    return primary.result()
-
-
-def _observe(hedging: HedgePolicy, future: concurrent.futures.Future[Response], call: _Call) -> None:
-    """A hedged call's own latency, once it is in (the hedge's would bias it low)."""
-    if _good(future):
-        hedging.observe(time.perf_counter() - call.started)
+def _good(resp: Response) -> bool:
+    """Whether an answer is worth returning over another (not a 5xx or a 429)."""
+    return resp.status_code < 500 and resp.status_code != 429
 
 
 def _replayable(request: PreparedRequest) -> bool:
@@ -417,7 +391,7 @@ class FailoverAdapter(HTTPAdapter):
         accepted = False
         try:
             resp = self._call(call) if delay is None else self._hedged(call, delay)
-            accepted = resp.status_code < 500 and resp.status_code != 429
+            accepted = _good(resp)
         finally:
             if throttle is not None:
                 throttle.finished(accepted, criticality)
@@ -452,31 +426,62 @@ class FailoverAdapter(HTTPAdapter):
         return len(self.manager.nodes) > 1 and _replayable(request)
 
     def _hedged(self, call: _Call, delay: float) -> Response:
-        """The call, with a hedge to another node if it has not answered after ``delay``."""
-        hedgers = self._hedger_threads()
-        primary = hedgers.submit(contextvars.copy_context().run, self._call, call)
-        try:
-            return primary.result(timeout=delay)
-        except concurrent.futures.TimeoutError:
-            pass
+        """The call, with a hedge to another node if it has not answered after ``delay``
+        (a :class:`~resilience_mw.failover.hedge.Race`)."""
         hedging = self.hedging
         assert hedging is not None
-        current = call.node
-        backup_node = self._hedge_node(current)
+        race = call.race = Race(delay)
+        context = contextvars.copy_context()  # the hedge runs in the caller's context
+        handle = _http.call_at(time.monotonic() + delay, lambda: self._launch_hedge(race, call, context))
+        answer: Response | None = None
+        error: Exception | None = None
+        try:
+            answer = self._call(call)
+        except LostRace:
+            pass
+        except Exception as exc:
+            error = exc
+        finally:
+            _http.cancel(handle)
+        good = answer is not None and _good(answer)
+        if good or race.lost:
+            hedging.observe(time.perf_counter() - call.started)  # (when lost, at least this long)
+        winner = race.primary_finished(answer, good)
+        if winner is not None:
+            assert isinstance(winner, Response)
+            return winner
+        if error is not None:
+            raise error
+        assert answer is not None
+        return answer
+
+    def _launch_hedge(self, race: Race, call: _Call, context: contextvars.Context) -> None:
+        """At the hedge delay, on the watchdog's thread: send the hedge if it may go."""
+        hedging = self.hedging
+        busy = call.node
+        backup = self._hedge_node(busy)
         if (
-            backup_node is None
-            or current is None
+            hedging is None
+            or busy is None
+            or backup is None
             or (self.degradation is not None and self.degradation.level >= DegradationLevel.Level1)
             or not hedging.try_hedge()
             or (self.budget is not None and not self.budget.try_spend())
+            or not race.claim_backup()
         ):
-            return primary.result()
-        backup_call = dataclasses.replace(call, order=(backup_node,), budgeted=False)
-        backup = hedgers.submit(contextvars.copy_context().run, self._call, backup_call)
+            return
+        hedge = dataclasses.replace(call, order=(backup,), budgeted=False, node=None, race=None)
+        self._hedger_threads().submit(context.run, self._run_hedge, race, hedge, busy, backup)
+
+    def _run_hedge(self, race: Race, hedge: _Call, busy: ServiceNode, backup: ServiceNode) -> None:
         self.hedges_sent += 1
-        signals.send(signals.hedge_sent, self.manager, node=current, to_node=backup_node, delay=delay)
-        primary.add_done_callback(lambda f: _observe(hedging, f, call))
-        return _first_good(primary, backup)
+        signals.send(signals.hedge_sent, self.manager, node=busy, to_node=backup, delay=race.delay)
+        answer: Response | None = None
+        try:
+            answer = self._call(hedge)
+        except Exception as exc:  # the primary's outcome stands; this one is logged by the loop
+            log.debug("hedge to %s failed: %s", backup.id, type(exc).__name__)
+        race.backup_finished(answer, answer is not None and _good(answer))
 
     def _hedge_node(self, busy: ServiceNode | None) -> ServiceNode | None:
         """The node a hedge goes to: the strategy's pick, if not ``busy``, else the next."""
@@ -544,8 +549,11 @@ class FailoverAdapter(HTTPAdapter):
             label=lambda: f"upstream {request.method} {_path(request)}",
             budget=self.budget if call.budgeted else None,
         )
+        race = call.race
         for step in loop:
             call.node = step.node
+            if race is not None and race.lost:  # its hedge answered first: stop, blaming nobody
+                raise LostRace
             if ends is not None and time.monotonic() >= ends:
                 exc = DeadlineExceeded(
                     f"{self._deadline_name(callers)} passed before trying {step.node.id}", request=request
@@ -553,9 +561,13 @@ class FailoverAdapter(HTTPAdapter):
                 loop.failed(step, exc, charge=False, go_on=False)
                 raise exc
             with _http.attempt(ends) as ctx:
+                if race is not None:
+                    race.attempt = ctx
                 try:
                     resp = self._attempt(request, step, stream, timeout, verify, cert, proxies, read_body, ctx, callers)
                 except Exception as exc:
+                    if race is not None and race.lost:
+                        raise LostRace from exc  # cut because its hedge answered first: nobody's fault
                     if isinstance(exc, requests.RequestException):
                         _detach_node_credentials(exc, request)
                     if isinstance(exc, (*_CALLER_ERRORS, ResponseTooLarge)) or not isinstance(

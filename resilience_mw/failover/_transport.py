@@ -22,6 +22,8 @@
   of a ``gzip`` body cut at its ``Content-Length``) cannot become the next request's
   response.
 * :func:`read_bounded`: read a body within a size limit.
+* :func:`call_at` / :func:`cancel`: run a short callback on the watchdog's thread at a
+  time (what launches a hedged request), without a thread per call.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -49,7 +52,10 @@ __all__ = [
     "POOL_CLASSES",
     "AttemptContext",
     "attempt",
+    "call_at",
+    "cancel",
     "read_bounded",
+    "shut",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +100,37 @@ class AttemptContext:
             self.expired = True
             sock = self.sock
         _shut(sock)
+
+
+class _Timer:
+    """A callback for the watchdog to run at ``deadline``."""
+
+    __slots__ = ("deadline", "fn")
+
+    def __init__(self, deadline: float, fn: Callable[[], object]) -> None:
+        self.deadline = deadline
+        self.fn = fn
+
+    def expire(self) -> None:
+        self.fn()
+
+
+def call_at(deadline: float, fn: Callable[[], object]) -> int:
+    """Run ``fn`` on the watchdog's thread at ``deadline`` (``time.monotonic()``) unless
+    :func:`cancel` ed first. ``fn`` must be short and must not block: every deadline of
+    the process waits for it."""
+    return _WATCHDOG.arm(_Timer(deadline, fn))
+
+
+def cancel(handle: int) -> None:
+    """Do not run the callback of ``handle`` (if it has not run yet)."""
+    _WATCHDOG.disarm(handle)
+
+
+def shut(ctx: AttemptContext | None) -> None:
+    """Shut the socket of the attempt ``ctx`` now (its caller sees the read fail)."""
+    if ctx is not None:
+        _shut(ctx.sock)
 
 
 def _shut(sock: socket.socket | None) -> None:
@@ -147,7 +184,7 @@ class _Watchdog:
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, AttemptContext]] = []
+        self._heap: list[tuple[float, int, AttemptContext | _Timer]] = []
         self._live: set[int] = set()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
@@ -155,7 +192,7 @@ class _Watchdog:
     def _after_fork_in_child(self) -> None:
         self._reset()  # the thread did not survive the fork; its lock may be held
 
-    def arm(self, ctx: AttemptContext) -> int:
+    def arm(self, ctx: AttemptContext | _Timer) -> int:
         assert ctx.deadline is not None
         handle = next(self._seq)
         with self._cond:
@@ -173,7 +210,7 @@ class _Watchdog:
 
     def _run(self) -> None:
         while True:
-            due: list[AttemptContext] = []
+            due: list[AttemptContext | _Timer] = []
             with self._cond:
                 while self._heap and self._heap[0][1] not in self._live:
                     heapq.heappop(self._heap)  # finished in time
@@ -193,8 +230,8 @@ class _Watchdog:
             for ctx in due:
                 try:
                     ctx.expire()
-                except Exception:  # never let one bad socket stop the watchdog
-                    log.exception("deadline watchdog: could not close a socket")
+                except Exception:  # never let one bad socket or callback stop the watchdog
+                    log.exception("deadline watchdog: could not close a socket or run a callback")
 
 
 _WATCHDOG = _Watchdog()

@@ -16,6 +16,10 @@ The adapter also needs the method to be idempotent (or an ``Idempotency-Key``), 
 service below Level1, and the retry budget to have room: each hedge is an extra
 attempt. Latencies are kept in a ring of :data:`SAMPLES`; the quantile and the median
 are recomputed every :data:`RECOMPUTE_EVERY` samples, so a call costs a list write.
+
+:class:`Race` runs one hedged call: the primary in the caller's thread, the hedge in a
+hedge thread started by the deadline watchdog at the delay (no thread per call), the
+loser closed.
 """
 
 from __future__ import annotations
@@ -25,10 +29,22 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
+from ._transport import AttemptContext, shut
 from .budget import RetryBudget
 
-__all__ = ["BASELINE_DECAY", "MIN_SAMPLES", "RECOMPUTE_EVERY", "SAMPLES", "SATURATION_FACTOR", "HedgePolicy"]
+__all__ = [
+    "BASELINE_DECAY",
+    "MIN_SAMPLES",
+    "RECOMPUTE_EVERY",
+    "SAMPLES",
+    "SATURATION_FACTOR",
+    "Answer",
+    "HedgePolicy",
+    "LostRace",
+    "Race",
+]
 
 #: latencies kept
 SAMPLES = 512
@@ -114,3 +130,82 @@ class HedgePolicy:
     def __repr__(self) -> str:
         delay = "unknown" if self.delay is None else f"{self.delay * 1000:.1f} ms"
         return f"HedgePolicy(max_extra_load={self.max_extra_load:g}, delay={delay}, saturated={self.saturated})"
+
+
+class Answer(Protocol):
+    """What a race hands around: a response with a status, that can be closed."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class LostRace(Exception):
+    """Raised in the primary's thread when its hedge answered first and its attempt was
+    cut (never the node's fault, never moved to another node)."""
+
+
+class Race:
+    """One hedged call. The primary runs in the caller's thread; once ``delay`` has
+    passed without an answer, the hedge runs on another node in a hedge thread. The
+    first good answer (no error, no 5xx, no 429) wins: a hedge that wins shuts the
+    primary's socket (:attr:`attempt`) and sets :attr:`lost`; whichever loses is closed.
+    When the primary fails while the hedge is still running, the hedge is waited for.
+    """
+
+    __slots__ = ("_backup", "_done", "_lock", "_primary", "_winner", "attempt", "delay", "lost")
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._primary = "running"  # running | waiting (for the hedge) | done
+        self._backup: str | None = None  # None (not sent) | running | good | bad
+        self._winner: Answer | None = None
+        #: the hedge answered first: the primary stops
+        self.lost = False
+        #: the primary's current attempt (its socket is shut when it loses)
+        self.attempt: AttemptContext | None = None
+
+    def claim_backup(self) -> bool:
+        """Whether a hedge may start now: the primary is still running and no hedge has
+        started."""
+        with self._lock:
+            if self._primary != "running" or self._backup is not None:
+                return False
+            self._backup = "running"
+            return True
+
+    def backup_finished(self, answer: Answer | None, good: bool) -> None:
+        """The hedge is over with ``answer`` (``None``: it failed), ``good`` or not."""
+        close: Answer | None = None
+        cut: AttemptContext | None = None
+        with self._lock:
+            if self._primary == "done" or not good:
+                self._backup, close = "bad", answer
+            else:
+                self._backup, self._winner = "good", answer
+                if self._primary == "running":
+                    self.lost, cut = True, self.attempt
+        self._done.set()
+        if close is not None:
+            close.close()
+        if cut is not None:
+            shut(cut)
+
+    def primary_finished(self, answer: Answer | None, good: bool) -> Answer | None:
+        """The primary is over with ``answer`` (``None``: it failed or lost), ``good`` or
+        not; the hedge's answer if that is the one to return (the primary's is closed
+        then), else ``None``. A bad primary waits for a hedge still running."""
+        with self._lock:
+            wait = self._backup == "running" and not good
+            self._primary = "waiting" if wait else "done"
+        if wait:
+            self._done.wait()  # (bounded by the hedge's own timeouts)
+        with self._lock:
+            self._primary = "done"
+            winner = self._winner
+        if winner is not None and answer is not None:
+            answer.close()
+        return winner
