@@ -391,7 +391,8 @@ class PoolConfig(_Validated):
     )
     latency_factor: float | None = option(
         5.0,
-        "eject a node whose mean latency is at least this multiple of its peers' median; None: off",
+        "eject a node whose fastest answer of an interval is at least this multiple of its peers' "
+        "(their median); None: off",
         v.optional(v.number(gt=1, le=10_000)),
     )
 

@@ -43,6 +43,9 @@ class Tally:
     failures: int = 0
     #: sum of the successful requests' latencies, seconds
     latency_sum: float = 0.0
+    #: the fastest success, seconds (``None``: no success): the node's own speed, which
+    #: queueing in front of a busy node does not raise
+    fastest: float | None = None
 
     @property
     def successes(self) -> int:
@@ -55,8 +58,12 @@ class Tally:
         return self.latency_sum / ok if ok > 0 else None
 
     def __add__(self, other: Tally) -> Tally:
+        fastest = self.fastest if other.fastest is None else other.fastest if self.fastest is None else min(
+            self.fastest, other.fastest
+        )
         return Tally(
-            self.requests + other.requests, self.failures + other.failures, self.latency_sum + other.latency_sum
+            self.requests + other.requests, self.failures + other.failures, self.latency_sum + other.latency_sum,
+            fastest,
         )
 
 
@@ -70,6 +77,7 @@ class NodeLoad:
     __slots__ = (
         "_decay",
         "_failures",
+        "_fastest",
         "_latency_sum",
         "_lock",
         "_pending_sum",
@@ -93,6 +101,7 @@ class NodeLoad:
         self._requests = 0
         self._failures = 0
         self._latency_sum = 0.0
+        self._fastest: float | None = None
 
     def after_fork_in_child(self) -> None:
         """Start afresh in a forked child (its owner calls it): the parent's requests
@@ -124,6 +133,8 @@ class NodeLoad:
             self._requests += 1
             if ok:
                 self._latency_sum += sample
+                if self._fastest is None or sample < self._fastest:
+                    self._fastest = sample
             else:
                 self._failures += 1
             old = self.latency
@@ -151,9 +162,10 @@ class NodeLoad:
     def take_tally(self) -> Tally:
         """The outcomes since the last call; the count starts again."""
         with self._lock:
-            tally = Tally(self._requests, self._failures, self._latency_sum)
+            tally = Tally(self._requests, self._failures, self._latency_sum, self._fastest)
             self._requests = self._failures = 0
             self._latency_sum = 0.0
+            self._fastest = None
         return tally
 
     def __repr__(self) -> str:

@@ -13,8 +13,11 @@ The rules are Envoy's outlier detection, with one guard it lacks:
   requests and 2 %, 12 failures or more: about one chance in a million).
 * **failure percentage**: a node (with enough requests, among enough hosts) failing
   at least ``failure_percentage`` % of its requests.
-* **latency**: a node (with enough requests, among enough hosts) whose mean latency is
-  at least ``latency_factor`` times the median of its peers' means. Only the nodes
+* **latency**: a node (with enough requests, among enough hosts) whose fastest answer
+  of the interval is at least ``latency_factor`` times the median of its peers' fastest:
+  even its quickest answers are that much slower, so it is the node, not the queue in
+  front of it (under load, a balancer queues requests at the fast nodes and their mean
+  latency rises towards the slow node's; their fastest answers do not). Only the nodes
   slow enough to matter: ``latency_factor`` is a multiple, not a standard deviation.
 
 The result says why; the pool ejects within ``max_ejection_percent``, worst first.
@@ -87,13 +90,13 @@ def _success_rate(eligible: Mapping[str, Tally], factor: float) -> list[tuple[st
 
 
 def _latency(eligible: Mapping[str, Tally], factor: float) -> list[tuple[str, float]]:
-    means = {nid: m for nid, t in eligible.items() if (m := t.mean_latency) is not None}
+    fastest = {nid: t.fastest for nid, t in eligible.items() if t.fastest is not None}
     out = []
-    for nid, mean in means.items():
-        peers = [m for pid, m in means.items() if pid != nid]
+    for nid, own in fastest.items():
+        peers = [f for pid, f in fastest.items() if pid != nid]
         if not peers:
             continue
         median = statistics.median(peers)
-        if median > 0.0 and mean >= factor * median:
-            out.append((nid, mean / median))
+        if median > 0.0 and own >= factor * median:
+            out.append((nid, own / median))
     return out

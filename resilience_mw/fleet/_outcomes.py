@@ -47,10 +47,17 @@ class OutcomeWindow:
 
 
 def to_store(tallies: Mapping[str, Tally]) -> dict[str, Outcomes]:
-    """The store's form of ``tallies``: latencies in whole microseconds."""
-    return {nid: (t.requests, t.failures, round(t.latency_sum * 1e6)) for nid, t in tallies.items()}
+    """The store's form of ``tallies``: latencies in whole microseconds (the fastest at
+    least 1: 0 means none)."""
+    return {
+        nid: (t.requests, t.failures, round(t.latency_sum * 1e6), 0 if t.fastest is None else max(1, round(t.fastest * 1e6)))
+        for nid, t in tallies.items()
+    }
 
 
 def from_store(outcomes: Mapping[str, Outcomes]) -> dict[str, Tally]:
     """The pool's form of the store's ``outcomes``."""
-    return {nid: Tally(r, f, micros / 1e6) for nid, (r, f, micros) in outcomes.items()}
+    return {
+        nid: Tally(r, f, micros / 1e6, fastest / 1e6 if fastest else None)
+        for nid, (r, f, micros, fastest) in outcomes.items()
+    }

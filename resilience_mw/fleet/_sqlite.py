@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS retry_counts (
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     reporter TEXT NOT NULL, node_id TEXT NOT NULL, requests INTEGER NOT NULL, failures INTEGER NOT NULL,
-    latency_micros INTEGER NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (reporter, node_id)
+    latency_micros INTEGER NOT NULL, fastest_micros INTEGER NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (reporter, node_id)
 );
 CREATE TABLE IF NOT EXISTS reports (
     node_id TEXT NOT NULL, reporter TEXT NOT NULL, reason TEXT NOT NULL, expires_at REAL NOT NULL,
@@ -263,23 +264,23 @@ class SQLiteStore:
             db.execute("DELETE FROM outcomes WHERE reporter = ? OR (typeof(expires_at) IN ('integer', 'real') "
                        "AND expires_at <= ?)", (reporter, now))
             db.executemany(
-                "INSERT INTO outcomes (reporter, node_id, requests, failures, latency_micros, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(reporter, node_id, r, f, m, now + ttl) for node_id, (r, f, m) in outcomes.items()],
+                "INSERT INTO outcomes (reporter, node_id, requests, failures, latency_micros, fastest_micros, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(reporter, node_id, r, f, m, q, now + ttl) for node_id, (r, f, m, q) in outcomes.items()],
             )
 
     def outcomes(self) -> dict[str, Outcomes]:
         rows = self._run(
-            "SELECT reporter, node_id, requests, failures, latency_micros, expires_at FROM outcomes "
+            "SELECT reporter, node_id, requests, failures, latency_micros, fastest_micros, expires_at FROM outcomes "
             "WHERE NOT (typeof(expires_at) IN ('integer', 'real') AND expires_at <= ?)",
             (self.now(),),
         )
         total: dict[str, Outcomes] = {}
         bad = []
-        for reporter, node_id, r, f, m, expires_at in rows:
+        for reporter, node_id, r, f, m, q, expires_at in rows:
             try:
                 _number(expires_at)  # text sorts after every number: it would never expire
-                add_outcomes(total, {str(node_id): check_outcomes((r, f, m))})
+                add_outcomes(total, {str(node_id): check_outcomes((r, f, m, q))})
             except (ValueError, TypeError):
                 bad.append(f"{node_id}/{reporter}")
         if bad:

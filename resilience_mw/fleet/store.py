@@ -124,10 +124,11 @@ class ServiceIdentity:
         return f"{self.service} (nodes {', '.join(self.nodes) or 'none'})"
 
 
-#: one node's outcomes in a store: ``(requests, failures, latency_micros)``, the last the
-#: sum of the successes' latencies in whole microseconds (integers add up the same in
-#: every store and language)
-Outcomes = tuple[int, int, int]
+#: one node's outcomes in a store: ``(requests, failures, latency_micros, fastest_micros)``:
+#: the sum of the successes' latencies and the fastest of them, in whole microseconds
+#: (integers add up the same in every store and language; ``fastest_micros`` 0: no
+#: success)
+Outcomes = tuple[int, int, int, int]
 
 
 class StateStore(Protocol):
@@ -280,8 +281,8 @@ def encode_identity(identity: ServiceIdentity, expires_at: float) -> str:
 
 def decode_outcomes(key: str, raw: object) -> dict[str, Outcomes]:
     """One reporter's outcomes from their JSON text ``raw`` at ``key`` (an object: node id
-    -> ``[requests, failures, latency_micros]``, non-negative integers, failures at most
-    requests)."""
+    -> ``[requests, failures, latency_micros, fastest_micros]``, non-negative integers,
+    failures at most requests)."""
     try:
         data = json.loads(str(raw))
         if not isinstance(data, dict):
@@ -298,19 +299,19 @@ def encode_outcomes(outcomes: Mapping[str, Outcomes]) -> str:
 
 def check_outcomes(value: object) -> Outcomes:
     """``value`` as one node's :data:`Outcomes`, or ValueError/TypeError."""
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise ValueError(f"{str(value)[:40]!r} is not [requests, failures, latency_micros]")
-    requests, failures, micros = (_integer(x, text=False) for x in value)
-    if min(requests, failures, micros) < 0 or failures > requests:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise ValueError(f"{str(value)[:40]!r} is not [requests, failures, latency_micros, fastest_micros]")
+    requests, failures, micros, fastest = (_integer(x, text=False) for x in value)
+    if min(requests, failures, micros, fastest) < 0 or failures > requests:
         raise ValueError(f"{list(value)!r} are not counts (negative, or more failures than requests)")
-    return requests, failures, micros
+    return requests, failures, micros, fastest
 
 
 def add_outcomes(total: dict[str, Outcomes], more: Mapping[str, Outcomes]) -> None:
-    """Add ``more`` into ``total``, node by node."""
-    for node_id, (r, f, m) in more.items():
-        tr, tf, tm = total.get(node_id, (0, 0, 0))
-        total[node_id] = (tr + r, tf + f, tm + m)
+    """Add ``more`` into ``total``, node by node (the fastest: the least that is not 0)."""
+    for node_id, (r, f, m, q) in more.items():
+        tr, tf, tm, tq = total.get(node_id, (0, 0, 0, 0))
+        total[node_id] = (tr + r, tf + f, tm + m, min(tq, q) if tq and q else tq or q)
 
 
 def _number(value: object) -> float:

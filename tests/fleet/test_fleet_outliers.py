@@ -78,49 +78,50 @@ def reason(sync: StateSync, node_id: str = BAD) -> str | None:
 def test_outcomes_are_summed_over_every_unexpired_reporter(store_url: str) -> None:
     store, other = open_store(store_url), open_store(store_url)
     assert store.outcomes() == {}
-    store.put_outcomes("a", {"x": (10, 2, 5000), "y": (3, 0, 900)}, 60)
-    other.put_outcomes("b", {"x": (5, 1, 1000)}, 60)
-    assert store.outcomes() == other.outcomes() == {"x": (15, 3, 6000), "y": (3, 0, 900)}
-    store.put_outcomes("a", {"y": (1, 0, 7)}, 60)  # a reporter's entry is replaced whole
-    assert store.outcomes() == {"x": (5, 1, 1000), "y": (1, 0, 7)}
-    other.put_outcomes("c", {"x": (100, 100, 0)}, 0.3)
-    assert store.outcomes()["x"] == (105, 101, 1000)
-    assert wait_for(lambda: store.outcomes()["x"] == (5, 1, 1000), 10)  # c stopped publishing: it lapses
+    store.put_outcomes("a", {"x": (10, 2, 5000, 300), "y": (3, 0, 900, 200)}, 60)
+    other.put_outcomes("b", {"x": (5, 1, 1000, 150)}, 60)
+    # sums, and the fastest of the fastest
+    assert store.outcomes() == other.outcomes() == {"x": (15, 3, 6000, 150), "y": (3, 0, 900, 200)}
+    store.put_outcomes("a", {"y": (1, 0, 7, 7)}, 60)  # a reporter's entry is replaced whole
+    assert store.outcomes() == {"x": (5, 1, 1000, 150), "y": (1, 0, 7, 7)}
+    other.put_outcomes("c", {"x": (100, 100, 0, 0)}, 0.3)  # (no success: no fastest)
+    assert store.outcomes()["x"] == (105, 101, 1000, 150)
+    assert wait_for(lambda: store.outcomes()["x"] == (5, 1, 1000, 150), 10)  # c stopped publishing: it lapses
     store.put_outcomes("a", {}, 60)
-    assert store.outcomes() == {"x": (5, 1, 1000)}
+    assert store.outcomes() == {"x": (5, 1, 1000, 150)}
 
 
 def test_outcomes_that_do_not_decode_in_sqlite_name_their_table(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path}/state.db"
     store = open_store(url)
-    store.put_outcomes("good", {"x": (4, 1, 30)}, 60)
+    store.put_outcomes("good", {"x": (4, 1, 30, 5)}, 60)
     db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
-    for row in [("w1", "x", "lots", 0, 0, time.time() + 60),  # not a number
-                ("w2", "x", 1, 2, 0, time.time() + 60),  # more failures than requests
-                ("w3", "x", -1, 0, 0, time.time() + 60),
-                ("w4", "x", 1, 0, 0, "never")]:  # an expiry that would never come
-        db.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", row)
+    for row in [("w1", "x", "lots", 0, 0, 0, time.time() + 60),  # not a number
+                ("w2", "x", 1, 2, 0, 0, time.time() + 60),  # more failures than requests
+                ("w3", "x", -1, 0, 0, 0, time.time() + 60),
+                ("w4", "x", 1, 0, 0, 0, "never")]:  # an expiry that would never come
+        db.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", row)
     with pytest.raises(StoreDataError) as info:
         store.outcomes()
     assert info.value.key == "outcomes" and "4 row(s)" in info.value.reason
-    assert info.value.partial == {"x": (4, 1, 30)}  # the others' counts still count
+    assert info.value.partial == {"x": (4, 1, 30, 5)}  # the others' counts still count
 
 
 def test_outcomes_that_do_not_decode_in_redis_name_their_key(redis_server: RedisServer) -> None:
     store = open_store(redis_server.url + "?namespace=t")
     r = redis.Redis.from_url(redis_server.url)
-    store.put_outcomes("good", {"x": (4, 1, 30)}, 60)
+    store.put_outcomes("good", {"x": (4, 1, 30, 5)}, 60)
     r.hset("t:outcomes", "w1", "garbage")
-    r.hset("t:outcomes", "w2", '9999999999|{"x": [1, 2, 3]}')  # more failures than requests
-    r.hset("t:outcomes", "w3", "9999999999|[1, 2, 3]")
+    r.hset("t:outcomes", "w2", '9999999999|{"x": [1, 2, 3, 0]}')  # more failures than requests
+    r.hset("t:outcomes", "w3", "9999999999|[1, 2, 3, 0]")
     with pytest.raises(StoreDataError) as info:
         store.outcomes()
     assert info.value.key == "t:outcomes" and "3 field(s)" in info.value.reason
-    assert info.value.partial == {"x": (4, 1, 30)}
+    assert info.value.partial == {"x": (4, 1, 30, 5)}
     assert r.pttl("t:outcomes") > 0  # the hash goes when its workers do
     r.delete("t:outcomes")
     r.set("t:outcomes", "a string")  # not a hash at all
-    for call in (store.outcomes, lambda: store.put_outcomes("a", {"x": (1, 0, 0)}, 1)):
+    for call in (store.outcomes, lambda: store.put_outcomes("a", {"x": (1, 0, 0, 0)}, 1)):
         with pytest.raises(StoreDataError) as info:
             call()
         assert info.value.key == "t:outcomes"
@@ -177,7 +178,7 @@ def test_a_store_that_stops_answering_hands_the_comparison_back_with_what_was_ta
         assert wait_for(lambda: w.status()["outliers"] == "fleet" and not pool.compare_on_traffic, 10)
         traffic(w, 15)  # taken by the sync at its next exchange
         reader = open_store(url)
-        assert wait_for(lambda: reader.outcomes().get(BAD, (0, 0, 0))[:2] == (15, 3), 10)
+        assert wait_for(lambda: reader.outcomes().get(BAD, (0, 0, 0, 0))[:2] == (15, 3), 10)
         assert reason(w) is None  # not compared yet: the fleet comparison is a minute away
         server.kill()
         # the pool compares on its own again, and what the sync took is compared at once
