@@ -389,6 +389,12 @@ class PoolConfig(_Validated):
         85.0, "eject a node failing at least this percentage of its requests; None: off",
         v.optional(v.number(gt=0, le=100)),
     )
+    latency_min_requests: int = option(
+        20,
+        "successes a node needs in an interval for the latency rule (fewer than for the others: a slow "
+        "node gets little traffic from a load-aware strategy, and its fastest answer is clear from a few)",
+        v.integer(ge=1, le=10_000_000),
+    )
     latency_factor: float | None = option(
         5.0,
         "eject a node whose fastest answer of an interval is at least this multiple of its peers' "

@@ -13,7 +13,8 @@ The rules are Envoy's outlier detection, with one guard it lacks:
   requests and 2 %, 12 failures or more: about one chance in a million).
 * **failure percentage**: a node (with enough requests, among enough hosts) failing
   at least ``failure_percentage`` % of its requests.
-* **latency**: a node (with enough requests, among enough hosts) whose fastest answer
+* **latency**: a node (with ``latency_min_requests`` successes, among enough hosts with
+  as many; a load-aware strategy sends a slow node little traffic) whose fastest answer
   of the interval is at least ``latency_factor`` times the median of its peers' fastest:
   even its quickest answers are that much slower, so it is the node, not the queue in
   front of it (under load, a balancer queues requests at the fast nodes and their mean
@@ -46,21 +47,28 @@ _FLOOR_RATE = 0.001
 def find_outliers(tallies: Mapping[str, Tally], rules: PoolConfig) -> list[tuple[str, DownReason, float]]:
     """``(node id, reason, severity)`` for each node the rules eject, worst first
     (severity: how far past its rule the node is, comparable within a rule only)."""
+    found: dict[str, tuple[DownReason, float]] = {}
+    if rules.latency_factor is not None:
+        answered = {nid: t for nid, t in tallies.items() if t.successes >= rules.latency_min_requests}
+        if len(answered) >= rules.outlier_min_hosts:
+            for nid, severity in _latency(answered, rules.latency_factor):
+                found[nid] = (DownReason.LATENCY, severity)
     eligible = {nid: t for nid, t in tallies.items() if t.requests >= rules.outlier_min_requests}
     if len(eligible) < rules.outlier_min_hosts:
-        return []
-    found: dict[str, tuple[DownReason, float]] = {}
+        return _ranked(found)
+    if rules.success_rate_factor is not None:
+        for nid, severity in _success_rate(eligible, rules.success_rate_factor):
+            found[nid] = (DownReason.SUCCESS_RATE, severity)
     if rules.failure_percentage is not None:
         for nid, t in eligible.items():
             percent = 100.0 * t.failures / t.requests
             if percent >= rules.failure_percentage:
                 found[nid] = (DownReason.FAILURE_PERCENTAGE, percent)
-    if rules.success_rate_factor is not None:
-        for nid, severity in _success_rate(eligible, rules.success_rate_factor):
-            found.setdefault(nid, (DownReason.SUCCESS_RATE, severity))
-    if rules.latency_factor is not None:
-        for nid, severity in _latency(eligible, rules.latency_factor):
-            found.setdefault(nid, (DownReason.LATENCY, severity))
+    return _ranked(found)
+
+
+def _ranked(found: Mapping[str, tuple[DownReason, float]]) -> list[tuple[str, DownReason, float]]:
+    """Worst first: by rule (failures before latency), then by how far past it."""
     ranked = sorted(found.items(), key=lambda item: (_RULE_ORDER[item[1][0]], -item[1][1]))
     return [(nid, reason, severity) for nid, (reason, severity) in ranked]
 

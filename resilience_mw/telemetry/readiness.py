@@ -84,6 +84,9 @@ def readiness_document(
                 "observedValue": None if n["latency"] is None else round(n["latency"] * 1000, 3),
                 "observedUnit": "ms",
                 "status": "pass" if n["healthy"] else "fail",
+                # why it is out: passive, active, retry-after, manual, shared, success-rate,
+                # failure-percentage, latency
+                **({} if n["healthy"] else {"output": f"{n['state']} ({n['down_reason']})"}),
                 "links": {"self": n["endpoint"]},
                 "priority": n["priority"],
                 "time": now,
@@ -109,7 +112,7 @@ def readiness_document(
         "checks": checks,
     }
     if status != "pass":
-        down = [n["id"] for n in nodes if not n["healthy"]]
+        down = [f"{n['id']} ({n['down_reason']})" for n in nodes if not n["healthy"]]
         sheds = figures["cause"].get("sheds")
         doc["output"] = (
             f"degradation level {level.name}"

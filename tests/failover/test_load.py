@@ -208,12 +208,12 @@ def test_failure_percentage_and_latency_rules() -> None:
     # queueing at busy nodes raises their mean: only the fastest answers tell a slow node
     tallies = {f"n{i}": Tally(200, 2, 198 * 0.030, fastest=0.005) for i in range(3)}
     tallies["slow"] = Tally(200, 0, 200 * 0.050, fastest=0.045)
-    tallies["broken"] = Tally(200, 190, 10 * 0.005, fastest=0.004)
+    tallies["broken"] = Tally(200, 175, 25 * 0.005, fastest=0.004)
     found = {nid: str(reason) for nid, reason, _ in find_outliers(tallies, config)}
     assert found == {"broken": "failure-percentage", "slow": "latency"}
     few = {nid: t for nid, t in tallies.items() if nid != "n0"}  # four hosts: below outlier_min_hosts
     assert find_outliers(few, config) == []
-    quiet = tallies | {"slow": Tally(20, 0, 1.0, fastest=0.045)}  # too few requests to judge
+    quiet = tallies | {"slow": Tally(10, 0, 0.5, fastest=0.045)}  # too few answers to judge
     assert "slow" not in {nid for nid, _, _ in find_outliers(quiet, config)}
 
 

@@ -18,6 +18,7 @@ from resilience_mw import (
     Phase,
     ServiceNode,
     UpstreamThrottled,
+    readiness_document,
     signals,
 )
 from resilience_mw.wsgi import ResilienceMiddleware
@@ -97,6 +98,10 @@ def test_a_node_failing_a_fifth_of_its_requests_is_ejected_and_stays_out(node_fa
         assert up == []  # not readmitted by the successes of requests sent before
         assert adapter.manager.phase("n4") is Phase.EJECTED
         assert bad.hits() - hits_then <= 8  # at most what was in flight when it went
+    doc, status = readiness_document(AutoDegradationManager(), adapter.manager, None)
+    assert status == 200 and "n4 (success-rate)" in doc["output"]  # /readyz says which and why
+    (row,) = [c for c in doc["checks"]["upstream:responseTime"] if c["componentId"] == "n4"]
+    assert (row["status"], row["output"]) == ("fail", "ejected (success-rate)")
 
 
 def test_every_node_failing_two_percent_ejects_nobody(node_factory: Any) -> None:
