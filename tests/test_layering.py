@@ -45,7 +45,8 @@ LAYERS = {
 LAYER_ZERO = ["_redact", "exceptions", "_validate", "_fork", "_imports", "_worker", "model", "signals", "config",
               "settings"]
 FLASK_ALLOWED = {"flask_ext", "decorators"}
-REQUESTS_ALLOWED = {"failover", "adapter"}
+#: (runtime: the session of the durable OTLP export, made only when collectors are configured)
+REQUESTS_ALLOWED = {"failover", "adapter", "runtime"}
 
 
 def unit_of(path: Path) -> str:

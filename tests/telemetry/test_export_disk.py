@@ -19,7 +19,7 @@ from resilience_mw.telemetry.export import DiskQueue, OTLPExport
 from tests.helpers import wait_for
 
 pytest.importorskip("opentelemetry.proto")
-from tests.telemetry.receiver import Receiver  # noqa: E402
+from tests.telemetry.receiver import Receiver
 
 
 def export_to(url: str, queue: DiskQueue, **options: object) -> OTLPExport:
@@ -140,7 +140,7 @@ def test_a_file_deleted_under_the_workers_is_reopened(tmp_path: Path) -> None:
     queue.put("traces", b"old", 1)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    queue._checked = 0  # noqa: SLF001  (the check runs at most once a second)
+    queue._checked = 0
     queue.take(1)
     assert queue.put("traces", b"new", 1)
     assert [b.body for b in DiskQueue(path).take(5)] == [b"new"]

@@ -228,7 +228,7 @@ def test_log_batches_get_at_most_log_share_of_the_queue_while_degraded() -> None
     export = OTLPExport(session_over("http://127.0.0.1:9"), "http://collector", queue=MemoryQueue(max_bytes=4096),
                         degradation=degradation, log_share=0.5)
     export.start = lambda: None  # type: ignore[method-assign]  # (nothing posted: the queue alone)
-    export._threads = []  # noqa: SLF001
+    export._threads = []
     for _ in range(3):
         assert export.put("logs", b"l" * 1000, 1)
     degradation.force_level("Level1")
