@@ -223,7 +223,7 @@ def run(name: str, *, queue: str, outage: float, rate: float, restart_app: bool,
 
     ports = [free_port(), free_port()]
     outs = [tmp / f"{name}-r{i}.bin" for i in range(2)]
-    receivers = [Proc("receiver", str(p), str(o)).start() for p, o in zip(ports, outs)]
+    receivers = [Proc("receiver", str(p), str(o)).start() for p, o in zip(ports, outs, strict=True)]
     app_port = free_port()
     app_args = ("app", str(app_port), ",".join(f"http://127.0.0.1:{p}" for p in ports), queue, str(tmp / f"{name}.db"))
     app = Proc(*app_args).start()
@@ -261,7 +261,7 @@ def run(name: str, *, queue: str, outage: float, rate: float, restart_app: bool,
             wait_port(app_port)
             killed_app = True
         if outage and down and up_at is None and now >= phases["up"]:
-            receivers = [Proc("receiver", str(p), str(o)).start() for p, o in zip(ports, outs)]
+            receivers = [Proc("receiver", str(p), str(o)).start() for p, o in zip(ports, outs, strict=True)]
             for p in ports:
                 wait_port(p)
             up_at = time.time()

@@ -69,6 +69,6 @@ def test_the_queues_fill_can_raise_the_level_as_memory_use() -> None:
                       start="off", sampler=lambda: Sample(5.0, 10.0))
     assert runtime.otlp is not None
     runtime.otlp.queue.put("traces", b"x" * 9_000, 1)  # 90 % full
-    sampler = runtime.degradation._sampler  # noqa: SLF001
+    sampler = runtime.degradation._sampler
     assert sampler().memory == pytest.approx(90.0)
     runtime.stop()
