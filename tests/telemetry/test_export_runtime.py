@@ -72,3 +72,20 @@ def test_the_queues_fill_can_raise_the_level_as_memory_use() -> None:
     sampler = runtime.degradation._sampler
     assert sampler().memory == pytest.approx(90.0)
     runtime.stop()
+
+
+def test_the_export_loads_no_opentelemetry_until_its_exporters_are_imported() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from resilience_mw.runtime import Runtime\n"
+        "import resilience_mw.flask_ext\n"
+        "r = Runtime(otlp_endpoints=['http://127.0.0.1:9'], start='off')\n"
+        "assert r.otlp is not None\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'prometheus_client'))))\n"
+        "r.stop()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
