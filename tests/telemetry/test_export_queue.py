@@ -3,6 +3,7 @@ leases; the same cases for the memory queue and a real SQLite file."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from resilience_mw.exceptions import ConfigError
 from resilience_mw.telemetry.export import DiskQueue, ExportQueue, MemoryQueue
 from resilience_mw.testing import FakeClock
+from tests.helpers import wait_for
 
 KB = 1024
 
@@ -39,7 +41,7 @@ def test_a_batch_goes_through_put_take_done(kind: str, tmp_path: Path) -> None:
     again = q.take(5)
     assert [b.body for b in again] == [b"two"] and again[0].attempts == 1
     q.done(again[0])
-    assert q.size() == (0, 0)
+    assert wait_for(lambda: q.size() == (0, 0), 5)  # (the disk queue's spooler deletes it a moment later)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -130,14 +132,19 @@ def test_repr_says_what_it_holds(tmp_path: Path) -> None:
 def test_the_disk_queue_keeps_batches_across_reopening(tmp_path: Path) -> None:
     """A second queue on the file (a restarted process) finds what the first accepted;
     a batch the first had leased when it died comes back once its lease runs out."""
-    first = DiskQueue(tmp_path / "otlp.db", lease=0.2)
-    for i in range(5):
-        first.put("traces", bytes([i]), 1)
-    first.take(1)  # being sent when the process died: never done
-    # (no close(): a crash)
+    pid = os.fork()
+    if pid == 0:  # the first process: dies (no close()) while sending batch 0
+        try:
+            first = DiskQueue(tmp_path / "otlp.db", lease=0.5, prefetch=1)
+            for i in range(5):
+                first.put("traces", bytes([i]), 1)
+            first.take(1)
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
     second = DiskQueue(tmp_path / "otlp.db", lease=60)
     assert [b.body[0] for b in second.take(10)] == [1, 2, 3, 4]
-    time.sleep(0.3)
+    time.sleep(0.6)
     assert [b.body[0] for b in second.take(10)] == [0]
 
 

@@ -130,7 +130,8 @@ class ExportQueue(abc.ABC):
     @abc.abstractmethod
     def take(self, limit: int = 1) -> list[Batch]:
         """Up to ``limit`` batches, oldest first, leased to the caller; expired ones are
-        dropped on the way. Never waits."""
+        dropped on the way. Never waits for batches to arrive (the disk queue, holding
+        none leased, waits for one look at its file: a few milliseconds)."""
 
     @abc.abstractmethod
     def done(self, batch: Batch) -> None:
@@ -286,11 +287,15 @@ class MemoryQueue(ExportQueue):
         with self._cond:
             self._cond.notify_all()
 
-    def drain(self) -> list[Batch]:
-        """Remove and return every batch not being sent (at exit, to count or spill them)."""
+    def drain(self, leased: bool = False) -> list[Batch]:
+        """Remove and return every batch not being sent, and with ``leased`` those being
+        sent too (at exit, to count or spill them: a post still in flight may yet land)."""
         with self._cond:
             out = list(self._ready)
             self._ready.clear()
+            if leased:
+                out += self._leased.values()
+                self._leased.clear()
             for batch in out:
                 self._bytes -= len(batch.body)
             self._cond.notify_all()
