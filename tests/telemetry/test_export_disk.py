@@ -25,7 +25,7 @@ from tests.telemetry.receiver import Receiver
 def export_to(url: str, queue: DiskQueue, **options: object) -> OTLPExport:
     session = requests.Session()
     session.mount("http://collector/", FailoverAdapter([ServiceNode("c", url)], retry_non_idempotent=True))
-    defaults: dict[str, object] = {"backoff": 0.02, "max_backoff": 0.1, "timeout": (0.5, 2.0)}
+    defaults: dict[str, object] = {"backoff": 0.02, "max_backoff": 0.1, "timeout": (0.5, 2.0), "merge": 1}
     return OTLPExport(session, "http://collector", queue=queue, **{**defaults, **options})  # type: ignore[arg-type]
 
 
@@ -143,6 +143,7 @@ def test_a_file_deleted_under_the_workers_is_reopened(tmp_path: Path) -> None:
     queue._checked = 0
     queue.take(1)
     assert queue.put("traces", b"new", 1)
+    queue.close()  # (its spooler may have leased the new batch to this process meanwhile)
     assert [b.body for b in DiskQueue(path).take(5)] == [b"new"]
 
 
@@ -157,3 +158,74 @@ def test_force_flush_and_shutdown_with_the_disk_queue_return_at_once_when_collec
     export.shutdown(0.5)
     assert time.monotonic() - started < 1.5
     assert DiskQueue(tmp_path / "otlp.db").size()[1] == 20  # all in the file for the next start
+
+
+def test_puts_from_many_threads_are_committed_in_groups_to_the_file(tmp_path: Path) -> None:
+    """Request threads hand batches to the spooler: none waits on another's lock, none
+    falls back to memory, and each is in the file when put() returns."""
+    import threading
+
+    queue = DiskQueue(tmp_path / "otlp.db")
+
+    def work(n: int) -> None:
+        for i in range(100):
+            assert queue.put("traces", b"%d-%d" % (n, i), 1)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert queue.memory.size() == (0, 0) and not queue.degraded
+    with sqlite3.connect(tmp_path / "otlp.db") as db:
+        assert db.execute("SELECT count(*) FROM batches").fetchone()[0] == 600
+    assert queue.size()[1] == 600
+
+
+def test_a_drain_deletes_in_groups_and_leaves_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "otlp.db"
+    queue = DiskQueue(path)
+    for i in range(2000):
+        queue.put("traces", b"batch-%d" % i, 1)
+    with Receiver() as r:
+        export = export_to(r.url, queue, consumers=4)
+        export.start()
+        assert wait_for(lambda: queue.size() == (0, 0), 30)
+        export.shutdown(2)
+        got = bodies(r)
+    assert sorted(got) == sorted(b"batch-%d" % i for i in range(2000))
+
+
+EXIT_SCRIPT = """
+import atexit, sys, time
+atexit.register(lambda: print(dict(queue.dropped), flush=True))  # (runs after the library's hook)
+import requests
+from resilience_mw.telemetry.export import DiskQueue, MemoryQueue, OTLPExport
+queue = DiskQueue(sys.argv[2], lease=60) if sys.argv[1] == "disk" else MemoryQueue()
+export = OTLPExport(requests.Session(), "http://127.0.0.1:9", queue=queue, backoff=5.0)
+for i in range(7):
+    export.put("traces", b"b%d" % i, 3)
+time.sleep(0.3)  # (the first post failed: the senders back off)
+print(dict(queue.dropped), flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_an_export_never_shut_down_is_closed_at_exit(kind: str, tmp_path: Path) -> None:
+    """Without shutdown(), the memory queue's batches are counted and logged at exit;
+    the disk queue's are left in the file, not leased, for the next start at once."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "otlp.db"
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, kind, str(path)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert done.returncode == 0, done.stderr
+    first, at_exit = done.stdout.splitlines()
+    assert first == "{}"
+    if kind == "memory":
+        assert at_exit == "{('traces', 'unsent_at_exit'): 21}"
+        assert "7 batches" in done.stderr and "unsent at exit without shutdown()" in done.stderr
+    else:
+        assert at_exit == "{}"
+        assert len(DiskQueue(path, lease=60).take(10)) == 7  # not leased to the dead process

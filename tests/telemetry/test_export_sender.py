@@ -32,8 +32,9 @@ def session_over(*urls: str, **adapter: object) -> requests.Session:
 
 
 def fast(session: requests.Session, **options: object) -> OTLPExport:
-    """An export that backs off for milliseconds (the tests' collectors come back fast)."""
-    defaults: dict[str, object] = {"backoff": 0.02, "max_backoff": 0.1, "timeout": (0.5, 2.0)}
+    """An export that backs off for milliseconds (the tests' collectors come back fast),
+    one batch per post (the tests count posts; merged posts have tests of their own)."""
+    defaults: dict[str, object] = {"backoff": 0.02, "max_backoff": 0.1, "timeout": (0.5, 2.0), "merge": 1}
     return OTLPExport(session, "http://collector", **{**defaults, **options})  # type: ignore[arg-type]
 
 
@@ -80,6 +81,39 @@ def test_both_collectors_down_then_back_loses_nothing(receivers: tuple[Receiver,
     a.start()  # back on the same port
     assert export.force_flush(10)
     assert sorted(a.span_names()) == sorted(names)
+    assert export.queue.dropped == {}
+    exporter.shutdown()
+
+
+def test_a_backlog_is_posted_in_merged_requests_that_lose_nothing(receivers: tuple[Receiver, Receiver]) -> None:
+    """Encoded requests concatenated are one request holding all their spans."""
+    a, b = receivers
+    a.stop()
+    b.stop()
+    export = fast(session_over(a.url, b.url), merge=16, consumers=1)
+    exporter = DurableSpanExporter(export)
+    names = [f"span-{i}" for i in range(100)]
+    emit(exporter, names)
+    assert wait_for(lambda: export.backing_off, 5)
+    a.start()
+    assert export.force_flush(10)
+    assert sorted(a.span_names()) == sorted(names)  # each once
+    assert len(a.posts) < 50  # (up to 16 batches a post)
+    exporter.shutdown()
+
+
+def test_a_merged_post_refused_for_good_is_tried_batch_by_batch(receivers: tuple[Receiver, Receiver]) -> None:
+    a, b = receivers
+    a.stop()
+    b.stop()
+    export = fast(session_over(a.url), merge=16, consumers=1)
+    exporter = DurableSpanExporter(export)
+    emit(exporter, ["x", "y", "z"])
+    assert wait_for(lambda: export.backing_off, 5)
+    a.mode, a.status, a.times = "status", 400, 1  # the merged post is refused, then each is taken
+    a.start()
+    assert export.force_flush(10)
+    assert [len(set(a.span_names())), len(a.posts)] == [3, 4]
     assert export.queue.dropped == {}
     exporter.shutdown()
 

@@ -10,7 +10,11 @@ failover, ``Retry-After``, the retry budget and the deadline all apply::
     session.mount("http://collector/", FailoverAdapter(nodes, retry_non_idempotent=True))
     export = OTLPExport(session, "http://collector", queue=DiskQueue("/var/run/app/otlp.db"))
 
-Each answer is judged as the OTLP/HTTP specification says:
+A sender takes up to ``merge`` queued batches at once and posts those of one signal as
+one request (at most ``max_post_bytes``): encoded ``Export*ServiceRequest`` messages
+concatenated are one message holding all their resources, so a backlog drains in far
+fewer posts. Each answer is judged, for all the batches in the post, as the OTLP/HTTP
+specification says:
 
 * 2xx: delivered, the batch is deleted; a partial success (``rejected_spans`` ...) is
   logged and its rejected items counted as dropped (``partial``), never sent again;
@@ -19,7 +23,9 @@ Each answer is judged as the OTLP/HTTP specification says:
   back-off with jitter (``backoff`` doubling up to ``max_backoff``, each wait between
   half and one and a half times that), or longer when the collector's ``Retry-After``
   asks for it (up to ``max_retry_after``);
-* any other status: the collector will never take it: dropped (``rejected``) and logged.
+* any other status: the collector will never take it: dropped (``rejected``) and logged
+  (a post of several batches is first tried again batch by batch, so that one bad batch
+  does not take the others with it).
 
 It never hurts the app: :meth:`OTLPExport.put` waits only with the queue's
 ``when_full="block"`` (at most ``block_timeout``); :meth:`~OTLPExport.shutdown` and
@@ -34,12 +40,14 @@ Level2, spans of a feature that is off): counted as ``shed``.
 
 from __future__ import annotations
 
+import atexit
 import email.utils
 import logging
 import math
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -60,6 +68,21 @@ RETRYABLE = frozenset({429, 502, 503, 504})
 PATHS: Mapping[str, str] = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
 #: seconds between reports of the queue's size (``telemetry_queue_sampled``)
 SAMPLE_EVERY = 1.0
+
+#: exports started and not shut down (what :func:`_at_exit` closes)
+_LIVE: weakref.WeakSet[OTLPExport] = weakref.WeakSet()
+
+
+@atexit.register
+def _at_exit() -> None:
+    """At interpreter exit, close every export nobody shut down: a memory queue's batches
+    are counted ``unsent_at_exit`` (and logged), a disk queue's are left in its file
+    for the next start. Never waits on a collector."""
+    for export in list(_LIVE):
+        try:
+            export.close_at_exit()
+        except Exception:  # (exit must go on)
+            log.exception("OTLP export: closing at exit failed")
 
 
 class Session(Protocol):
@@ -148,6 +171,8 @@ class OTLPExport:
     :param headers: sent with every post (an ``Authorization``, a tenant).
     :param timeout: each post's ``requests`` timeout, seconds or (connect, read).
     :param consumers: sender threads (posts in flight at once).
+    :param merge: the most queued batches one post carries (1: a post per batch).
+    :param max_post_bytes: the most bytes one post of several batches carries.
     :param backoff: first wait, in seconds, after a post that failed.
     :param max_backoff: longest wait between tries while collectors fail.
     :param max_retry_after: longest wait a ``Retry-After`` may ask for.
@@ -167,6 +192,8 @@ class OTLPExport:
         headers: Mapping[str, str] | None = None,
         timeout: float | tuple[float, float] = (2.0, 10.0),
         consumers: int = 2,
+        merge: int = 32,
+        max_post_bytes: int = 1 << 20,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
         max_retry_after: float = 60.0,
@@ -187,6 +214,8 @@ class OTLPExport:
         self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
         self.timeout = timeout
         self.consumers: int = v.integer(ge=1, le=64)("consumers", consumers)
+        self.merge: int = v.integer(ge=1, le=10_000)("merge", merge)
+        self.max_post_bytes: int = v.integer(ge=1, le=1 << 30)("max_post_bytes", max_post_bytes)
         self.backoff: float = v.seconds(minimum=0.001, maximum=600)("backoff", backoff)
         self.max_backoff: float = v.seconds(minimum=0.001, maximum=3600)("max_backoff", max_backoff)
         self.max_retry_after: float = v.seconds(minimum=0, maximum=3600, zero=True)("max_retry_after", max_retry_after)
@@ -261,6 +290,7 @@ class OTLPExport:
                 for i in range(self.consumers)
             ]
             threads = list(self._threads)
+        _LIVE.add(self)
         for thread in threads:
             thread.start()
 
@@ -279,7 +309,10 @@ class OTLPExport:
 
     def force_flush(self, timeout: float = 10.0) -> bool:
         """Wait up to ``timeout`` seconds for the queue to empty; ``True`` if it did. With
-        a disk queue, what is still queued is in the file when this returns."""
+        a disk queue, what is still queued is in the file when this returns. After
+        :meth:`shutdown`, ``False`` at once: nothing is sent any more."""
+        if self._closed:
+            return False
         deadline = time.monotonic() + timeout
         if not self._threads:
             self.start()
@@ -310,11 +343,27 @@ class OTLPExport:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._persist()
         self._sample(force=True)
+        _LIVE.discard(self)
+
+    def close_at_exit(self) -> None:
+        """Shut down without waiting (the interpreter is exiting and nobody called
+        :meth:`shutdown`); say what could not be sent."""
+        if self._closed:
+            return
+        held, batches = self.queue.size()
+        memory = isinstance(self.queue, MemoryQueue)
+        self.shutdown(0.0)
+        if batches and memory:
+            log.warning("OTLP export to %s: %d batches (%d bytes) unsent at exit without shutdown(); "
+                        "counted as dropped (unsent_at_exit)", self.endpoint, batches, held)
+        elif batches:
+            log.info("OTLP export to %s: %d batches left in the queue file for the next start",
+                     self.endpoint, batches)
 
     def _persist(self) -> None:
         if isinstance(self.queue, MemoryQueue):
-            if self._closed:
-                for batch in self.queue.drain():
+            if self._closed:  # (a post the senders did not finish in time: counted too)
+                for batch in self.queue.drain(leased=True):
                     self.queue.count(batch.signal, "unsent_at_exit", batch.items)
         elif self._closed:
             self.queue.close()
@@ -329,19 +378,66 @@ class OTLPExport:
                 if hold > 0:
                     stop.wait(min(hold, 1.0))
                     continue
-                batches = queue.take(1)
+                batches = queue.take(self.merge)
                 if not batches:
                     queue.wait(0.5)
-                else:
-                    self._deliver(batches[0])
+                posts = self._posts(batches)
+                for at, post in enumerate(posts):
+                    if at and self.backing_off:  # (a post failed: the rest wait too)
+                        for batch in reversed([b for later in posts[at:] for b in later]):
+                            queue.retry(batch)
+                        break
+                    if len(post) == 1:
+                        self._deliver(post[0])
+                    else:
+                        self._deliver_merged(post)
                 self._sample()
             except Exception:  # a bug must not end the sender
                 log.exception("OTLP sender: unexpected error; going on")
                 stop.wait(1.0)
 
+    def _posts(self, batches: list[Batch]) -> list[list[Batch]]:
+        """``batches`` grouped into posts: one signal each, in queue order, at most
+        ``max_post_bytes`` (a larger batch alone)."""
+        posts: list[list[Batch]] = []
+        open_: dict[str, tuple[list[Batch], int]] = {}
+        for batch in batches:
+            post, size = open_.get(batch.signal, ([], 0))
+            if post and size + len(batch.body) > self.max_post_bytes:
+                post, size = [], 0
+            if not post:
+                posts.append(post)
+            post.append(batch)
+            open_[batch.signal] = (post, size + len(batch.body))
+        return posts
+
+    def _deliver_merged(self, batches: list[Batch]) -> None:
+        """Post ``batches`` (one signal) as one request; see the module docstring."""
+        first = batches[0]
+        items = sum(b.items for b in batches)
+        started = time.monotonic()
+        outcome, wait, rejected, why = self._post(first.signal, b"".join(b.body for b in batches), items)
+        if outcome == "rejected":  # one bad batch must not take the others with it
+            for batch in batches:
+                self._deliver(batch)
+            return
+        signals.send(signals.telemetry_sent, self, kind=first.signal, items=items - rejected,
+                     outcome=outcome, duration=time.monotonic() - started)
+        if outcome == "sent":
+            for batch in batches:
+                self.queue.done(batch)
+            if rejected:
+                self.queue.count(first.signal, "partial", rejected)
+                log.warning("collector rejected %d of %d %s items: %s", rejected, items, first.signal, why)
+            self._succeeded()
+        else:
+            for batch in reversed(batches):  # (each back at the head: in their order)
+                self.queue.retry(batch)
+            self._failed(wait, why)
+
     def _deliver(self, batch: Batch) -> None:
         started = time.monotonic()
-        outcome, wait, rejected, why = self._post(batch)
+        outcome, wait, rejected, why = self._post(batch.signal, batch.body, batch.items)
         duration = time.monotonic() - started
         signals.send(signals.telemetry_sent, self, kind=batch.signal, items=batch.items - rejected,
                      outcome=outcome, duration=duration)
@@ -359,10 +455,10 @@ class OTLPExport:
             log.warning("collector refused a batch of %d %s items for good (%s): dropped",
                         batch.items, batch.signal, why)
 
-    def _post(self, batch: Batch) -> tuple[str, float | None, int, str]:
-        """(outcome, seconds Retry-After asks, items rejected, why) of posting ``batch``."""
+    def _post(self, signal: str, body: bytes, items: int) -> tuple[str, float | None, int, str]:
+        """(outcome, seconds Retry-After asks, items rejected, why) of posting ``body``."""
         try:
-            resp = self.session.post(self.endpoint + PATHS[batch.signal], data=batch.body, headers=self.headers,
+            resp = self.session.post(self.endpoint + PATHS[signal], data=body, headers=self.headers,
                                      timeout=self.timeout)
         except Exception as exc:  # (requests' errors are OSErrors; anything else is retried the same)
             return "retry", None, 0, f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -370,7 +466,7 @@ class OTLPExport:
             status = int(resp.status_code)
             if 200 <= status < 300:
                 rejected, message = partial_rejection(resp.content or b"")
-                return "sent", None, min(rejected, batch.items), message
+                return "sent", None, min(rejected, items), message
             if status in RETRYABLE:
                 return "retry", retry_after(resp.headers.get("Retry-After"), self.max_retry_after), 0, f"status {status}"
             return "rejected", None, 0, f"status {status}: {(resp.text or '')[:200]}"
