@@ -368,16 +368,13 @@ def _otlp_queue(config: OTLPSettings) -> ExportQueue:
 def _otlp_export(config: OTLPSettings, queue: ExportQueue, degradation: AutoDegradationManager) -> OTLPExport:
     """The export over the configured collectors: a session with a FailoverAdapter whose
     deadline is the timeout (an OTLP batch is safe to send twice: no failover is refused)."""
-    import requests
-
     from .adapter import FailoverAdapter
     from .telemetry.export import OTLPExport
 
-    session = requests.Session()
-    session.mount("http://otlp-collectors/", FailoverAdapter(
-        list(config.endpoints), retry_non_idempotent=True, deadline=config.timeout,
+    session = FailoverAdapter.session(
+        "http://otlp-collectors/", list(config.endpoints), retry_non_idempotent=True, deadline=config.timeout,
         default_timeout=(min(2.0, config.timeout), config.timeout),
-    ))
+    )
     return OTLPExport(session, "http://otlp-collectors", queue=queue, headers=config.headers,
                       timeout=(min(2.0, config.timeout), config.timeout), degradation=degradation)
 

@@ -45,8 +45,7 @@ LAYERS = {
 LAYER_ZERO = ["_redact", "exceptions", "_validate", "_fork", "_imports", "_worker", "model", "signals", "config",
               "settings"]
 FLASK_ALLOWED = {"flask_ext", "decorators"}
-#: (runtime: the session of the durable OTLP export, made only when collectors are configured)
-REQUESTS_ALLOWED = {"failover", "adapter", "runtime"}
+REQUESTS_ALLOWED = {"failover", "adapter"}
 
 
 def unit_of(path: Path) -> str:
