@@ -557,6 +557,13 @@ class DiskQueue(ExportQueue):
         with self._cond:
             self._ready.clear()
             self._inflight.clear()
+            deletes, self._deletes = self._deletes, []
+            puts, self._inbox = self._inbox, []
+        if deletes or puts:  # (the spooler's last write failed, or it did not stop in time)
+            self._write(puts, deletes, 0, False, generation=self._generation)
+            for put in puts:
+                if put.verdict != "ok":
+                    self.memory.put(put.signal, put.body, put.items)
         if not self.degraded:
             with contextlib.suppress(_Unavailable):
                 self._run(lambda: self._db().execute(
