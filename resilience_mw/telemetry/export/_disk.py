@@ -288,6 +288,23 @@ class DiskQueue(ExportQueue):
 
     def _spool(self) -> None:
         """The spooler: every write to the file, in groups, until :meth:`close`."""
+        try:
+            self._spool_until_closed()
+        finally:
+            # its connection closed with it: one left open in this process would be
+            # inherited by a forked worker, whose closing it drops that worker's locks
+            # on the file (POSIX locks are per process)
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        """Close this thread's connection, if it opened one in this process."""
+        held = getattr(self._local, "db", None)
+        if held is not None and held[0] == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                held[1].close()
+        self._local.db = None
+
+    def _spool_until_closed(self) -> None:
         looked = renewed = 0.0
         while True:
             with self._cond:
@@ -574,11 +591,7 @@ class DiskQueue(ExportQueue):
                     self._run(lambda p=put: self._commit([p], [], 0, False))  # type: ignore[misc]
                 if put.verdict != "ok":
                     self.count(batch.signal, "unsent_at_exit", batch.items)
-        held = getattr(self._local, "db", None)
-        if held is not None and held[0] == os.getpid():
-            with contextlib.suppress(sqlite3.Error):
-                held[1].close()
-        self._local.db = None
+        self._close_connection()
 
     def __repr__(self) -> str:
         state = "degraded to memory, " if self.degraded else ""
