@@ -316,6 +316,15 @@ class FailoverAdapter(HTTPAdapter):
 
     # ------------------------------------------------------------ requests hooks
 
+    @classmethod
+    def session(cls, prefix: str, nodes: NodePool | Iterable[ServiceNode], **options: Any) -> requests.Session:
+        """A new ``requests.Session`` with an adapter over ``nodes`` (``options`` as for
+        the constructor) mounted on ``prefix`` (``"http://collectors/"``): for callers
+        that should not load ``requests`` themselves."""
+        session = requests.Session()
+        session.mount(prefix, cls(nodes, **options))
+        return session
+
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = _http.POOL_CLASSES

@@ -62,7 +62,10 @@ if TYPE_CHECKING:
     from .adapter import FailoverAdapter
     from .failover import FailoverManager, HealthChecker
     from .fleet import StateSync
+    from .model import Sample
+    from .settings import OTLPSettings
     from .telemetry import Metrics
+    from .telemetry.export import ExportQueue, OTLPExport
 
 __all__ = ["Runtime", "service_name"]
 
@@ -115,6 +118,9 @@ class Runtime:
         #: the typed settings in force (``repr`` masks the admin token)
         self.settings = typed
         sampler = typed.sampler if typed.sampler is not None else SystemSampler(scope=typed.resource_scope)
+        otlp_queue = _otlp_queue(typed.otlp) if typed.otlp is not None else None
+        if otlp_queue is not None and typed.otlp is not None and typed.otlp.queue_signal:
+            sampler = _QueueFill(sampler, otlp_queue)
         #: the degradation manager
         self.degradation = AutoDegradationManager(typed.degradation, sampler=sampler)
         #: the node pool, its health checker and a ``requests`` adapter over it, when
@@ -160,6 +166,11 @@ class Runtime:
                 level_sender=self.degradation,
                 once=None if self.sync is None else self.sync.once,
             )
+        #: the durable OTLP export (``otlp_endpoints``): give its SDK exporters to the
+        #: providers (``DurableSpanExporter(runtime.otlp)``); ``None`` when not configured
+        self.otlp: OTLPExport | None = None
+        if typed.otlp is not None and otlp_queue is not None:
+            self.otlp = _otlp_export(typed.otlp, otlp_queue, self.degradation)
         #: the metrics exporters, when ``metrics`` names any (they watch the middleware
         #: from :meth:`wrap` on)
         self.metrics: Metrics | None = None
@@ -167,7 +178,8 @@ class Runtime:
             from .telemetry.metrics import Metrics, register
 
             self.metrics = Metrics(prometheus="prometheus" in typed.metrics, otel="otel" in typed.metrics)
-            self.metrics.watch(degradation=self.degradation, pool=self.pool, checker=self.health_checker, sync=self.sync)
+            self.metrics.watch(degradation=self.degradation, pool=self.pool, checker=self.health_checker, sync=self.sync,
+                               export=self.otlp)
             if typed.metrics_registry is not None:
                 register(typed.metrics_registry)
         #: the middleware :meth:`wrap` made (``None`` before)
@@ -192,7 +204,7 @@ class Runtime:
         # The hook holds what it starts, not the runtime: the runtime holds the middleware,
         # and a cycle would keep a dropped app's threads alive until the cycle collector ran.
         start = functools.partial(_start, self.degradation, self.settings.sample_interval, self.sync,
-                                  self.health_checker, self.pool)
+                                  self.health_checker, self.pool, otlp=self.otlp)
         self.middleware = ResilienceMiddleware(
             app,
             self.degradation,
@@ -208,10 +220,13 @@ class Runtime:
     def start(self) -> None:
         """Start the sampler, the state sync and the health checker in this process
         (with a store, the checker runs in the one worker holding its lease); idempotent."""
-        _start(self.degradation, self.settings.sample_interval, self.sync, self.health_checker, self.pool)
+        _start(self.degradation, self.settings.sample_interval, self.sync, self.health_checker, self.pool, otlp=self.otlp)
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the background threads."""
+        """Stop the background threads (the OTLP export's too: see
+        :meth:`~resilience_mw.telemetry.export.OTLPExport.shutdown`)."""
+        if self.otlp is not None:
+            self.otlp.shutdown(timeout)
         self.degradation.stop(timeout)
         if self.sync is not None:
             self.sync.stop(timeout)
@@ -318,10 +333,14 @@ def _start(
     sync: StateSync | None,
     checker: HealthChecker | None,
     pool: FailoverManager | None,
+    *,
+    otlp: OTLPExport | None = None,
 ) -> None:
     """What :meth:`Runtime.start` starts (a function of the parts, so that the lazy start
     hook need not hold the runtime)."""
     degradation.start(interval)
+    if otlp is not None:
+        otlp.start()  # (a disk queue's backlog drains even before the app exports anything)
     if sync is not None:
         # once now, before this first request is served: a fresh worker takes the fleet's
         # forced level (and node verdicts) from the start, not one sync interval late
@@ -329,6 +348,52 @@ def _start(
         sync.start()
     elif checker is not None and pool is not None:
         checker.start(pool)
+
+
+# ---------------------------------------------------------------- the durable OTLP export
+
+
+def _otlp_queue(config: OTLPSettings) -> ExportQueue:
+    """The queue ``RESILIENCE_OTLP_QUEUE`` names, with its bounds."""
+    from .telemetry.export import DiskQueue, MemoryQueue
+
+    bounds: dict[str, Any] = {"max_bytes": config.max_bytes, "max_age": config.max_age, "when_full": config.when_full,
+              "block_timeout": config.block_timeout}
+    if config.queue == "disk" and config.queue_path is not None:
+        # a post lasts at most the timeout: a lease of twice that is never cut short
+        return DiskQueue(config.queue_path, lease=max(30.0, 2 * config.timeout), **bounds)
+    return MemoryQueue(**bounds)
+
+
+def _otlp_export(config: OTLPSettings, queue: ExportQueue, degradation: AutoDegradationManager) -> OTLPExport:
+    """The export over the configured collectors: a session with a FailoverAdapter whose
+    deadline is the timeout (an OTLP batch is safe to send twice: no failover is refused)."""
+    from .adapter import FailoverAdapter
+    from .telemetry.export import OTLPExport
+
+    session = FailoverAdapter.session(
+        "http://otlp-collectors/", list(config.endpoints), retry_non_idempotent=True, deadline=config.timeout,
+        default_timeout=(min(2.0, config.timeout), config.timeout),
+    )
+    return OTLPExport(session, "http://otlp-collectors", queue=queue, headers=config.headers,
+                      timeout=(min(2.0, config.timeout), config.timeout), degradation=degradation)
+
+
+class _QueueFill:
+    """A sampler whose memory figure is at least the OTLP queue's fill, in percent
+    (``RESILIENCE_OTLP_QUEUE_SIGNAL``): a queue 85 % full reads as Level2's memory."""
+
+    def __init__(self, sampler: Callable[[], Sample], queue: ExportQueue) -> None:
+        self._sampler = sampler
+        self._queue = queue
+
+    def __call__(self) -> Sample:
+        sample = self._sampler()
+        fill = 100.0 * self._queue.fill_ratio()
+        return dataclasses.replace(sample, memory=max(sample.memory, fill)) if fill > sample.memory else sample
+
+    def __getattr__(self, name: str) -> Any:  # prime(), cpu_source: the sampler's own
+        return getattr(self._sampler, name)
 
 
 #: the most bytes of an admin request's body read

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from . import _validate as v
 from ._redact import MASK
@@ -34,10 +36,12 @@ from .exceptions import ConfigError, ConfigWarning
 from .model import Sample, ServiceNode
 
 __all__ = [
+    "OTLP_SETTINGS",
     "PREFIX",
     "RENAMED",
     "SETTINGS",
     "ConfigWarning",
+    "OTLPSettings",
     "ResilienceSettings",
     "Setting",
     "option_names",
@@ -90,6 +94,113 @@ _ADMISSION = (
 _STATE = {f.name: f for f in fields(StateConfig)}
 _STATE_KEYS = {f"RESILIENCE_STATE_{name.upper()}": name for name in _STATE}
 
+# ---------------------------------------------------------------- the durable OTLP export
+#: the OTLP export's keys: default and meaning (each may also come from the environment)
+_OTLP_KEYS: dict[str, tuple[Any, str]] = {
+    "RESILIENCE_OTLP_ENDPOINTS": (
+        (), "OTLP/HTTP collectors, in order of preference: base URLs (http://otel-a:4318) or node mappings; "
+            "set: spans, logs and metrics go through a durable queue (runtime.otlp); empty: off"),
+    "RESILIENCE_OTLP_QUEUE": ("memory", "where batches wait: 'memory' (lost when the process ends) or 'disk'"),
+    "RESILIENCE_OTLP_QUEUE_PATH": (None, "the disk queue's SQLite file, one per host, shared by its workers"),
+    "RESILIENCE_OTLP_MAX_BYTES": (64 << 20, "most bytes of batches queued (per process in memory, per file on disk)"),
+    "RESILIENCE_OTLP_MAX_AGE": (3600.0, "seconds after which a queued batch is dropped (expired)"),
+    "RESILIENCE_OTLP_WHEN_FULL": ("drop_newest", "a full queue: 'drop_newest', 'drop_oldest' or 'block'"),
+    "RESILIENCE_OTLP_BLOCK_TIMEOUT": (0.5, "with 'block', the most seconds an export waits for room"),
+    "RESILIENCE_OTLP_HEADERS": ({}, "headers sent with every post ({'Authorization': ...}; 'k=v,k2=v2' in the environment)"),
+    "RESILIENCE_OTLP_TIMEOUT": (10.0, "seconds a post may take, failovers included (the adapter's deadline)"),
+    "RESILIENCE_OTLP_QUEUE_SIGNAL": (False, "count the queue's fill ratio as memory use in the degradation levels"),
+}
+#: the keys the environment may set (``RESILIENCE_OTLP_ENDPOINTS=http://a:4318,http://b:4318``)
+OTLP_SETTINGS = tuple(_OTLP_KEYS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OTLPSettings:
+    """The durable OTLP export's settings (the ``RESILIENCE_OTLP_*`` keys)."""
+
+    #: the collectors, first preferred
+    endpoints: tuple[ServiceNode, ...]
+    queue: str = "memory"
+    queue_path: str | None = None
+    max_bytes: int = 64 << 20
+    max_age: float = 3600.0
+    when_full: str = "drop_newest"
+    block_timeout: float = 0.5
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    timeout: float = 10.0
+    queue_signal: bool = False
+
+
+def _from_environment(key: str, text: str) -> Any:
+    """An OTLP setting's value from its environment variable's text."""
+    default = _OTLP_KEYS[key][0]
+    if isinstance(default, tuple):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(default, dict):
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        return {k.strip(): value.strip() for k, _, value in pairs}
+    if isinstance(default, bool):
+        return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(text.lower(), text)
+    if isinstance(default, (int, float)):
+        try:
+            return int(text) if isinstance(default, int) else float(text)
+        except ValueError:
+            return text  # the check names the variable and its text
+    return text or None
+
+
+def _collector(name: str, value: Any, index: int) -> Any:
+    if not isinstance(value, str):
+        return value  # a ServiceNode or a mapping: the node check takes it
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(name, value, "must be an http:// or https:// URL", hint="e.g. http://otel-collector:4318")
+    if urlsplit(value).path not in ("", "/"):
+        raise ConfigError(name, value, "must be the collector's base URL: /v1/traces, /v1/logs, /v1/metrics are added")
+    return {"id": f"collector-{index}", "endpoint": value.rstrip("/"), "priority": 100 - index}
+
+
+def _otlp(get: Callable[[str], Any], called: Mapping[str, str]) -> OTLPSettings | None:
+    """The OTLP settings (every key checked, set or not), or ``None`` with no endpoints
+    (the export is off)."""
+    name = called["RESILIENCE_OTLP_ENDPOINTS"]
+    given = get("RESILIENCE_OTLP_ENDPOINTS")
+    if isinstance(given, str):
+        raise ConfigError(name, given, "must be a list of collector URLs", hint=f"write [{given!r}]")
+    if not isinstance(given, (list, tuple)):
+        raise ConfigError(name, given, "must be a list of collector URLs or node mappings")
+    nodes: tuple[ServiceNode, ...] = ()
+    if given:
+        nodes = nodes_check()(name, [_collector(f"{name}[{i}]", e, i) for i, e in enumerate(given)])
+
+    def check(key: str, rule: v.Check) -> Any:
+        return rule(called[key], get(key))
+
+    queue = check("RESILIENCE_OTLP_QUEUE", v.one_of(("memory", "disk")))
+    path = check("RESILIENCE_OTLP_QUEUE_PATH", v.optional(v.text()))
+    headers = get("RESILIENCE_OTLP_HEADERS")
+    if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(x, str) for k, x in headers.items()):
+        raise ConfigError(called["RESILIENCE_OTLP_HEADERS"], headers, "must be a mapping of header names to text",
+                          secret=True)
+    settings = OTLPSettings(
+        endpoints=nodes,
+        queue=queue,
+        queue_path=path,
+        max_bytes=check("RESILIENCE_OTLP_MAX_BYTES", v.integer(ge=1024, le=1 << 40)),
+        max_age=check("RESILIENCE_OTLP_MAX_AGE", v.seconds(minimum=1, maximum=30 * 86_400)),
+        when_full=check("RESILIENCE_OTLP_WHEN_FULL", v.one_of(("drop_newest", "drop_oldest", "block"))),
+        block_timeout=check("RESILIENCE_OTLP_BLOCK_TIMEOUT", v.seconds(minimum=0, maximum=60, zero=True)),
+        headers=dict(headers),
+        timeout=check("RESILIENCE_OTLP_TIMEOUT", v.seconds(minimum=0.01, maximum=600)),
+        queue_signal=check("RESILIENCE_OTLP_QUEUE_SIGNAL", v.boolean()),
+    )
+    if not nodes:
+        return None
+    if queue == "disk" and path is None:
+        raise ConfigError(called["RESILIENCE_OTLP_QUEUE_PATH"], path, "is required with the disk queue",
+                          hint="e.g. /var/run/myapp/otlp.db (one file per host)")
+    return settings
+
+
 #: every key the extension reads, in the order the reference lists them
 SETTINGS: tuple[Setting, ...] = (
     Setting("RESILIENCE_DEGRADATION", None, "a DegradationConfig, or a mapping of its fields"),
@@ -136,6 +247,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESILIENCE_METRICS", (), "metrics exporters: 'prometheus', 'otel' (a list; the extras of those names)"),
     Setting("RESILIENCE_METRICS_PATH", None, "serve Prometheus metrics at this path (multiprocess-aware); unset: off"),
     Setting("RESILIENCE_METRICS_REGISTRY", None, "a prometheus_client CollectorRegistry the app already serves"),
+    *(Setting(key, default, doc) for key, (default, doc) in {**_OTLP_KEYS}.items()),
 )
 
 #: key -> default
@@ -219,6 +331,8 @@ class ResilienceSettings:
     metrics: tuple[str, ...] = ()
     metrics_path: str | None = None
     metrics_registry: Any = None
+    #: the durable OTLP export (``None``: off)
+    otlp: OTLPSettings | None = None
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -303,6 +417,7 @@ class ResilienceSettings:
             metrics=_metrics(called["RESILIENCE_METRICS"], get("RESILIENCE_METRICS"), metrics_path, metrics_registry),
             metrics_path=metrics_path,
             metrics_registry=metrics_registry,
+            otlp=_otlp(get, called),
             state=_grouped(
                 StateConfig,
                 {field: get(key) for key, field in _STATE_KEYS.items()},
@@ -373,8 +488,12 @@ def _grouped(cls: type[C], values: Mapping[str, Any], name_of: Callable[[str], s
 def resolve(values: Mapping[str, Any], options: Mapping[str, Any]) -> ResilienceSettings:
     """Typed settings from ``RESILIENCE_*`` ``values`` (a Flask config, a dict) and keyword
     ``options`` (``shed_level="Level3"``; they win), renamed keys read under their new
-    names and missing ones defaulted; every error names the setting as it was written."""
+    names and missing ones defaulted (the ``RESILIENCE_OTLP_*`` ones from the environment
+    first, when set there); every error names the setting as it was written."""
     given, given_old = renamed({k: v for k, v in values.items() if k.startswith(PREFIX)})
+    for key in OTLP_SETTINGS:  # the environment a platform team sets, below the app's own settings
+        if key not in given and os.environ.get(key) is not None:
+            given[key] = _from_environment(key, os.environ[key])
     keyword, keyword_old = renamed({f"{PREFIX}{k.upper()}": value for k, value in options.items()})
     merged = {key: keyword.get(key, given.get(key, copy.copy(default))) for key, default in DEFAULTS.items()}
     names = given_old | {key: key.removeprefix(PREFIX).lower() for key in keyword}

@@ -48,6 +48,9 @@ __all__ = [
     "retry_budget_exhausted",
     "send",
     "state_synced",
+    "telemetry_dropped",
+    "telemetry_queue_sampled",
+    "telemetry_sent",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,6 +140,21 @@ state_synced: Signal = _signals.signal("state-synced")
 #: ``message`` (str) and ``details`` (dict of plain data).
 alert: Signal = _signals.signal("alert")
 
+#: The durable OTLP export posted a batch. Sent by the
+#: :class:`~resilience_mw.telemetry.export.OTLPExport` with ``kind`` (the OTLP signal: ``"traces"``,
+#: ``"metrics"``, ``"logs"``), ``items`` (those the collector took), ``outcome``
+#: (``"sent"``, ``"retry"``, ``"rejected"``) and ``duration`` (seconds).
+telemetry_sent: Signal = _signals.signal("telemetry-sent")
+
+#: The durable OTLP export dropped telemetry. Sent with ``kind``, ``reason`` (one of
+#: :data:`~resilience_mw.telemetry.export.queue.REASONS`: ``"queue_full"``,
+#: ``"evicted"``, ``"expired"``, ``"rejected"``, ``"shed"``...) and ``items``.
+telemetry_dropped: Signal = _signals.signal("telemetry-dropped")
+
+#: The durable OTLP export's queue, about once a second while it sends. Sent with
+#: ``bytes``, ``batches`` and ``fill_ratio`` (bytes over the queue's limit).
+telemetry_queue_sampled: Signal = _signals.signal("telemetry-queue-sampled")
+
 
 #: what each signal is sent with (its keyword arguments), as documented above
 ARGUMENTS: dict[str, frozenset[str]] = {
@@ -157,6 +175,9 @@ ARGUMENTS: dict[str, frozenset[str]] = {
     "fallback-served": frozenset({"reason", "name"}),
     "state-synced": frozenset({"ok", "lag", "error"}),
     "alert": frozenset({"kind", "message", "details"}),
+    "telemetry-sent": frozenset({"kind", "items", "outcome", "duration"}),
+    "telemetry-dropped": frozenset({"kind", "reason", "items"}),
+    "telemetry-queue-sampled": frozenset({"bytes", "batches", "fill_ratio"}),
 }
 
 

@@ -348,6 +348,16 @@ FLASK_BAD: dict[str, list[Any]] = {
     "RESILIENCE_ADMIN_PATH": ["admin", 5],
     "RESILIENCE_ADMIN_TOKEN": ["", "   ", 123, " s3cret-token "],
     "RESILIENCE_ALERTS": ["yes", 1, {"failover_threshold": 0}, {"bogus": 1}],
+    "RESILIENCE_OTLP_ENDPOINTS": ["http://otel:4318", ["otel:4318"], ["http://otel:4318/v1/traces"], [5], 5],
+    "RESILIENCE_OTLP_QUEUE": ["tape", None, 1],
+    "RESILIENCE_OTLP_QUEUE_PATH": [5, ""],
+    "RESILIENCE_OTLP_MAX_BYTES": [0, "64MB", 1.5, True],
+    "RESILIENCE_OTLP_MAX_AGE": [0, -1, NAN, "1h"],
+    "RESILIENCE_OTLP_WHEN_FULL": ["block_oldest", None],
+    "RESILIENCE_OTLP_BLOCK_TIMEOUT": [-1, NAN, 61, "1"],
+    "RESILIENCE_OTLP_HEADERS": ["a=b", {"a": 1}],
+    "RESILIENCE_OTLP_TIMEOUT": [0, NAN, "10"],
+    "RESILIENCE_OTLP_QUEUE_SIGNAL": ["yes", 1],
 }
 
 

@@ -82,6 +82,16 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "resilience_state_store_errors_total": ("counter", "exchanges with the shared store that failed", (), ""),
     "resilience_state_sync_lag_seconds": ("gauge", "seconds since the last exchange with the store that worked", (),
                                           "livemostrecent"),
+    # the durable OTLP export (telemetry.export): the fullest worker's queue (a disk queue
+    # is one file, which every worker reports whole)
+    "resilience_telemetry_queue_bytes": ("gauge", "bytes of OTLP batches waiting to be sent", (), "livemax"),
+    "resilience_telemetry_queue_batches": ("gauge", "OTLP batches waiting to be sent", (), "livemax"),
+    "resilience_telemetry_queue_fill_ratio": ("gauge", "OTLP queue bytes over its limit, 0 to 1", (), "livemax"),
+    "resilience_telemetry_dropped_total": (
+        "counter", "spans, log records and metric points dropped, by why", ("signal", "reason"), ""),
+    "resilience_telemetry_sent_total": (
+        "counter", "spans, log records and metric points the collectors took", ("signal",), ""),
+    "resilience_telemetry_send_seconds": ("histogram", "how long posts of OTLP batches took, by outcome", ("outcome",), ""),
 }
 
 
@@ -236,6 +246,7 @@ class Metrics:
         middleware: Any = None,
         checker: Any = None,
         sync: Any = None,
+        export: Any = None,
     ) -> Metrics:
         """Count the signals of these components (each only its own) and set the gauges
         to their current state."""
@@ -261,6 +272,10 @@ class Metrics:
             self._connect(signals.health_checked, checker, self._on_check)
         if sync is not None:
             self._connect(signals.state_synced, sync, self._on_sync)
+        if export is not None:
+            self._connect(signals.telemetry_sent, export, self._on_telemetry_sent)
+            self._connect(signals.telemetry_dropped, export, self._on_telemetry_dropped)
+            self._connect(signals.telemetry_queue_sampled, export, self._on_telemetry_queue)
         return self
 
     def _connect(self, signal: Any, sender: Any, receiver: Any) -> None:
@@ -349,3 +364,17 @@ class Metrics:
             self._add("resilience_state_store_errors_total", {})
         if lag is not None:
             self._set("resilience_state_sync_lag_seconds", {}, lag)
+
+    def _on_telemetry_sent(self, sender: Any, *, kind: str, items: int, outcome: str, duration: float,
+                           **_: Any) -> None:
+        if outcome == "sent":
+            self._add("resilience_telemetry_sent_total", {"signal": kind}, items)
+        self._observe("resilience_telemetry_send_seconds", {"outcome": outcome}, duration)
+
+    def _on_telemetry_dropped(self, sender: Any, *, kind: str, reason: str, items: int, **_: Any) -> None:
+        self._add("resilience_telemetry_dropped_total", {"signal": kind, "reason": reason}, items)
+
+    def _on_telemetry_queue(self, sender: Any, *, bytes: int, batches: int, fill_ratio: float, **_: Any) -> None:
+        self._set("resilience_telemetry_queue_bytes", {}, bytes)
+        self._set("resilience_telemetry_queue_batches", {}, batches)
+        self._set("resilience_telemetry_queue_fill_ratio", {}, fill_ratio)
