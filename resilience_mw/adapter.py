@@ -56,7 +56,10 @@ first good answer is returned and the other closed; never a POST without an
 ``Idempotency-Key``, never from Level1 (with ``degradation=``), never while the upstream
 looks saturated. ``throttle=True`` refuses a share of the calls here, sending nothing,
 while the upstream accepts too few of them (:class:`~resilience_mw.failover.budget.AdaptiveThrottle`):
-:class:`UpstreamThrottled` is raised at once; ``critical_plus`` calls are always sent.
+:class:`UpstreamThrottled` is raised at once; ``critical_plus`` calls are always sent. It is
+a ``requests.ConnectionError`` (nothing was sent): a caller that retries every
+``ConnectionError`` at once undoes the throttle, so catch it first and back off or serve
+a fallback.
 
 After ``os.fork()`` the child drops the connection pools it inherited, so parent and
 children never share a keep-alive socket.
@@ -168,6 +171,9 @@ class UpstreamThrottled(ResilienceError, requests.ConnectionError):
 class DeadlineExceeded(ResilienceError, requests.Timeout):
     """The adapter's ``deadline``, or the inbound request's, passed before the call finished."""
 
+    #: the inbound request's deadline (the caller's limit), not the adapter's own
+    callers: bool = False
+
 
 def _retry_after(resp: Response, cap: float) -> float | None:
     """Seconds a ``Retry-After`` header asks for (delta or HTTP date), at most ``cap``."""
@@ -205,8 +211,25 @@ class _Call:
     node: ServiceNode | None = None
     #: when it started (``time.perf_counter()``)
     started: float = dataclasses.field(default_factory=time.perf_counter)
-    #: the hedged race it is the primary of, if any
+    #: the hedged race it runs in, if any
     race: Race | None = None
+    #: which side of the race: the hedge (``True``) or the primary
+    hedge: bool = False
+
+
+def _callers_own(exc: BaseException) -> bool:
+    """Whether a call ended by the caller's own doing (its URL, its size limit, its
+    inbound deadline): no answer of the upstream's, so the throttle does not count it."""
+    return isinstance(exc, (*_CALLER_ERRORS, ResponseTooLarge)) or (
+        isinstance(exc, DeadlineExceeded) and exc.callers
+    )
+
+
+def _read_timeout(timeout: _Timeout) -> float | None:
+    """The read part of a requests ``timeout`` (``None``: none, or not a number)."""
+    if isinstance(timeout, tuple):
+        timeout = timeout[1]
+    return float(timeout) if isinstance(timeout, (int, float)) else None
 
 
 def _good(resp: Response) -> bool:
@@ -397,12 +420,15 @@ class FailoverAdapter(HTTPAdapter):
         hedging = self.hedging
         delay = None if hedging is None or not self._may_hedge(request) else hedging.call()
         started = time.perf_counter()
-        accepted = False
+        accepted: bool | None = None  # None: not the upstream's answer (the throttle leaves it out)
         try:
             resp = self._call(call) if delay is None else self._hedged(call, delay)
             accepted = _good(resp)
+        except Exception as exc:
+            accepted = None if _callers_own(exc) else False
+            raise
         finally:
-            if throttle is not None:
+            if throttle is not None and accepted is not None:
                 throttle.finished(accepted, criticality)
         if accepted and hedging is not None and delay is None:
             hedging.observe(time.perf_counter() - started)
@@ -445,17 +471,21 @@ class FailoverAdapter(HTTPAdapter):
         answer: Response | None = None
         error: Exception | None = None
         try:
-            answer = self._call(call)
-        except LostRace:
-            pass
-        except Exception as exc:
-            error = exc
-        finally:
-            _http.cancel(handle)
+            try:
+                answer = self._call(call)
+            except LostRace:
+                pass
+            except Exception as exc:
+                error = exc
+            finally:
+                _http.cancel(handle)
+        except BaseException:
+            race.abandon()  # an interrupt, not an outcome
+            raise
         good = answer is not None and _good(answer)
         if good or race.lost:
             hedging.observe(time.perf_counter() - call.started)  # (when lost, at least this long)
-        winner = race.primary_finished(answer, good)
+        winner = race.primary_finished(answer, good, wait=_read_timeout(call.timeout))
         if winner is not None:
             assert isinstance(winner, Response)
             return winner
@@ -465,32 +495,40 @@ class FailoverAdapter(HTTPAdapter):
         return answer
 
     def _launch_hedge(self, race: Race, call: _Call, context: contextvars.Context) -> None:
-        """At the hedge delay, on the watchdog's thread: send the hedge if it may go."""
+        """At the hedge delay, on the watchdog's thread: claim the hedge and hand it to a
+        hedge thread if the level and the budgets allow. Nothing here may block or run a
+        user's code: the node is picked in the hedge thread."""
         hedging = self.hedging
-        busy = call.node
-        backup = self._hedge_node(busy)
+        if hedging is None or call.node is None or not race.claim_backup():
+            return
         if (
-            hedging is None
-            or busy is None
-            or backup is None
-            or (self.degradation is not None and self.degradation.level >= DegradationLevel.Level1)
+            (self.degradation is not None and self.degradation.level >= DegradationLevel.Level1)
             or not hedging.try_hedge()
             or (self.budget is not None and not self.budget.try_spend())
-            or not race.claim_backup()
         ):
+            race.backup_finished(None, False)
             return
-        hedge = dataclasses.replace(call, order=(backup,), budgeted=False, node=None, race=None)
-        self._hedger_threads().submit(context.run, self._run_hedge, race, hedge, busy, backup)
+        self._hedger_threads().submit(context.run, self._run_hedge, race, call)
 
-    def _run_hedge(self, race: Race, hedge: _Call, busy: ServiceNode, backup: ServiceNode) -> None:
-        self.hedges_sent += 1
-        signals.send(signals.hedge_sent, self.manager, node=busy, to_node=backup, delay=race.delay)
+    def _run_hedge(self, race: Race, call: _Call) -> None:
+        busy = call.node
+        backup = self._hedge_node(busy)
         answer: Response | None = None
         try:
-            answer = self._call(hedge)
-        except Exception as exc:  # the primary's outcome stands; this one is logged by the loop
-            log.debug("hedge to %s failed: %s", backup.id, type(exc).__name__)
-        race.backup_finished(answer, answer is not None and _good(answer))
+            if backup is None or busy is None:
+                return
+            with self._hedgers_lock:
+                self.hedges_sent += 1
+            signals.send(signals.hedge_sent, self.manager, node=busy, to_node=backup, delay=race.delay)
+            hedge = dataclasses.replace(call, order=(backup,), budgeted=False, node=None, hedge=True)
+            try:
+                answer = self._call(hedge)
+            except LostRace:
+                pass  # the primary answered first
+            except Exception as exc:  # the primary's outcome stands; the loop logged this one
+                log.debug("hedge to %s failed: %s", backup.id, type(exc).__name__)
+        finally:
+            race.backup_finished(answer, answer is not None and _good(answer))
 
     def _hedge_node(self, busy: ServiceNode | None) -> ServiceNode | None:
         """The node a hedge goes to: the strategy's pick, if not ``busy``, else the next."""
@@ -561,22 +599,28 @@ class FailoverAdapter(HTTPAdapter):
         race = call.race
         for step in loop:
             call.node = step.node
-            if race is not None and race.lost:  # its hedge answered first: stop, blaming nobody
+            if race is not None and race.stopped(call.hedge):  # the other side answered first
                 raise LostRace
             if ends is not None and time.monotonic() >= ends:
                 exc = DeadlineExceeded(
                     f"{self._deadline_name(callers)} passed before trying {step.node.id}", request=request
                 )
+                exc.callers = callers is not None
                 loop.failed(step, exc, charge=False, go_on=False)
                 raise exc
             with _http.attempt(ends) as ctx:
                 if race is not None:
-                    race.attempt = ctx
+                    race.watch(ctx, call.hedge)
                 try:
                     resp = self._attempt(request, step, stream, timeout, verify, cert, proxies, read_body, ctx, callers)
                 except Exception as exc:
-                    if race is not None and race.lost:
-                        raise LostRace from exc  # cut because its hedge answered first: nobody's fault
+                    if race is not None:
+                        race.unwatch(ctx, call.hedge)
+                    if race is not None and race.stopped(call.hedge):
+                        # cut because the other side answered first: nobody's fault, but
+                        # the node was this slow at least
+                        self.manager.note_latency(step.node.id, loop.elapsed())
+                        raise LostRace from exc
                     if isinstance(exc, requests.RequestException):
                         _detach_node_credentials(exc, request)
                     if isinstance(exc, (*_CALLER_ERRORS, ResponseTooLarge)) or not isinstance(
@@ -601,6 +645,10 @@ class FailoverAdapter(HTTPAdapter):
                     if loop.failed(step, exc, go_on=go_on):
                         continue
                     raise
+                if race is not None:
+                    # answered: from here its connection is the response's (then the pool's),
+                    # never cut
+                    race.unwatch(ctx, call.hedge)
             status = resp.status_code
             if status in cfg.retry_statuses:
                 wait = _retry_after(resp, self.manager.config.max_ejection_time) if status in (429, 503) else None
@@ -658,7 +706,9 @@ class FailoverAdapter(HTTPAdapter):
         return resp
 
     def _deadline_passed(self, request: PreparedRequest, step: Try, callers: float | None) -> DeadlineExceeded:
-        return DeadlineExceeded(f"{self._deadline_name(callers)} passed on node {step.node.id}", request=request)
+        exc = DeadlineExceeded(f"{self._deadline_name(callers)} passed on node {step.node.id}", request=request)
+        exc.callers = callers is not None
+        return exc
 
     def _deadline_name(self, callers: float | None) -> str:
         """Which deadline bounds the call, for messages (``callers``: the inbound one does)."""

@@ -353,8 +353,8 @@ class PoolConfig(_Validated):
     )
     failure_penalty: float = option(
         1.0,
-        "seconds of latency a failure, a 429 or a 503 counts as in a node's load-aware cost (Linkerd's "
-        "penalty): a node that fails fast does not attract traffic",
+        "seconds of latency a node's load-aware cost is worth at least after a failure, a 429 or a 503, "
+        "fading over 2 s (Linkerd's penalty): a node that fails fast does not attract traffic",
         v.seconds(maximum=3600, zero=True),
     )
     slow_start_window: float = option(

@@ -116,7 +116,8 @@ class CheckResult:
 class FailoverStrategy(enum.Enum):
     """How a manager picks the node for the next call."""
 
-    #: highest ``priority`` first among healthy nodes (ties: declaration order)
+    #: the highest ``priority`` tier with a healthy node; nodes of equal priority (all of
+    #: them when none is given) share its traffic by load, as LeastLoaded
     Priority = "priority"
     #: healthy nodes in turn
     RoundRobin = "round_robin"

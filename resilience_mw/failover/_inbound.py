@@ -54,4 +54,4 @@ def criticality() -> Criticality | None:
     if current is None:
         return None
     environ, classify = current
-    return classify(environ, environ.get("PATH_INFO", ""))
+    return classify(environ, environ.get(_ORIGINAL_PATH) or environ.get("PATH_INFO", ""))

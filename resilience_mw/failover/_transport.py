@@ -55,7 +55,6 @@ __all__ = [
     "call_at",
     "cancel",
     "read_bounded",
-    "shut",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ _local = threading.local()
 class AttemptContext:
     """What one attempt's connection did; written by the connection, read by the adapter."""
 
-    __slots__ = ("_lock", "deadline", "expired", "sent", "sock", "tracked")
+    __slots__ = ("_lock", "cut_off", "deadline", "expired", "racing", "sent", "sock", "tracked")
 
     def __init__(self, deadline: float | None) -> None:
         self.deadline = deadline
@@ -76,6 +75,10 @@ class AttemptContext:
         self.sent = False
         #: the watchdog fired
         self.expired = False
+        #: another thread may :meth:`cut` it (a hedged call's attempt)
+        self.racing = False
+        #: it was cut: the other side of its race answered first
+        self.cut_off = False
         self.sock: socket.socket | None = None
         self._lock = threading.Lock()
 
@@ -85,15 +88,25 @@ class AttemptContext:
         return self.tracked and not self.sent
 
     def attach(self, sock: socket.socket | None) -> None:
-        """Remember the attempt's socket; shut it at once if the deadline already passed."""
-        if self.deadline is None:  # no watchdog reads it: no lock needed
+        """Remember the attempt's socket; shut it at once if the deadline already passed
+        or the attempt was cut."""
+        if self.deadline is None and not self.racing:  # nobody else reads it: no lock needed
             self.sock = sock
             return
         with self._lock:
             self.sock = sock
-            expired = self.expired
-        if expired:
+            stop = self.expired or self.cut_off
+        if stop:
             _shut(sock)
+
+    def cut(self) -> None:
+        """Stop the attempt from another thread: its socket is shut now, or as soon as it
+        has one (a connect in progress cannot be interrupted; it is cut when it returns,
+        before any byte of the request is sent)."""
+        with self._lock:
+            self.cut_off = True
+            sock = self.sock
+        _shut(sock)
 
     def expire(self) -> None:
         with self._lock:
@@ -125,12 +138,6 @@ def call_at(deadline: float, fn: Callable[[], object]) -> int:
 def cancel(handle: int) -> None:
     """Do not run the callback of ``handle`` (if it has not run yet)."""
     _WATCHDOG.disarm(handle)
-
-
-def shut(ctx: AttemptContext | None) -> None:
-    """Shut the socket of the attempt ``ctx`` now (its caller sees the read fail)."""
-    if ctx is not None:
-        _shut(ctx.sock)
 
 
 def _shut(sock: socket.socket | None) -> None:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ._transport import AttemptContext, shut
+from ._transport import AttemptContext
 from .budget import RetryBudget
 
 __all__ = [
@@ -149,12 +149,13 @@ class LostRace(Exception):
 class Race:
     """One hedged call. The primary runs in the caller's thread; once ``delay`` has
     passed without an answer, the hedge runs on another node in a hedge thread. The
-    first good answer (no error, no 5xx, no 429) wins: a hedge that wins shuts the
-    primary's socket (:attr:`attempt`) and sets :attr:`lost`; whichever loses is closed.
-    When the primary fails while the hedge is still running, the hedge is waited for.
+    first good answer (no error, no 5xx, no 429) wins and the other side is cut (its
+    attempt's socket shut: :meth:`~resilience_mw.failover._transport.AttemptContext.cut`)
+    and, if it answers all the same, closed. A primary that fails while its hedge runs
+    waits for the hedge, at most ``wait`` seconds.
     """
 
-    __slots__ = ("_backup", "_done", "_lock", "_primary", "_winner", "attempt", "delay", "lost")
+    __slots__ = ("_attempts", "_backup", "_done", "_lock", "_primary", "_winner", "delay", "lost", "won")
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
@@ -165,8 +166,30 @@ class Race:
         self._winner: Answer | None = None
         #: the hedge answered first: the primary stops
         self.lost = False
-        #: the primary's current attempt (its socket is shut when it loses)
-        self.attempt: AttemptContext | None = None
+        #: the primary answered first: the hedge stops
+        self.won = False
+        # the live attempt of each side (False: the primary, True: the hedge)
+        self._attempts: dict[bool, AttemptContext] = {}
+
+    def stopped(self, hedge: bool) -> bool:
+        """Whether that side lost and must stop (it is nobody's fault)."""
+        return self.won if hedge else self.lost
+
+    def watch(self, ctx: AttemptContext, hedge: bool) -> None:
+        """``ctx`` is that side's attempt now: cut it if the other side wins meanwhile."""
+        ctx.racing = True
+        with self._lock:
+            self._attempts[hedge] = ctx
+            stop = self.won if hedge else self.lost
+        if stop:
+            ctx.cut()
+
+    def unwatch(self, ctx: AttemptContext, hedge: bool) -> None:
+        """``ctx`` is over (answered or failed): it is no longer cut, whoever wins (its
+        connection may be back in the pool, another call's)."""
+        with self._lock:
+            if self._attempts.get(hedge) is ctx:
+                del self._attempts[hedge]
 
     def claim_backup(self) -> bool:
         """Whether a hedge may start now: the primary is still running and no hedge has
@@ -178,7 +201,8 @@ class Race:
             return True
 
     def backup_finished(self, answer: Answer | None, good: bool) -> None:
-        """The hedge is over with ``answer`` (``None``: it failed), ``good`` or not."""
+        """The hedge is over with ``answer`` (``None``: it failed or was not sent),
+        ``good`` or not."""
         close: Answer | None = None
         cut: AttemptContext | None = None
         with self._lock:
@@ -187,25 +211,46 @@ class Race:
             else:
                 self._backup, self._winner = "good", answer
                 if self._primary == "running":
-                    self.lost, cut = True, self.attempt
+                    self.lost = True
+                    cut = self._attempts.get(False)
         self._done.set()
         if close is not None:
             close.close()
         if cut is not None:
-            shut(cut)
+            cut.cut()
 
-    def primary_finished(self, answer: Answer | None, good: bool) -> Answer | None:
+    def primary_finished(self, answer: Answer | None, good: bool, wait: float | None) -> Answer | None:
         """The primary is over with ``answer`` (``None``: it failed or lost), ``good`` or
         not; the hedge's answer if that is the one to return (the primary's is closed
-        then), else ``None``. A bad primary waits for a hedge still running."""
+        then), else ``None``. A bad primary waits up to ``wait`` seconds (``None``: as long
+        as the hedge takes) for a hedge still running; a good one cuts it."""
+        cut: AttemptContext | None = None
         with self._lock:
-            wait = self._backup == "running" and not good
-            self._primary = "waiting" if wait else "done"
-        if wait:
-            self._done.wait()  # (bounded by the hedge's own timeouts)
+            waiting = self._backup == "running" and not good
+            self._primary = "waiting" if waiting else "done"
+            if good and self._backup == "running":
+                self.won = True
+                cut = self._attempts.get(True)
+        if cut is not None:
+            cut.cut()
+        if waiting:
+            self._done.wait(wait)
         with self._lock:
             self._primary = "done"
             winner = self._winner
         if winner is not None and answer is not None:
             answer.close()
         return winner
+
+    def abandon(self) -> None:
+        """The primary left with an exception that is not an outcome (an interrupt): stop
+        the hedge and close its answer if it has one."""
+        with self._lock:
+            self._primary = "done"
+            self.won = True
+            cut = self._attempts.get(True)
+            winner, self._winner = self._winner, None
+        if cut is not None:
+            cut.cut()
+        if winner is not None:
+            winner.close()

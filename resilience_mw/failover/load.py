@@ -12,8 +12,11 @@ reads. Its cost is Finagle's and Linkerd's *peak EWMA* times the requests in fli
   than shunned for ever;
 * requests still in flight count by their age: a node that has stopped answering looks
   as slow as its oldest waiting request, before any of them returns;
-* a failure, a 429 or a 503 counts as ``penalty`` seconds (Linkerd's failure penalty),
-  so a node that fails fast does not attract traffic for being fast;
+* a failure, a 429 or a 503 makes the node cost at least ``penalty`` seconds, fading
+  over :data:`PENALTY_DECAY` seconds (Linkerd's failure penalty), so a node that fails
+  fast does not attract traffic for being fast, and one blip does not keep a node out
+  for long (a fast failure is not folded into the average: it would make the node look
+  fast);
 * a node with requests in flight and no sample yet costs more than any measured node
   (Finagle's rule), so a new node is explored one request at a time.
 
@@ -27,7 +30,11 @@ import math
 import threading
 from dataclasses import dataclass
 
-__all__ = ["UNMEASURED_PENALTY", "NodeLoad", "Tally"]
+__all__ = ["PENALTY_DECAY", "UNMEASURED_PENALTY", "NodeLoad", "Tally"]
+
+#: seconds over which a failure's penalty fades (1 s of penalty is worth 25 ms after
+#: about 7 s: the node is tried again then, and penalised again if it still fails)
+PENALTY_DECAY = 2.0
 
 #: the cost of a node with requests in flight and no latency sample yet (plus one per
 #: request in flight): above any measured node, so a new node is explored, not flooded
@@ -80,6 +87,7 @@ class NodeLoad:
         "_fastest",
         "_latency_sum",
         "_lock",
+        "_penalised_at",
         "_pending_sum",
         "_requests",
         "_stamp",
@@ -102,6 +110,7 @@ class NodeLoad:
         self._failures = 0
         self._latency_sum = 0.0
         self._fastest: float | None = None
+        self._penalised_at: float | None = None
 
     def after_fork_in_child(self) -> None:
         """Start afresh in a forked child (its owner calls it): the parent's requests
@@ -123,40 +132,55 @@ class NodeLoad:
                 self.inflight -= 1
                 self._pending_sum = self._pending_sum - started if self.inflight else 0.0
 
+    def observe(self, now: float, latency: float) -> None:
+        """A latency seen without an outcome (a request given up on after ``latency``
+        seconds): folded into the average, not counted."""
+        with self._lock:
+            self._fold(now, latency)
+
+    def _fold(self, now: float, sample: float) -> None:
+        old = self.latency
+        if sample >= old or old == 0.0:
+            self.latency = sample  # a peak is believed at once
+        else:
+            w = math.exp(-max(0.0, now - self._stamp) / self._decay)
+            self.latency = old * w + sample * (1.0 - w)
+        self._stamp = now
+
     def record(self, now: float, latency: float | None, ok: bool) -> None:
-        """An outcome: a success that took ``latency`` seconds, or a failure (which
-        counts as at least :attr:`penalty` seconds)."""
+        """An outcome: a success that took ``latency`` seconds, or a failure (the node
+        then costs at least :attr:`penalty` seconds for a while; how long the failure
+        took counts only if it raises the average)."""
         sample = latency if latency is not None else 0.0
-        if not ok:
-            sample = max(sample, self.penalty)
         with self._lock:
             self._requests += 1
             if ok:
                 self._latency_sum += sample
                 if self._fastest is None or sample < self._fastest:
                     self._fastest = sample
-            else:
-                self._failures += 1
-            old = self.latency
-            if sample >= old or old == 0.0:
-                self.latency = sample  # a peak is believed at once
-            else:
-                w = math.exp(-max(0.0, now - self._stamp) / self._decay)
-                self.latency = old * w + sample * (1.0 - w)
-            self._stamp = now
+                self._fold(now, sample)
+                return
+            self._failures += 1
+            if self.penalty > 0.0:
+                self._penalised_at = now
+            if sample > self.latency:
+                self._fold(now, sample)
 
     def cost(self, now: float) -> float:
         """The load-aware cost at ``now``: the decayed peak average, or the mean age of
         the requests in flight if that is longer, times (requests in flight + 1)."""
         n = self.inflight
         latency = self.latency
+        penalised_at = self._penalised_at
         if latency > 0.0:
             latency *= math.exp(-max(0.0, now - self._stamp) / self._decay)
-        elif n:
+        elif n and penalised_at is None:
             return UNMEASURED_PENALTY + n
         if n:
             age = now - self._pending_sum / n
             latency = max(latency, age)
+        if penalised_at is not None:
+            latency = max(latency, self.penalty * math.exp(-max(0.0, now - penalised_at) / PENALTY_DECAY))
         return latency * (n + 1)
 
     def take_tally(self) -> Tally:

@@ -16,7 +16,7 @@ Offered to traffic:
 
 Out:
 
-* ``ejected`` (passive, outlier detection, or a quorum of other workers' reports): its timer (to probation), one passing check or a success (to
+* ``ejected`` (passive, outlier detection, or a quorum of other workers' reports): its timer (to probation), one passing check (not for outlier detection: the node answers its checks, not its traffic) or a success (to
   healthy), a failed check or a manual down (to down: out until checks pass).
 * ``held-off`` (``Retry-After``): its timer (to probation), a success (to healthy), a
   manual down (to down). Checks do not end it: the node asked for time.
@@ -103,6 +103,9 @@ class Phase(_Text):
 
 
 _OFFERED = frozenset({Phase.HEALTHY, Phase.SUSPECT, Phase.PROBATION})
+#: ejections by comparison with peers: a passing health check does not end them (the
+#: node answers /health; what was wrong is how it answers real traffic)
+_BY_PEERS = frozenset({DownReason.SUCCESS_RATE, DownReason.FAILURE_PERCENTAGE, DownReason.LATENCY})
 #: out on a timer of their own, and counted against ``max_ejection_percent``
 _TIMED = frozenset({Phase.EJECTED, Phase.HELD_OFF})
 
@@ -198,7 +201,7 @@ class NodeState:
                 if self.phase is Phase.SUSPECT and not self.consecutive_failures:
                     self.phase = Phase.HEALTHY
                 return None
-            if self.phase is Phase.EJECTED or (
+            if (self.phase is Phase.EJECTED and self.reason not in _BY_PEERS) or (
                 self.phase is Phase.DOWN and self.check_passes >= healthy_threshold
             ):
                 # (a held-off node asked for time: only its timer or a real success ends that)

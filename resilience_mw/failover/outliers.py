@@ -19,7 +19,9 @@ The rules are Envoy's outlier detection, with one guard it lacks:
   even its quickest answers are that much slower, so it is the node, not the queue in
   front of it (under load, a balancer queues requests at the fast nodes and their mean
   latency rises towards the slow node's; their fastest answers do not). Only the nodes
-  slow enough to matter: ``latency_factor`` is a multiple, not a standard deviation.
+  slow enough to matter: ``latency_factor`` is a multiple, not a standard deviation,
+  of at least :data:`LATENCY_FLOOR` (peers answering in microseconds make no node slow
+  for answering in one millisecond: that is a scheduler's hiccup, not a sick node).
 
 The result says why; the pool ejects within ``max_ejection_percent``, worst first.
 """
@@ -34,7 +36,10 @@ from ..config import PoolConfig
 from .load import Tally
 from .node_state import DownReason
 
-__all__ = ["find_outliers"]
+__all__ = ["LATENCY_FLOOR", "find_outliers"]
+
+#: the least peers' fastest answer the latency rule multiplies, seconds
+LATENCY_FLOOR = 0.002
 
 #: how far beyond chance (standard errors) a node's failures must be for the
 #: success-rate rule
@@ -104,7 +109,7 @@ def _latency(eligible: Mapping[str, Tally], factor: float) -> list[tuple[str, fl
         peers = [f for pid, f in fastest.items() if pid != nid]
         if not peers:
             continue
-        median = statistics.median(peers)
-        if median > 0.0 and own >= factor * median:
+        median = max(LATENCY_FLOOR, statistics.median(peers))
+        if own >= factor * median:
             out.append((nid, own / median))
     return out

@@ -323,6 +323,13 @@ class NodePool:
             self._apply(node_id, lambda st, now: st.on_success(now))
         self._compare_if_due(now)
 
+    def note_latency(self, node_id: str, seconds: float) -> None:
+        """``node_id`` took at least ``seconds`` on a request that was given up on (a
+        hedged call answered elsewhere first): its load-aware cost hears of it; its health
+        and its outcome counts do not."""
+        self._state(node_id)
+        self.loads[node_id].observe(self._clock(), seconds)
+
     def hold_off(self, node_id: str, seconds: float, *, sent: Sent | None = None) -> None:
         """Take ``node_id`` out for ``seconds`` because it asked to be left alone
         (``Retry-After`` on a 503 or 429), within the ejection cap and capped at
@@ -352,6 +359,7 @@ class NodePool:
         if not found:
             return []
         ejected: list[str] = []
+        capped: list[str] = []
         with self._lock:
             now = self._clock()
             transitions = self._readmit(now) if self._due(now) else []
@@ -361,9 +369,8 @@ class NodePool:
                 if st is None or not st.offered:
                     continue
                 if self._timed >= self._max_ejectable:
-                    log.info("node %s is an outlier (%s) but not ejected: %d of %d nodes already out",
-                             node_id, reason, self._timed, len(self._nodes))
-                    break
+                    capped.append(f"{node_id} ({reason})")
+                    continue
                 transition = st.eject(now, self.config, reason)
                 if transition is not None:
                     self._timed += 1
@@ -372,6 +379,10 @@ class NodePool:
                     transitions.append(transition)
             if changed:
                 self._rebuild()
+            out = self._timed
+        if capped:
+            log.info("outliers not ejected: %s: %d of %d nodes already out (max_ejection_percent)",
+                     ", ".join(capped), out, len(self._nodes))
         self._report(transitions)
         return ejected
 
@@ -379,14 +390,15 @@ class NodePool:
         if now < self._next_comparison or not self.compare_on_traffic:
             return
         if not self._comparing.acquire(blocking=False):
-            return  # another thread is comparing
+            return  # another thread is taking this interval's counts
         try:
             if now < self._next_comparison:
                 return
             self._next_comparison = now + self.config.outlier_interval
-            self.eject_outliers(self.take_tallies())
+            tallies = self.take_tallies()
         finally:
             self._comparing.release()
+        self.eject_outliers(tallies)  # (no lock held: it reports transitions)
 
     def _current(self, node_id: str, sent: Sent | None) -> bool:
         """Whether an outcome of ``sent`` speaks for the node's current state (no outage

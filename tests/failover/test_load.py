@@ -92,11 +92,14 @@ def test_an_unmeasured_node_is_explored_one_request_at_a_time() -> None:
     assert load.cost(0.0) > 1e5  # one on its way: wait for its answer before another
 
 
-def test_a_failure_counts_as_the_penalty() -> None:
+def test_a_failure_costs_the_penalty_for_a_few_seconds() -> None:
     load = NodeLoad(penalty=1.0)
     load.record(0.0, 0.001, True)
-    load.record(0.0, None, False)
-    assert load.latency == 1.0
+    load.record(0.0, 0.0005, False)  # a fast failure
+    assert load.latency == 0.001  # does not make it look faster
+    assert load.cost(0.0) == pytest.approx(1.0)  # but it costs the penalty
+    assert 0.02 < load.cost(6.0) < 0.1  # fading: tried again within seconds, not a minute
+    assert load.cost(12.0) < 0.01
     assert load.take_tally() == Tally(requests=2, failures=1, latency_sum=0.001, fastest=0.001)
     assert load.take_tally() == Tally()
 
