@@ -269,3 +269,18 @@ def test_a_returning_primary_ramps_up_too(clock: FakeClock) -> None:
     assert 450 <= Counter(m.get_available_node().id for _ in range(1000))["p"] <= 750  # type: ignore[union-attr]
     clock.advance(15)
     assert Counter(m.get_available_node().id for _ in range(1000))["p"] == 1000  # type: ignore[union-attr]
+
+
+def test_a_passing_health_check_does_not_end_an_outlier_ejection(clock: FakeClock) -> None:
+    m = pool(FailoverStrategy.RoundRobin, clock, base_ejection_time=30, slow_start_window=0)
+    tallies = {f"n{i}": Tally(200, 0, 1.0, 0.004) for i in range(4)} | {"n4": Tally(200, 40, 0.8, 0.004)}
+    assert m.eject_outliers(tallies) == ["n4"]
+    m.record_check("n4", True, 0.001, healthy_threshold=1)  # /health answers: its traffic did not
+    assert m.phase("n4") is Phase.EJECTED
+    clock.advance(30)  # its timer does: on probation
+    assert m.phase("n4") is Phase.PROBATION
+    for _ in range(5):
+        m.mark_failure("n1")
+    assert m.phase("n1") is Phase.EJECTED
+    m.record_check("n1", True, 0.001)  # a passive ejection still ends on a passing check
+    assert m.phase("n1") is Phase.HEALTHY

@@ -3,10 +3,10 @@ time, slow start, hedging, client-side throttling (issue: sick nodes)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -21,6 +21,7 @@ from resilience_mw import (
     readiness_document,
     signals,
 )
+from resilience_mw.adapter import ResponseTooLarge
 from resilience_mw.wsgi import ResilienceMiddleware
 from tests.nodes import NodeServer
 
@@ -34,7 +35,7 @@ def session_for(nodes: list[NodeServer], **kw: Any) -> tuple[requests.Session, F
     return session, adapter
 
 
-@contextmanager
+@contextlib.contextmanager
 def traffic(call: Callable[[], object], threads: int) -> Iterator[list[int]]:
     """``call`` in a loop on ``threads`` threads until the block ends; yields the count."""
     stop = threading.Event()
@@ -56,7 +57,7 @@ def traffic(call: Callable[[], object], threads: int) -> Iterator[list[int]]:
             w.join(10)
 
 
-@contextmanager
+@contextlib.contextmanager
 def events(signal: Any) -> Iterator[list[tuple[float, dict[str, Any]]]]:
     seen: list[tuple[float, dict[str, Any]]] = []
 
@@ -251,3 +252,70 @@ def _wait(cond: Callable[[], object], timeout: float) -> bool:
         time.sleep(0.01)
     return bool(cond())
 
+
+
+def test_a_hedge_cuts_a_primary_stuck_connecting_before_it_sends_a_byte(node_factory: Any) -> None:
+    """The primary's node stops accepting (its accept queue full: a SYN goes unanswered);
+    the hedge answers; the primary's connection, once made, is shut before the request
+    is written, and its node is not blamed."""
+    import socket
+
+    session, adapter, primary, _ = hedging_session(node_factory)
+    port = primary.port
+    primary.stop()
+    hole = socket.socket()
+    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hole.bind(("127.0.0.1", port))
+    hole.listen(0)
+    fillers = []
+    for _ in range(3):  # fill the accept queue: later connects wait for a SYN retry
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.1", port))
+        fillers.append(f)
+    adapter.poolmanager.clear()  # no kept-alive connection to the old server
+    try:
+        time.sleep(0.2)
+        r = session.get(f"{BASE}/x", timeout=(1.5, 5))
+        assert r.json()["node"] == "b" and adapter.hedges_sent == 1
+        assert adapter.manager.health("p").consecutive_failures == 0  # nobody blamed
+        hole.settimeout(0.5)
+        received = b""
+        with contextlib.suppress(OSError):
+            while True:  # whatever connected: not one byte of a request
+                conn, _ = hole.accept()
+                conn.settimeout(0.5)
+                with contextlib.suppress(OSError):
+                    received += conn.recv(1024)
+                conn.close()
+        assert b"GET" not in received
+    finally:
+        hole.close()
+        for f in fillers:
+            f.close()
+    assert all(load.inflight == 0 for load in adapter.manager.loads.values())
+
+
+def test_a_primary_that_fails_while_its_hedge_runs_gets_the_hedges_answer(node_factory: Any) -> None:
+    session, adapter, primary, backup = hedging_session(node_factory)
+    primary.service_time = 0.3
+    primary.fail_every = 1  # after 0.3 s, a 500
+    backup.service_time = 0.5  # the hedge, sent at the delay, answers after the primary failed
+    r = session.get(f"{BASE}/x", timeout=5)
+    assert r.status_code == 200 and r.json()["node"] == "b" and adapter.hedges_sent == 1
+    primary.fail_every = 0
+    primary.service_time = 0.5
+    backup.service_time = 0.8
+    r = session.get(f"{BASE}/x", timeout=5)  # the primary wins this time: the hedge is cut
+    assert r.json()["node"] == "p" and adapter.hedges_sent == 2
+    assert _wait(lambda: all(load.inflight == 0 for load in adapter.manager.loads.values()), 5)
+
+
+def test_the_throttle_does_not_count_the_callers_own_errors(node_factory: Any) -> None:
+    upstream = node_factory("up")
+    session, adapter = session_for([upstream], throttle=True, max_body_bytes=4)
+    for _ in range(50):
+        with contextlib.suppress(ResponseTooLarge):  # a body over max_body_bytes: the caller's limit
+            session.get(f"{BASE}/x", timeout=5)
+    assert adapter.throttle is not None
+    assert adapter.throttle.totals() == (0, 0) and adapter.throttle.probability() == 0.0
