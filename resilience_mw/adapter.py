@@ -70,9 +70,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import dataclasses
-import email.utils
 import logging
-import math
 import os
 import ssl
 import threading
@@ -103,7 +101,7 @@ from .failover.budget import AdaptiveThrottle, RetryBudget
 from .failover.hedge import HedgePolicy, LostRace, Race
 from .failover.loop import FailoverLoop, FailoverManager, Try
 from .failover.pool import CallOrder, NodePool
-from .model import Criticality, DegradationLevel, FailoverStrategy, ServiceNode
+from .model import Criticality, DegradationLevel, FailoverStrategy, ServiceNode, retry_after_seconds
 
 __all__ = [
     "DeadlineExceeded",
@@ -176,20 +174,8 @@ class DeadlineExceeded(ResilienceError, requests.Timeout):
 
 
 def _retry_after(resp: Response, cap: float) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta or HTTP date), at most ``cap``."""
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, OverflowError, IndexError):
-            return None
-    if math.isnan(seconds):
-        return None
-    return min(max(0.0, seconds), cap)
+    """Seconds the response's ``Retry-After`` asks for, at most ``cap``."""
+    return retry_after_seconds(resp.headers.get("Retry-After"), cap)
 
 
 @dataclasses.dataclass(slots=True)

@@ -7,7 +7,10 @@ construction and never shows credentials embedded in its endpoint (``__repr__`` 
 
 from __future__ import annotations
 
+import email.utils
 import enum
+import math
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -26,6 +29,7 @@ __all__ = [
     "ServiceNode",
     "parse_level",
     "redact_url",
+    "retry_after_seconds",
 ]
 
 
@@ -173,6 +177,23 @@ class Feature(enum.Enum):
 
 
 _LEVEL_NAMES = {lv.name.lower(): lv for lv in DegradationLevel}
+
+
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """Seconds a ``Retry-After`` header value asks for (delta-seconds or an HTTP date),
+    at most ``cap``; ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), cap)
 
 
 def parse_level(value: object, field: str = "level") -> DegradationLevel:

@@ -20,6 +20,7 @@ LAYERS = {
     "_fork": 0,
     "_imports": 0,
     "_worker": 0,
+    "_sqlite_file": 0,
     "exceptions": 0,
     "model": 0,
     "signals": 0,
@@ -42,8 +43,8 @@ LAYERS = {
     "__main__": 6,
 }
 #: the import order inside layer 0 (a unit may import those before it)
-LAYER_ZERO = ["_redact", "exceptions", "_validate", "_fork", "_imports", "_worker", "model", "signals", "config",
-              "settings"]
+LAYER_ZERO = ["_redact", "exceptions", "_validate", "_fork", "_imports", "_worker", "_sqlite_file", "model", "signals",
+              "config", "settings"]
 FLASK_ALLOWED = {"flask_ext", "decorators"}
 REQUESTS_ALLOWED = {"failover", "adapter"}
 

@@ -92,9 +92,7 @@ class _LockedSmoothWeighted:
         return self._nodes[best]
 
 
-def _scorer(
-    loads: Mapping[str, NodeLoad], clock: Callable[[], float]
-) -> Callable[[ServiceNode, float], float]:
+def _scorer(loads: Mapping[str, NodeLoad]) -> Callable[[ServiceNode, float], float]:
     def score(node: ServiceNode, now: float) -> float:
         return loads[node.id].cost(now) / node.weight
 
@@ -105,7 +103,7 @@ def _two_choices(
     nodes: tuple[ServiceNode, ...], loads: Mapping[str, NodeLoad], clock: Callable[[], float], rng: random.Random
 ) -> Picker:
     """The cheaper of two distinct random nodes (ties: the first drawn)."""
-    score = _scorer(loads, clock)
+    score = _scorer(loads)
     n = len(nodes)
     draw = rng.random
 
@@ -125,7 +123,7 @@ def _cheapest(
     nodes: tuple[ServiceNode, ...], loads: Mapping[str, NodeLoad], clock: Callable[[], float], rng: random.Random
 ) -> Picker:
     """The cheapest node of all, scanned from a random start so that ties spread."""
-    score = _scorer(loads, clock)
+    score = _scorer(loads)
     n = len(nodes)
     draw = rng.random
 
@@ -228,7 +226,7 @@ def build_orderer(
             return (first, *rng.sample(others, len(others)))
 
         return shuffled
-    score = _scorer(loads, clock)
+    score = _scorer(loads)
 
     def cheapest_first(first: ServiceNode) -> tuple[ServiceNode, ...]:
         now = clock()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from .._sqlite_file import identity, open_wal
 from ..exceptions import ConfigError
 from .store import (
     NodeReport,
@@ -108,20 +109,13 @@ class SQLiteStore:
             ) from None
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)  # a file created anew (deleted under us) gets its tables
+        db = open_wal(self.path, _SCHEMA, timeout=self._timeout)
         if self._file is None:
             self._file = self._identity()
         return db
 
     def _identity(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
+        return identity(self.path)
 
     def _db(self) -> sqlite3.Connection:
         pid, generation = os.getpid(), self._generation

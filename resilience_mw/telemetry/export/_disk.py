@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 from ... import _fork
 from ... import _validate as v
+from ..._sqlite_file import identity, open_wal
 from .queue import Batch, ExportQueue, MemoryQueue
 
 __all__ = ["DiskQueue"]
@@ -176,14 +177,7 @@ class DiskQueue(ExportQueue):
                 with contextlib.suppress(sqlite3.Error):
                     held[1].close()
             self._local.db = None
-            db = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None, check_same_thread=False)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except sqlite3.Error:
-                db.close()
-                raise
+            db = open_wal(self.path, _SCHEMA, timeout=self._busy)
             if self._file is None:
                 self._file = self._identity()
             held = self._local.db = (pid, db, generation)
@@ -191,11 +185,7 @@ class DiskQueue(ExportQueue):
         return conn
 
     def _identity(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
+        return identity(self.path)
 
     def _check_file(self) -> None:
         """Reopen on the file now at the path if it was deleted or replaced."""

@@ -41,9 +41,7 @@ Level2, spans of a feature that is off): counted as ``shed``.
 from __future__ import annotations
 
 import atexit
-import email.utils
 import logging
-import math
 import random
 import threading
 import time
@@ -55,10 +53,10 @@ from ... import _fork, signals
 from ... import _validate as v
 from ...degradation.manager import AutoDegradationManager
 from ...exceptions import ConfigError
-from ...model import DegradationLevel
+from ...model import DegradationLevel, retry_after_seconds
 from .queue import SIGNALS, Batch, ExportQueue, MemoryQueue
 
-__all__ = ["RETRYABLE", "OTLPExport", "partial_rejection", "retry_after"]
+__all__ = ["RETRYABLE", "OTLPExport", "partial_rejection"]
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +87,6 @@ class Session(Protocol):
     """What the export needs of a ``requests.Session``."""
 
     def post(self, url: str, *, data: bytes, headers: Mapping[str, str], timeout: Any) -> Any: ...
-
-
-def retry_after(value: str | None, cap: float) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), at most ``cap``."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, OverflowError, IndexError):
-            return None
-    if math.isnan(seconds):
-        return None
-    return min(max(0.0, seconds), cap)
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
@@ -468,7 +450,7 @@ class OTLPExport:
                 rejected, message = partial_rejection(resp.content or b"")
                 return "sent", None, min(rejected, items), message
             if status in RETRYABLE:
-                return "retry", retry_after(resp.headers.get("Retry-After"), self.max_retry_after), 0, f"status {status}"
+                return "retry", retry_after_seconds(resp.headers.get("Retry-After"), self.max_retry_after), 0, f"status {status}"
             return "rejected", None, 0, f"status {status}: {(resp.text or '')[:200]}"
         finally:
             close = getattr(resp, "close", None)

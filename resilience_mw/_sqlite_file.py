@@ -1,0 +1,40 @@
+"""A SQLite file shared by the processes of a host: how it is opened and how a file
+deleted or replaced under them is told from the one they opened.
+
+Used by the state store (:mod:`resilience_mw.fleet`) and the telemetry disk queue
+(:mod:`resilience_mw.telemetry.export`): WAL, so readers never wait for the writer;
+``synchronous=NORMAL``, durable across a process crash (not a power cut) at a fraction
+of the cost; autocommit, so each caller says where its transactions are.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+__all__ = ["identity", "open_wal"]
+
+
+def open_wal(path: str, schema: str, *, timeout: float) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode with ``schema`` applied (a file created anew,
+    deleted under its users, gets its tables); ``timeout``: seconds to wait on a lock.
+    Closed again if setting it up fails."""
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema)
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """The file at ``path`` (device and inode), ``None`` if there is none: a different
+    value means the file was deleted or replaced since."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
