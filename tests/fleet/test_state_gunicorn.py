@@ -32,12 +32,16 @@ pytestmark = pytest.mark.slow
 
 
 class Gunicorn:
-    def __init__(self, env: dict[str, str], workers: int = WORKERS, args: tuple[str, ...] = ()) -> None:
+    """``app`` under a real gunicorn, once each of its ``workers`` answered ``/whoami``
+    (a JSON object with its ``pid``)."""
+
+    def __init__(self, env: dict[str, str], workers: int = WORKERS, args: tuple[str, ...] = (),
+                 app: str = "tests.apps.state_app:create_app()") -> None:
         self.port = free_port()
         self.workers = workers
         self.proc = subprocess.Popen(
             [str(GUNICORN), "-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "3", *args,
-             "tests.apps.state_app:create_app()"],
+             app],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

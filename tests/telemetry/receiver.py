@@ -3,6 +3,8 @@ is posted, and answers as told (``ok``, a status with ``Retry-After``, a partial
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,10 +21,20 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.owner.lock:
+            self.server.owner.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.owner.lock:
+            self.server.owner.connections.discard(self.connection)
+        super().finish()
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         owner = self.server.owner
-        status, headers, answer = owner.answer(self.path, body)
+        status, headers, answer = owner.answer(self.path, body, dict(self.headers.items()))
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -52,11 +64,16 @@ class Receiver:
         self.lock = threading.Lock()
         #: (path, body, monotonic time) of every post received
         self.posts: list[tuple[str, bytes, float]] = []
+        #: the request headers of each post, in the same order
+        self.headers: list[dict[str, str]] = []
         self._server: _Server | None = None
+        #: open client connections (a stopped receiver closes them: it is down)
+        self.connections: set[socket.socket] = set()
 
-    def answer(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def answer(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
             self.posts.append((path, body, time.monotonic()))
+            self.headers.append(headers or {})
             if self.mode == "status" and self.times > 0:
                 self.times -= 1
                 return self.status, ({"Retry-After": self.retry_after} if self.retry_after else {}), b""
@@ -84,6 +101,11 @@ class Receiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self.lock:  # (kept-alive connections would go on being served)
+            for conn in self.connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self.connections.clear()
 
     def span_names(self) -> list[str]:
         names = []
@@ -94,6 +116,21 @@ class Receiver:
             req.ParseFromString(body)
             names.extend(s.name for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
         return names
+
+    def spans(self) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+        """(span id in hex, its resource's attributes, the headers of the post that
+        carried it) of every span received, in order."""
+        out = []
+        for (path, body, _), headers in zip(list(self.posts), list(self.headers), strict=False):
+            if path != "/v1/traces":
+                continue
+            req = trace_service_pb2.ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            for rs in req.resource_spans:
+                resource = {a.key: getattr(a.value, a.value.WhichOneof("value") or "string_value")
+                            for a in rs.resource.attributes}
+                out.extend((s.span_id.hex(), resource, headers) for ss in rs.scope_spans for s in ss.spans)
+        return out
 
     def log_bodies(self) -> list[str]:
         out = []

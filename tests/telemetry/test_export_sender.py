@@ -111,6 +111,8 @@ def test_a_merged_post_refused_for_good_is_tried_batch_by_batch(receivers: tuple
     emit(exporter, ["x", "y", "z"])
     assert wait_for(lambda: export.backing_off, 5)
     a.mode, a.status, a.times = "status", 400, 1  # the merged post is refused, then each is taken
+    # (one merged post, however slow the machine: the three were queued before the sender
+    # backed off, and each take after a back-off has them all)
     a.start()
     assert export.force_flush(10)
     assert [len(set(a.span_names())), len(a.posts)] == [3, 4]

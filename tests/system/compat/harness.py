@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -76,6 +77,10 @@ FLASK = Suite(
     pytest_args=("-p", "no:cacheprovider", "-o", "addopts="),
 )
 
+#: the OpenTelemetry SDK's tests (tests/system/compat/test_otlp_sdk_contract.py imports
+#: some of them and runs them here, with the durable exporters in place of theirs)
+OTEL_SDK = Suite(dist="opentelemetry-sdk", test_deps=())
+
 SUITES = {"requests": REQUESTS, "otlp-http": OTLP_HTTP, "flask": FLASK}
 
 
@@ -116,8 +121,10 @@ def sources(suite: Suite) -> Path:
     if not (target / ".ok").exists():
         download = VENV / "sdists"
         download.mkdir(parents=True, exist_ok=True)
+        # (pip of this interpreter when it has one: a suite run here needs no compat venv)
+        python = Path(sys.executable) if importlib.util.find_spec("pip") else venv()
         _run(
-            venv(), "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+            python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
             "-d", download, f"{suite.dist}=={version}",
         )
         archive = next(p for p in download.iterdir() if p.name.lower().replace("_", "-").startswith(f"{suite.dist}-{version}"))
