@@ -8,7 +8,7 @@ for the cluster). Node ``n0`` is the sick one, and the first declared (so ties i
 
 - ``all_healthy``;
 - ``slow10x``: n0 serves in 50 ms (without ``--quick`` for at least 30 s, with the
-  reference, LeastLoaded and RoundRobin only: outlier detection compares every 10 s);
+  reference, LeastLoaded and RoundRobin only: outlier detection compares every 5 s);
 - ``half_capacity``: n0 serves in 10 ms (half its capacity; with one slot per node, halving
   the slots is not possible, so the service time doubles);
 - ``fast500``: every 5th request n0 gets is answered ``500`` at once, without a slot (20 %
@@ -109,7 +109,7 @@ SCENARIOS = ["all_healthy", "slow10x", "half_capacity", "fast500", "stall", "ram
 #: the clients ``sick_removed`` runs (it only serves as the comparison for slow10x)
 REMOVED_CLIENTS = ["LeastLoaded", "reference"]
 #: slow10x and sick_removed run this long (without --quick): outlier detection compares
-#: every 10 s (the library's default), and the goal is the p99 of the whole run, the first
+#: every 5 s (the library's default), and the goal is the p99 of the whole run, the first
 #: interval's traffic to the sick node included
 SLOW_MIN_S = 30.0
 #: the clients slow10x runs at that length (the goals need LeastLoaded and the
