@@ -55,7 +55,7 @@ def step_failover(cluster: Cluster, http: requests.Session, c: Checks) -> None:
     print("Test 1: failover", flush=True)
     manager = FailoverManager(cluster.service_nodes, FailoverStrategy.Priority)
     cluster["primary"].control("error")  # the primary now answers 500
-    for _ in range(3):
+    for _ in range(manager.config.failure_threshold):  # 5 (the design's 3: see docs/guide/origin.rst)
         manager.mark_failure("primary")
     node = manager.get_available_node()
     c.check(
