@@ -9,10 +9,13 @@ of the cost; autocommit, so each caller says where its transactions are.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
+from collections.abc import Callable
 
-__all__ = ["identity", "open_wal"]
+__all__ = ["identity", "open_wal", "thread_connection"]
 
 
 def open_wal(path: str, schema: str, *, timeout: float) -> sqlite3.Connection:
@@ -38,3 +41,22 @@ def identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def thread_connection(
+    local: threading.local, generation: int, connect: Callable[[], sqlite3.Connection]
+) -> sqlite3.Connection:
+    """The calling thread's connection (kept in ``local``) for the file's current
+    ``generation``, made with ``connect`` when there is none for this process and
+    generation: a forked child must not share its parent's handle, and a file replaced
+    under us (a new generation) needs a new one. The handle it replaces is closed."""
+    pid = os.getpid()
+    held = getattr(local, "db", None)
+    if held is None or held[0] != pid or held[2] != generation:
+        if held is not None and held[0] == pid:
+            with contextlib.suppress(sqlite3.Error):
+                held[1].close()
+        local.db = None
+        held = local.db = (pid, connect(), generation)
+    db: sqlite3.Connection = held[1]
+    return db

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .._sqlite_file import identity, open_wal
+from .._sqlite_file import identity, open_wal, thread_connection
 from ..exceptions import ConfigError
 from .store import (
     NodeReport,
@@ -118,16 +117,7 @@ class SQLiteStore:
         return identity(self.path)
 
     def _db(self) -> sqlite3.Connection:
-        pid, generation = os.getpid(), self._generation
-        held = getattr(self._local, "db", None)
-        # a forked child must not share the parent's handle; a replaced file needs a new one
-        if held is None or held[0] != pid or held[2] != generation:
-            if held is not None and held[0] == pid:
-                with contextlib.suppress(sqlite3.Error):
-                    held[1].close()
-            held = self._local.db = (pid, self._connect(), generation)
-        db: sqlite3.Connection = held[1]
-        return db
+        return thread_connection(self._local, self._generation, self._connect)
 
     def check(self) -> bool:
         """Reopen on the file now at the path if it is not the one opened (deleted,

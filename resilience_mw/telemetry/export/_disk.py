@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 from ... import _fork
 from ... import _validate as v
-from ..._sqlite_file import identity, open_wal
+from ..._sqlite_file import identity, open_wal, thread_connection
 from .queue import Batch, ExportQueue, MemoryQueue
 
 __all__ = ["DiskQueue"]
@@ -170,19 +170,13 @@ class DiskQueue(ExportQueue):
         return f"{os.getpid()}.{self._token}"
 
     def _db(self) -> sqlite3.Connection:
-        pid, generation = os.getpid(), self._generation
-        held = getattr(self._local, "db", None)
-        if held is None or held[0] != pid or held[2] != generation:
-            if held is not None and held[0] == pid:
-                with contextlib.suppress(sqlite3.Error):
-                    held[1].close()
-            self._local.db = None
-            db = open_wal(self.path, _SCHEMA, timeout=self._busy)
-            if self._file is None:
-                self._file = self._identity()
-            held = self._local.db = (pid, db, generation)
-        conn: sqlite3.Connection = held[1]
-        return conn
+        return thread_connection(self._local, self._generation, self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = open_wal(self.path, _SCHEMA, timeout=self._busy)
+        if self._file is None:
+            self._file = self._identity()
+        return db
 
     def _identity(self) -> tuple[int, int] | None:
         return identity(self.path)

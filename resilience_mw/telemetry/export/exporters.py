@@ -63,15 +63,31 @@ def _queue(export: OTLPExport, signal: str, encode: Any, items: int) -> bool:
     return export.put(signal, body, items)
 
 
-class DurableSpanExporter(SpanExporter):
-    """A ``SpanExporter`` that queues OTLP batches in ``export``; see the module docstring."""
+class _Attached:
+    """What the three exporters share: they hold the export open from construction to
+    their (idempotent) shutdown, and flush through it."""
 
-    def __init__(self, export: OTLPExport) -> None:
+    def _attach(self, export: OTLPExport) -> None:
         if not isinstance(export, OTLPExport):
             raise TypeError(f"export must be an OTLPExport, not {type(export).__name__}")
         self.export_to = export
         export.attach()
         self._shut = False
+
+    def _detach(self, timeout: float = 5.0) -> None:
+        if not self._shut:
+            self._shut = True
+            self.export_to.detach(timeout)
+
+    def force_flush(self, timeout_millis: float = 30000) -> bool:
+        return self.export_to.force_flush(timeout_millis / 1000)
+
+
+class DurableSpanExporter(_Attached, SpanExporter):
+    """A ``SpanExporter`` that queues OTLP batches in ``export``; see the module docstring."""
+
+    def __init__(self, export: OTLPExport) -> None:
+        self._attach(export)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shut:
@@ -88,23 +104,14 @@ class DurableSpanExporter(SpanExporter):
         return self.export_to.feature_on(Feature.__members__.get(feature, feature))
 
     def shutdown(self) -> None:
-        if not self._shut:
-            self._shut = True
-            self.export_to.detach()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.export_to.force_flush(timeout_millis / 1000)
+        self._detach()
 
 
-class DurableLogExporter(_LogExporter):
+class DurableLogExporter(_Attached, _LogExporter):
     """A log record exporter that queues OTLP batches in ``export``; see the module docstring."""
 
     def __init__(self, export: OTLPExport) -> None:
-        if not isinstance(export, OTLPExport):
-            raise TypeError(f"export must be an OTLPExport, not {type(export).__name__}")
-        self.export_to = export
-        export.attach()
-        self._shut = False
+        self._attach(export)
 
     def export(self, batch: Sequence[Any]) -> Any:
         if self._shut:
@@ -117,12 +124,7 @@ class DurableLogExporter(_LogExporter):
         return _LogResult.SUCCESS if ok else _LogResult.FAILURE
 
     def shutdown(self) -> None:
-        if not self._shut:
-            self._shut = True
-            self.export_to.detach()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.export_to.force_flush(timeout_millis / 1000)
+        self._detach()
 
 
 def _severity(record: Any) -> int:
@@ -130,18 +132,18 @@ def _severity(record: Any) -> int:
     return int(getattr(number, "value", _INFO)) if number is not None else _INFO
 
 
-class DurableMetricExporter(MetricExporter):
+class DurableMetricExporter(_Attached, MetricExporter):
     """A ``MetricExporter`` that queues OTLP batches in ``export``; see the module docstring.
     ``preferred_temporality`` and ``preferred_aggregation`` are the SDK's."""
 
     def __init__(self, export: OTLPExport, preferred_temporality: dict[type, Any] | None = None,
                  preferred_aggregation: dict[type, Any] | None = None) -> None:
-        if not isinstance(export, OTLPExport):
+        if not isinstance(export, OTLPExport):  # (before the SDK's own set-up)
             raise TypeError(f"export must be an OTLPExport, not {type(export).__name__}")
-        super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
-        self.export_to = export
-        export.attach()
-        self._shut = False
+        MetricExporter.__init__(
+            self, preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation
+        )
+        self._attach(export)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self._shut:
@@ -156,9 +158,7 @@ class DurableMetricExporter(MetricExporter):
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if not self._shut:
-            self._shut = True
-            self.export_to.detach(timeout_millis / 1000)
+        self._detach(timeout_millis / 1000)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.export_to.force_flush(timeout_millis / 1000)
+        return super().force_flush(timeout_millis)
