@@ -22,6 +22,7 @@ from resilience_mw import (
     signals,
 )
 from resilience_mw.adapter import ResponseTooLarge
+from resilience_mw.failover.budget import RetryBudget
 from resilience_mw.wsgi import ResilienceMiddleware
 from tests.nodes import NodeServer
 
@@ -156,6 +157,8 @@ def hedging_session(node_factory: Any, **kw: Any) -> tuple[requests.Session, Fai
     primary.requests.clear()
     backup.requests.clear()
     adapter.hedges_sent = 0  # (the warm-up's own slowest calls may have been hedged)
+    assert adapter.hedging is not None  # and on a busy machine they may have spent the hedge budget:
+    adapter.hedging.budget = RetryBudget(0.2, 1.0, 10.0)  # the test's hedges start from a fresh one
     return session, adapter, primary, backup
 
 
