@@ -189,7 +189,7 @@ class _Call:
     cert: Any
     proxies: Mapping[str, str] | None
     #: the nodes to try (``None``: the strategy's order)
-    order: tuple[ServiceNode, ...] | None = None
+    order: CallOrder | tuple[ServiceNode, ...] | None = None
     #: whether its first attempt counts in the retry budget (a hedge is counted as an
     #: extra attempt instead)
     budgeted: bool = True
@@ -377,11 +377,16 @@ class FailoverAdapter(HTTPAdapter):
         self.hedges_sent = 0
         self._hedgers: concurrent.futures.ThreadPoolExecutor | None = None
         self._hedgers_lock = threading.Lock()
+        # the hedgeable calls under way (their primaries), by id()
+        self._racing: dict[int, _Call] = {}
+        self._racing_lock = threading.Lock()
 
     def _after_fork_in_child(self) -> None:
         # The parent's hedging threads do not exist here; its lock may have been held.
         self._hedgers = None
         self._hedgers_lock = threading.Lock()
+        self._racing = {}
+        self._racing_lock = threading.Lock()
         # The parent's pooled sockets are the parent's: the child starts with none.
         self.proxy_manager = {}
         pools, size, block = (getattr(self, a) for a in ("_pool_connections", "_pool_maxsize", "_pool_block"))
@@ -452,25 +457,31 @@ class FailoverAdapter(HTTPAdapter):
         hedging = self.hedging
         assert hedging is not None
         race = call.race = Race(delay)
+        call.order = self.manager.call_order(pass_over=delay)  # (None: nothing available, as below)
         context = contextvars.copy_context()  # the hedge runs in the caller's context
         handle = _http.call_at(time.monotonic() + delay, lambda: self._launch_hedge(race, call, context))
         answer: Response | None = None
         error: Exception | None = None
+        with self._racing_lock:
+            self._racing[id(call)] = call
         try:
             try:
                 answer = self._call(call)
             except LostRace:
-                pass
+                if call.node is not None:  # (always: a race starts once a node is tried)
+                    self.manager.lost_race(call.node.id, time.perf_counter() - call.started)
             except Exception as exc:
                 error = exc
             finally:
                 _http.cancel(handle)
+                with self._racing_lock:
+                    del self._racing[id(call)]
         except BaseException:
             race.abandon()  # an interrupt, not an outcome
             raise
         good = answer is not None and _good(answer)
-        if good or race.lost:
-            hedging.observe(time.perf_counter() - call.started)  # (when lost, at least this long)
+        if good:  # (a primary cut by its hedge's answer is no latency: only "longer than the delay")
+            hedging.observe(time.perf_counter() - call.started)
         winner = race.primary_finished(answer, good, wait=_read_timeout(call.timeout))
         if winner is not None:
             assert isinstance(winner, Response)
@@ -489,6 +500,7 @@ class FailoverAdapter(HTTPAdapter):
             return
         if (
             (self.degradation is not None and self.degradation.level >= DegradationLevel.Level1)
+            or hedging.widespread(self._late_nodes(), len(self.manager.nodes))
             or not hedging.try_hedge()
             or (self.budget is not None and not self.budget.try_spend())
         ):
@@ -496,9 +508,18 @@ class FailoverAdapter(HTTPAdapter):
             return
         self._hedger_threads().submit(context.run, self._run_hedge, race, call)
 
+    def _late_nodes(self) -> int:
+        """On how many nodes a hedgeable call is waiting past its hedge delay now."""
+        now = time.perf_counter()
+        with self._racing_lock:
+            calls = list(self._racing.values())
+        return len(
+            {c.node.id for c in calls if c.node is not None and c.race is not None and now - c.started >= c.race.delay}
+        )
+
     def _run_hedge(self, race: Race, call: _Call) -> None:
         busy = call.node
-        backup = self._hedge_node(busy)
+        backup = self._hedge_node(busy, race.delay)
         answer: Response | None = None
         try:
             if backup is None or busy is None:
@@ -507,8 +528,11 @@ class FailoverAdapter(HTTPAdapter):
                 self.hedges_sent += 1
             signals.send(signals.hedge_sent, self.manager, node=busy, to_node=backup, delay=race.delay)
             hedge = dataclasses.replace(call, order=(backup,), budgeted=False, node=None, hedge=True)
+            started = time.perf_counter()
             try:
                 answer = self._call(hedge)
+                if _good(answer) and self.hedging is not None:
+                    self.hedging.observe(time.perf_counter() - started)
             except LostRace:
                 pass  # the primary answered first
             except Exception as exc:  # the primary's outcome stands; the loop logged this one
@@ -516,9 +540,10 @@ class FailoverAdapter(HTTPAdapter):
         finally:
             race.backup_finished(answer, answer is not None and _good(answer))
 
-    def _hedge_node(self, busy: ServiceNode | None) -> ServiceNode | None:
-        """The node a hedge goes to: the strategy's pick, if not ``busy``, else the next."""
-        order = self.manager.call_order()
+    def _hedge_node(self, busy: ServiceNode | None, delay: float) -> ServiceNode | None:
+        """The node a hedge goes to: the strategy's pick (passing over a node stalling for
+        longer than ``delay``), if not ``busy``, else the next."""
+        order = self.manager.call_order(pass_over=delay)
         if order is None:
             return None
         if order.first is not busy:

@@ -1,21 +1,43 @@
 """When to send a hedged (backup) request, and whether one may be sent at all.
 
-Finagle's backup requests with its single knob: ``max_extra_load`` (say 0.05) both
-caps the hedges at that share of the calls and sets the delay after which one is sent:
-the ``1 - max_extra_load`` quantile of recent latencies (the 95th percentile for 5 %),
-so only the slowest calls are hedged. Hedging adds load, so :class:`HedgePolicy` also
-says when not to:
+Finagle's backup requests, with its single knob ``max_extra_load`` (say 0.05): hedges
+are at most that share of the calls, and a call is hedged once it has waited longer
+than most answers take. Two choices differ from Finagle's, both for the same case, a
+node that stalls (a GC pause, a full disk) and catches many calls at once:
 
-* while too few latencies are known (fewer than :data:`MIN_SAMPLES`);
-* while the upstream looks saturated: the median of the recent latencies is at least
-  :data:`SATURATION_FACTOR` times the lowest median seen (queueing, not a sick node,
+* **The delay is the** ``1 - max_extra_load / 2`` **quantile** (the 97.5th percentile
+  for 5 %), not the ``1 - max_extra_load`` one. At the full share the ordinary tail
+  spends the whole budget in steady state, and a stall, which sends a burst of calls
+  past the delay together, finds it empty. At half, the other half is there for bursts.
+* **Only answers count:** the latency of each attempt that brought a good answer, the
+  hedge's included. A primary cut because its hedge answered first is not counted: it
+  is known only to be longer than the delay, and counting it as the time it was cut
+  pushes the quantile up by a hedge's latency at each refresh while a stall lasts.
+
+Latencies are kept :data:`WINDOW` seconds (Finagle's 30 s) in a histogram of logarithmic
+bins (5 % wide) per :data:`SLOT` seconds, so that one second of stalled calls is a few
+percent of the window, not most of it; recording a latency is one increment. The delay
+is refreshed every :data:`REFRESH` seconds.
+
+Hedging adds load, so :class:`HedgePolicy` also says when not to:
+
+* while fewer than :data:`MIN_SAMPLES` latencies are known;
+* while the upstream looks saturated: the median of the newest :data:`RECENT_SLOTS`
+  slots (3 to 6 s; more if they hold fewer than :data:`MIN_SAMPLES` latencies) is at
+  least :data:`SATURATION_FACTOR` times the lowest such median seen. Seconds, not a
+  count of calls: a dip of a fraction of a second (calls stuck on a stalled node leave
+  the others idle) would otherwise set a baseline that ordinary load then looks
+  saturated against (queueing, not a sick node,
   slows every call; hedging near saturation made p99 6x worse in the issue's runs);
+* while calls wait past the delay on more than half of the nodes at once
+  (:meth:`HedgePolicy.widespread`): a hedge helps a call stuck on a node slower than
+  its peers, and when most nodes are slow together (a node fell out and the others
+  queue its share) the median has not moved yet, but hedges would be a storm of extra
+  load on the nodes that are left;
 * when its own budget (``max_extra_load`` of the calls over the last 10 s) is spent.
 
 The adapter also needs the method to be idempotent (or an ``Idempotency-Key``), the
-service below Level1, and the retry budget to have room: each hedge is an extra
-attempt. Latencies are kept in a ring of :data:`SAMPLES`; the quantile and the median
-are recomputed every :data:`RECOMPUTE_EVERY` samples, so a call costs a list write.
+service below Level1, and the retry budget to have room: each hedge is an extra attempt.
 
 :class:`Race` runs one hedged call: the primary in the caller's thread, the hedge in a
 hedge thread started by the deadline watchdog at the delay (no thread per call), the
@@ -25,7 +47,6 @@ loser closed.
 from __future__ import annotations
 
 import math
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -37,26 +58,77 @@ from .budget import RetryBudget
 __all__ = [
     "BASELINE_DECAY",
     "MIN_SAMPLES",
-    "RECOMPUTE_EVERY",
-    "SAMPLES",
+    "RECENT_SLOTS",
+    "REFRESH",
     "SATURATION_FACTOR",
+    "SLOT",
+    "WINDOW",
     "Answer",
     "HedgePolicy",
     "LostRace",
     "Race",
 ]
 
-#: latencies kept
-SAMPLES = 512
-#: latencies needed before the first hedge
+#: seconds of latencies the delay is taken from (Finagle's window)
+WINDOW = 30.0
+#: seconds per slot of the window (a slot is a histogram; the oldest is dropped whole)
+SLOT = 3.0
+#: the newest slots the saturation median is taken from
+RECENT_SLOTS = 2
+#: seconds between refreshes of the delay and the median
+REFRESH = 1.0
+#: latencies needed in the window before the first hedge
 MIN_SAMPLES = 50
-#: the quantile and median are recomputed after this many new latencies
-RECOMPUTE_EVERY = 32
 #: the recent median over the lowest median seen that means "saturated"
 SATURATION_FACTOR = 2.0
 #: seconds over which the lowest median seen follows a median that stays higher, so
 #: that a lasting change of the upstream's normal speed is learnt in minutes
 BASELINE_DECAY = 300.0
+
+# histogram bins: bin i holds latencies up to _LOWEST * _GROWTH ** i seconds (0.1 ms to
+# past 60 s in 5 % steps; longer ones fall in the last bin)
+_LOWEST = 1e-4
+_GROWTH = 1.05
+_BINS = 1 + math.ceil(math.log(60.0 / _LOWEST) / math.log(_GROWTH))
+_LOG_GROWTH = math.log(_GROWTH)
+
+
+def _bin(latency: float) -> int:
+    if latency <= _LOWEST:
+        return 0
+    return min(_BINS - 1, math.ceil(math.log(latency / _LOWEST) / _LOG_GROWTH))
+
+
+def _upper(index: int) -> float:
+    """The upper edge of bin ``index``, in seconds."""
+    return _LOWEST * _GROWTH**index
+
+
+def _quantile(counts: list[int], total: int, q: float) -> float:
+    """The upper edge of the bin holding the ``q`` quantile of ``counts`` (``total`` > 0)."""
+    rank = min(total, max(1, math.ceil(q * total)))
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            return _upper(index)
+    return _upper(_BINS - 1)
+
+
+def _merged(slots: list[_Slot]) -> tuple[list[int], int]:
+    """The histogram of ``slots`` together, and how many latencies it holds."""
+    return [sum(column) for column in zip(*(s.bins for s in slots), strict=True)], sum(s.count for s in slots)
+
+
+class _Slot:
+    """The latencies of one :data:`SLOT` of the window, as a histogram."""
+
+    __slots__ = ("bins", "count", "number")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.count = 0
+        self.bins = [0] * _BINS
 
 
 class HedgePolicy:
@@ -64,13 +136,14 @@ class HedgePolicy:
 
     def __init__(self, max_extra_load: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_extra_load = max_extra_load
+        #: the latency quantile a call is hedged after
+        self.quantile = 1.0 - max_extra_load / 2
         #: hedges allowed as a share of calls (``max_extra_load``) over 10 s
         self.budget = RetryBudget(max_extra_load, 0.0, 10.0, clock=clock)
         self._clock = clock
-        self._recomputed_at = clock()
-        self._ring: list[float] = []
-        self._next = 0
-        self._fresh = 0
+        self._slots = [_Slot(-1) for _ in range(round(WINDOW / SLOT))]
+        self._observed = 0
+        self._refreshed_at = self._baseline_at = clock()
         self._lock = threading.Lock()
         #: seconds after which a call still unanswered is hedged (``None``: not yet known)
         self.delay: float | None = None
@@ -79,32 +152,48 @@ class HedgePolicy:
         self.baseline: float | None = None
 
     def observe(self, latency: float) -> None:
-        """A call was answered in ``latency`` seconds."""
-        ring = self._ring
-        if len(ring) < SAMPLES:
-            ring.append(latency)
-        else:
-            ring[self._next] = latency
-            self._next = (self._next + 1) % SAMPLES
-        self._fresh += 1
-        if self._fresh >= RECOMPUTE_EVERY and len(ring) >= MIN_SAMPLES:
-            self._recompute()
+        """An attempt brought a good answer in ``latency`` seconds."""
+        now = self._clock()
+        number = int(now // SLOT)
+        index = number % len(self._slots)
+        slot = self._slots[index]
+        if slot.number != number:
+            slot = self._slots[index] = _Slot(number)
+        # no lock: a count lost to a race between threads moves no quantile
+        slot.count += 1
+        slot.bins[_bin(latency)] += 1
+        self._observed += 1
+        if now - self._refreshed_at >= REFRESH or (self.delay is None and self._observed >= MIN_SAMPLES):
+            self._refresh(now)
 
-    def _recompute(self) -> None:
+    def _refresh(self, now: float) -> None:
         if not self._lock.acquire(blocking=False):
             return  # another thread is at it
         try:
-            self._fresh = 0
-            ordered = sorted(self._ring)
-            n = len(ordered)
-            self.delay = ordered[min(n - 1, int(n * (1.0 - self.max_extra_load)))]
-            median = statistics.median(ordered)
+            self._refreshed_at = now
+            current = int(now // SLOT)
+            live = sorted(
+                (s for s in self._slots if current - len(self._slots) < s.number <= current),
+                key=lambda s: -s.number,
+            )  # newest first
+            bins, total = _merged(live)
+            if total < MIN_SAMPLES:
+                self.delay = None
+                return
+            self.delay = _quantile(bins, total, self.quantile)
+            # the median of the newest slots (and older ones until MIN_SAMPLES)
+            newest = RECENT_SLOTS
+            while sum(s.count for s in live[:newest]) < MIN_SAMPLES:
+                newest += 1
+            median = _quantile(*_merged(live[:newest]), 0.5)
             self.median = median
-            now = self._clock()
-            drift = 1.0 - math.exp(-max(0.0, now - self._recomputed_at) / BASELINE_DECAY)
-            self._recomputed_at = now
             base = self.baseline
-            self.baseline = median if base is None or median < base else base + (median - base) * drift
+            if base is None or median < base:
+                self.baseline = median
+            else:
+                drift = 1.0 - math.exp(-max(0.0, now - self._baseline_at) / BASELINE_DECAY)
+                self.baseline = base + (median - base) * drift
+            self._baseline_at = now
         finally:
             self._lock.release()
 
@@ -123,13 +212,22 @@ class HedgePolicy:
             return None
         return delay
 
+    @staticmethod
+    def widespread(late_nodes: int, nodes: int) -> bool:
+        """Whether calls wait past the delay on more than half of the ``nodes``
+        (``late_nodes`` of them) at once: the upstream as a whole is slow, a hedge would
+        only add load (see the module docstring)."""
+        return late_nodes > nodes // 2
+
     def try_hedge(self) -> bool:
         """Take one hedge from the budget; ``False`` when it is spent."""
         return self.budget.try_spend()
 
     def __repr__(self) -> str:
         delay = "unknown" if self.delay is None else f"{self.delay * 1000:.1f} ms"
-        return f"HedgePolicy(max_extra_load={self.max_extra_load:g}, delay={delay}, saturated={self.saturated})"
+        return (
+            f"HedgePolicy(max_extra_load={self.max_extra_load:g}, delay={delay}, saturated={self.saturated})"
+        )
 
 
 class Answer(Protocol):

@@ -87,10 +87,12 @@ class NodeLoad:
         "_fastest",
         "_latency_sum",
         "_lock",
+        "_passed_over_until",
         "_penalised_at",
         "_pending_sum",
         "_requests",
         "_stamp",
+        "_suspect",
         "inflight",
         "latency",
         "penalty",
@@ -103,6 +105,8 @@ class NodeLoad:
         #: requests sent and not yet answered, in this process
         self.inflight = 0
         self._pending_sum = 0.0
+        self._passed_over_until = 0.0
+        self._suspect = False
         #: the peak-sensitive average, seconds, as of :attr:`_stamp` (0: never measured)
         self.latency = 0.0
         self._stamp = 0.0
@@ -118,6 +122,8 @@ class NodeLoad:
         self._lock = threading.Lock()
         self.inflight = 0
         self._pending_sum = 0.0
+        self._passed_over_until = 0.0
+        self._suspect = False
 
     def begin(self, now: float) -> None:
         """A request to the node leaves at ``now``."""
@@ -155,6 +161,7 @@ class NodeLoad:
         with self._lock:
             self._requests += 1
             if ok:
+                self._suspect = False
                 self._latency_sum += sample
                 if self._fastest is None or sample < self._fastest:
                     self._fastest = sample
@@ -165,6 +172,32 @@ class NodeLoad:
                 self._penalised_at = now
             if sample > self.latency:
                 self._fold(now, sample)
+
+    def waited(self, now: float) -> float:
+        """How long the requests in flight have waited at ``now``, on average (0: none)."""
+        n = self.inflight
+        return now - self._pending_sum / n if n else 0.0
+
+    def lost_race(self, now: float, waited: float) -> None:
+        """A request to the node was cut at ``now`` after ``waited`` seconds because its
+        hedge to another node answered first: the wait is folded into the average as a
+        latency (at least that long), and the node counts as stalling (see
+        :meth:`stalling`) for as long again, then until it answers a request."""
+        with self._lock:
+            self._fold(now, waited)
+            self._passed_over_until = max(self._passed_over_until, now + waited)
+            self._suspect = True
+
+    def stalling(self, now: float, delay: float) -> bool:
+        """Whether the node looks stalled at ``now`` to a caller that hedges after
+        ``delay`` seconds: its requests in flight have waited longer on average; or one
+        lost a race and since then it has answered nothing, and either that was less
+        than as long ago as the request had waited, or a request to it is in flight.
+        During a long stall, one call at a time tries the node again, not every
+        caller's."""
+        if self._suspect and (now < self._passed_over_until or self.inflight > 0):
+            return True
+        return self.waited(now) > delay
 
     def cost(self, now: float) -> float:
         """The load-aware cost at ``now``: the decayed peak average, or the mean age of
@@ -177,8 +210,7 @@ class NodeLoad:
         elif n and penalised_at is None:
             return UNMEASURED_PENALTY + n
         if n:
-            age = now - self._pending_sum / n
-            latency = max(latency, age)
+            latency = max(latency, self.waited(now))
         if penalised_at is not None:
             latency = max(latency, self.penalty * math.exp(-max(0.0, now - penalised_at) / PENALTY_DECAY))
         return latency * (n + 1)

@@ -195,16 +195,31 @@ class NodePool:
             return self._best_first()
         return view.order(view.pick())
 
-    def call_order(self) -> CallOrder | None:
+    def call_order(self, *, pass_over: float | None = None) -> CallOrder | None:
         """:meth:`failover_order` for one call, the rest computed only if asked for;
-        ``None`` when nothing is available. What the failover loop uses."""
+        ``None`` when nothing is available. What the failover loop uses.
+
+        ``pass_over`` (seconds; the adapter's hedge delay): a picked node that looks
+        stalled to a call hedged after that long (:meth:`NodeLoad.stalling`) goes last,
+        behind the first node that does not, so that a call that would be hedged away
+        from it is not sent there first."""
         view = self._current_view()
         if view.pick is None:
             return None
         if view.panic:
             best = self._best_first()
             return CallOrder(best[0], None, best[1:])
-        return CallOrder(view.pick(), view.order)
+        order = CallOrder(view.pick(), view.order)
+        if pass_over is None:
+            return order
+        now = self._clock()
+        if not self.loads[order.first.id].stalling(now, pass_over):
+            return order
+        rest = order.rest()
+        for i, node in enumerate(rest):
+            if not self.loads[node.id].stalling(now, pass_over):
+                return CallOrder(node, None, (*rest[:i], *rest[i + 1 :], order.first))
+        return order  # every node waits that long: nothing better to go to
 
     def healthy_nodes(self) -> tuple[ServiceNode, ...]:
         """The nodes currently offered by health (not counting panic mode)."""
@@ -284,6 +299,11 @@ class NodePool:
         if sent.open:
             sent.open = False
             self.loads[sent.node.id].end(sent.started)
+
+    def lost_race(self, node_id: str, waited: float) -> None:
+        """A request to ``node_id`` was cut after ``waited`` seconds because its hedge
+        answered first (:meth:`NodeLoad.lost_race`): not a failure, a sign of a stall."""
+        self.loads[node_id].lost_race(self._clock(), waited)
 
     def mark_failure(self, node_id: str, *, sent: Sent | None = None) -> None:
         """Record a failed call to ``node_id`` (passive health). With ``sent``, a call
