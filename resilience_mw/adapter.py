@@ -409,7 +409,12 @@ class FailoverAdapter(HTTPAdapter):
             self._throttle(throttle, request, criticality)
         call = _Call(request, stream, timeout, verify, cert, proxies)
         hedging = self.hedging
-        delay = None if hedging is None or not self._may_hedge(request) else hedging.call()
+        delay = None
+        if hedging is not None and self._may_hedge(request):
+            delay = hedging.call()
+            if hedging.delay is not None:  # (known, even while hedging stands down)
+                # a call that would be hedged away from a stalling node does not start there
+                call.order = self.manager.call_order(pass_over=hedging.delay)  # (None: none available)
         started = time.perf_counter()
         accepted: bool | None = None  # None: not the upstream's answer (the throttle leaves it out)
         try:
@@ -421,9 +426,19 @@ class FailoverAdapter(HTTPAdapter):
         finally:
             if throttle is not None and accepted is not None:
                 throttle.finished(accepted, criticality)
-        if accepted and hedging is not None and delay is None:
-            hedging.observe(time.perf_counter() - started)
+        if hedging is not None:
+            self._note_wait(hedging, call, time.perf_counter() - started, observe=accepted and delay is None)
         return resp
+
+    def _note_wait(self, hedging: HedgePolicy, call: _Call, waited: float, *, observe: bool) -> None:
+        """A call answered after ``waited`` seconds: a latency for the hedge delay
+        (``observe``: not hedged), and a sign of a stall of its node if it was late
+        (:meth:`~resilience_mw.failover.hedge.HedgePolicy.late`)."""
+        if observe:
+            hedging.observe(waited)
+        node = call.node
+        if node is not None and hedging.late(waited, lost=call.race is not None and call.race.lost):
+            self.manager.late(node.id, waited)  # (not a failure: see NodeLoad.late)
 
     def _throttle(self, throttle: AdaptiveThrottle, request: PreparedRequest, criticality: Criticality | None) -> None:
         """Refuse the call here if the throttle says so (see :class:`UpstreamThrottled`)."""
@@ -457,7 +472,6 @@ class FailoverAdapter(HTTPAdapter):
         hedging = self.hedging
         assert hedging is not None
         race = call.race = Race(delay)
-        call.order = self.manager.call_order(pass_over=delay)  # (None: nothing available, as below)
         context = contextvars.copy_context()  # the hedge runs in the caller's context
         handle = _http.call_at(time.monotonic() + delay, lambda: self._launch_hedge(race, call, context))
         answer: Response | None = None
@@ -468,8 +482,7 @@ class FailoverAdapter(HTTPAdapter):
             try:
                 answer = self._call(call)
             except LostRace:
-                if call.node is not None:  # (always: a race starts once a node is tried)
-                    self.manager.lost_race(call.node.id, time.perf_counter() - call.started)
+                pass
             except Exception as exc:
                 error = exc
             finally:
@@ -522,7 +535,7 @@ class FailoverAdapter(HTTPAdapter):
         backup = self._hedge_node(busy, race.delay)
         answer: Response | None = None
         try:
-            if backup is None or busy is None:
+            if backup is None or busy is None or race.stopped(True):  # (the primary answered meanwhile)
                 return
             with self._hedgers_lock:
                 self.hedges_sent += 1

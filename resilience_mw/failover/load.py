@@ -30,11 +30,14 @@ import math
 import threading
 from dataclasses import dataclass
 
-__all__ = ["PENALTY_DECAY", "UNMEASURED_PENALTY", "NodeLoad", "Tally"]
+__all__ = ["PASS_OVER_MAX", "PENALTY_DECAY", "UNMEASURED_PENALTY", "NodeLoad", "Tally"]
 
 #: seconds over which a failure's penalty fades (1 s of penalty is worth 25 ms after
 #: about 7 s: the node is tried again then, and penalised again if it still fails)
 PENALTY_DECAY = 2.0
+
+#: the longest a stalling node is passed over before one call tries it again (seconds)
+PASS_OVER_MAX = 1.0
 
 #: the cost of a node with requests in flight and no latency sample yet (plus one per
 #: request in flight): above any measured node, so a new node is explored, not flooded
@@ -85,6 +88,7 @@ class NodeLoad:
         "_decay",
         "_failures",
         "_fastest",
+        "_late_in_a_row",
         "_latency_sum",
         "_lock",
         "_passed_over_until",
@@ -92,7 +96,6 @@ class NodeLoad:
         "_pending_sum",
         "_requests",
         "_stamp",
-        "_suspect",
         "inflight",
         "latency",
         "penalty",
@@ -106,7 +109,7 @@ class NodeLoad:
         self.inflight = 0
         self._pending_sum = 0.0
         self._passed_over_until = 0.0
-        self._suspect = False
+        self._late_in_a_row = 0  # in a row, since its last answer
         #: the peak-sensitive average, seconds, as of :attr:`_stamp` (0: never measured)
         self.latency = 0.0
         self._stamp = 0.0
@@ -123,7 +126,7 @@ class NodeLoad:
         self.inflight = 0
         self._pending_sum = 0.0
         self._passed_over_until = 0.0
-        self._suspect = False
+        self._late_in_a_row = 0
 
     def begin(self, now: float) -> None:
         """A request to the node leaves at ``now``."""
@@ -161,7 +164,7 @@ class NodeLoad:
         with self._lock:
             self._requests += 1
             if ok:
-                self._suspect = False
+                self._late_in_a_row = 0
                 self._latency_sum += sample
                 if self._fastest is None or sample < self._fastest:
                     self._fastest = sample
@@ -178,26 +181,30 @@ class NodeLoad:
         n = self.inflight
         return now - self._pending_sum / n if n else 0.0
 
-    def lost_race(self, now: float, waited: float) -> None:
-        """A request to the node was cut at ``now`` after ``waited`` seconds because its
-        hedge to another node answered first: the wait is folded into the average as a
-        latency (at least that long), and the node counts as stalling (see
-        :meth:`stalling`) for as long again, then until it answers a request."""
+    def late(self, now: float, waited: float) -> None:
+        """A request to the node waited ``waited`` seconds until ``now``, past the
+        caller's hedge delay: it was cut because its hedge to another node answered
+        first, or it answered that late. The wait is folded into the average as a
+        latency, and the node counts as stalling (see :meth:`stalling`)."""
         with self._lock:
             self._fold(now, waited)
-            self._passed_over_until = max(self._passed_over_until, now + waited)
-            self._suspect = True
+            self._late_in_a_row += 1
+            hold = min(PASS_OVER_MAX, waited * 2 ** min(self._late_in_a_row - 1, 30))
+            self._passed_over_until = max(self._passed_over_until, now + hold)
 
     def stalling(self, now: float, delay: float) -> bool:
         """Whether the node looks stalled at ``now`` to a caller that hedges after
-        ``delay`` seconds: its requests in flight have waited longer on average; or one
-        lost a race and since then it has answered nothing, and either that was less
-        than as long ago as the request had waited, or a request to it is in flight.
-        During a long stall, one call at a time tries the node again, not every
-        caller's."""
-        if self._suspect and (now < self._passed_over_until or self.inflight > 0):
-            return True
-        return self.waited(now) > delay
+        ``delay`` seconds: its requests in flight have waited longer on average; or a
+        request to it was late (:meth:`late`) and it has answered nothing since, and
+        either a request to it is in flight (the one call trying it again) or the
+        pass-over is not over: as long as that request had waited, doubled with each
+        late request in a row, at most :data:`PASS_OVER_MAX`. During a long stall a few calls try the node
+        again, one at a time, not every caller's."""
+        return self.suspected(now) or self.waited(now) > delay
+
+    def suspected(self, now: float) -> bool:
+        """The part of :meth:`stalling` that rests on a late request, not on waits alone."""
+        return self._late_in_a_row > 0 and (now < self._passed_over_until or self.inflight > 0)
 
     def cost(self, now: float) -> float:
         """The load-aware cost at ``now``: the decayed peak average, or the mean age of

@@ -202,7 +202,9 @@ class NodePool:
         ``pass_over`` (seconds; the adapter's hedge delay): a picked node that looks
         stalled to a call hedged after that long (:meth:`NodeLoad.stalling`) goes last,
         behind the first node that does not, so that a call that would be hedged away
-        from it is not sent there first."""
+        from it is not sent there first. When every node's requests wait that long (a
+        busy pool), one that was late (:meth:`NodeLoad.suspected`) still goes behind
+        one that was not."""
         view = self._current_view()
         if view.pick is None:
             return None
@@ -213,13 +215,16 @@ class NodePool:
         if pass_over is None:
             return order
         now = self._clock()
-        if not self.loads[order.first.id].stalling(now, pass_over):
+        loads, first = self.loads, order.first
+        if not loads[first.id].stalling(now, pass_over):
             return order
         rest = order.rest()
-        for i, node in enumerate(rest):
-            if not self.loads[node.id].stalling(now, pass_over):
-                return CallOrder(node, None, (*rest[:i], *rest[i + 1 :], order.first))
-        return order  # every node waits that long: nothing better to go to
+        better = next((n for n in rest if not loads[n.id].stalling(now, pass_over)), None)
+        if better is None and loads[first.id].suspected(now):
+            better = next((n for n in rest if not loads[n.id].suspected(now)), None)
+        if better is None:
+            return order  # nothing better to go to
+        return CallOrder(better, None, (*(n for n in rest if n is not better), first))
 
     def healthy_nodes(self) -> tuple[ServiceNode, ...]:
         """The nodes currently offered by health (not counting panic mode)."""
@@ -300,10 +305,10 @@ class NodePool:
             sent.open = False
             self.loads[sent.node.id].end(sent.started)
 
-    def lost_race(self, node_id: str, waited: float) -> None:
-        """A request to ``node_id`` was cut after ``waited`` seconds because its hedge
-        answered first (:meth:`NodeLoad.lost_race`): not a failure, a sign of a stall."""
-        self.loads[node_id].lost_race(self._clock(), waited)
+    def late(self, node_id: str, waited: float) -> None:
+        """A request to ``node_id`` waited ``waited`` seconds, past the caller's hedge
+        delay (:meth:`NodeLoad.late`): not a failure, a sign of a stall."""
+        self.loads[node_id].late(self._clock(), waited)
 
     def mark_failure(self, node_id: str, *, sent: Sent | None = None) -> None:
         """Record a failed call to ``node_id`` (passive health). With ``sent``, a call

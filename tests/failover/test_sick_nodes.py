@@ -23,6 +23,7 @@ from resilience_mw import (
 )
 from resilience_mw.adapter import ResponseTooLarge
 from resilience_mw.failover.budget import RetryBudget
+from resilience_mw.failover.load import PASS_OVER_MAX
 from resilience_mw.wsgi import ResilienceMiddleware
 from tests.nodes import NodeServer
 
@@ -141,8 +142,11 @@ def test_a_returning_node_ramps_up_from_a_tenth(node_factory: Any) -> None:
     assert len(mine) <= 0.10 * len(early), (len(mine), len(early))
 
 
-def hedging_session(node_factory: Any, **kw: Any) -> tuple[requests.Session, FailoverAdapter, NodeServer, NodeServer]:
+def hedging_session(
+    node_factory: Any, *, warm_service_time: float = 0.0, **kw: Any
+) -> tuple[requests.Session, FailoverAdapter, NodeServer, NodeServer]:
     primary, backup = node_factory("p"), node_factory("b")
+    primary.service_time = backup.service_time = warm_service_time
     adapter = FailoverAdapter(
         [ServiceNode("p", primary.url, priority=2), ServiceNode("b", backup.url, priority=1)],
         hedge_max_extra_load=0.2,
@@ -153,6 +157,10 @@ def hedging_session(node_factory: Any, **kw: Any) -> tuple[requests.Session, Fai
     session.mount(f"{BASE}/", adapter)
     for _ in range(80):  # latencies to take the hedge delay from
         session.get(f"{BASE}/warm", timeout=5)
+    hedgers = adapter._hedgers  # the warm-up's own hedges, if any, are over
+    if hedgers is not None:
+        adapter._hedgers = None
+        hedgers.shutdown(wait=True)
     primary.service_time = 0.5  # then the primary turns slow
     primary.requests.clear()
     backup.requests.clear()
@@ -174,6 +182,31 @@ def test_a_slow_get_is_hedged_and_the_first_answer_wins(node_factory: Any) -> No
     assert primary.hits("/x") == 1 and backup.hits("/x") == 1
 
 
+def test_callers_do_not_queue_into_a_stalled_node_one_after_another(node_factory: Any) -> None:
+    """Once a call to the stalled primary was late, calls go to the other node first:
+    the primary gets one request at a time to try it, not every caller's."""
+    # answers of 20 ms (a delay of about that, not the sub-millisecond of an idle loopback)
+    session, adapter, primary, _ = hedging_session(node_factory, warm_service_time=0.02)
+    assert adapter.hedging is not None
+    adapter.hedging.budget = RetryBudget(0.2, 3.0, 10.0)  # the first callers all go to the primary
+    answers: list[tuple[int, str]] = []
+
+    def caller() -> None:
+        for _ in range(6):
+            r = session.get(f"{BASE}/x", timeout=5)
+            answers.append((r.status_code, r.json()["node"]))
+
+    threads = [threading.Thread(target=caller) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(answers) == 36 and {status for status, _ in answers} == {200}
+    # each caller's first call (6), then a few, one at a time; without passing over it: all 36
+    assert primary.hits("/x") <= 24, primary.hits("/x")
+    assert sum(node == "b" for _, node in answers) >= 18
+
+
 def test_a_post_without_an_idempotency_key_is_never_hedged(node_factory: Any) -> None:
     session, adapter, primary, backup = hedging_session(node_factory)
     for i in range(5):
@@ -181,6 +214,7 @@ def test_a_post_without_an_idempotency_key_is_never_hedged(node_factory: Any) ->
         assert r.json()["node"] == "p"
     assert adapter.hedges_sent == 0
     assert (primary.hits("/pay"), backup.hits("/pay")) == (5, 0)  # each reached one node, once
+    time.sleep(PASS_OVER_MAX)  # (five slow answers: the primary is passed over for a while)
     r = session.post(f"{BASE}/pay", data="order 5", headers={"Idempotency-Key": "k5"}, timeout=5)
     assert r.json()["node"] == "b" and adapter.hedges_sent == 1  # safe to send twice: hedged
 
@@ -192,6 +226,7 @@ def test_no_hedge_from_level1(node_factory: Any) -> None:
     r = session.get(f"{BASE}/x", timeout=5)
     assert r.json()["node"] == "p" and adapter.hedges_sent == 0 and backup.hits("/x") == 0
     degradation.clear_override()
+    time.sleep(PASS_OVER_MAX)  # (its slow answer passed the primary over for a while)
     assert session.get(f"{BASE}/x", timeout=5).json()["node"] == "b" and adapter.hedges_sent == 1
 
 
