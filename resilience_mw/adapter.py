@@ -432,12 +432,13 @@ class FailoverAdapter(HTTPAdapter):
 
     def _note_wait(self, hedging: HedgePolicy, call: _Call, waited: float, *, observe: bool) -> None:
         """A call answered after ``waited`` seconds: a latency for the hedge delay
-        (``observe``: not hedged), and a sign of a stall of its node if it was late
-        (:meth:`~resilience_mw.failover.hedge.HedgePolicy.late`)."""
+        (``observe``: not hedged), and a sign of a stall of its node if its primary lost
+        the race (a copy sent a delay later, to another node, answered first). A late
+        answer alone is not one: on a busy node answers past the quantile are ordinary."""
         if observe:
             hedging.observe(waited)
         node = call.node
-        if node is not None and hedging.late(waited, lost=call.race is not None and call.race.lost):
+        if node is not None and call.race is not None and call.race.lost:
             self.manager.late(node.id, waited)  # (not a failure: see NodeLoad.late)
 
     def _throttle(self, throttle: AdaptiveThrottle, request: PreparedRequest, criticality: Criticality | None) -> None:

@@ -57,7 +57,6 @@ from .budget import RetryBudget
 
 __all__ = [
     "BASELINE_DECAY",
-    "LATE_FACTOR",
     "MIN_SAMPLES",
     "RECENT_SLOTS",
     "REFRESH",
@@ -80,8 +79,6 @@ RECENT_SLOTS = 2
 REFRESH = 1.0
 #: latencies needed in the window before the first hedge
 MIN_SAMPLES = 50
-#: an answer after this many times the delay was late (see HedgePolicy.late)
-LATE_FACTOR = 2.0
 #: the recent median over the lowest median seen that means "saturated"
 SATURATION_FACTOR = 2.0
 #: seconds over which the lowest median seen follows a median that stays higher, so
@@ -214,14 +211,6 @@ class HedgePolicy:
         if delay is None or self.saturated:
             return None
         return delay
-
-    def late(self, waited: float, *, lost: bool) -> bool:
-        """Whether a primary that waited ``waited`` seconds was late, a sign that its
-        node stalls: it ``lost`` its race (a copy sent a delay later, elsewhere, answered
-        first), or it answered after :data:`LATE_FACTOR` times the delay (a margin, so
-        that answers just past the quantile on a busy node do not count)."""
-        delay = self.delay
-        return lost or (delay is not None and waited > LATE_FACTOR * delay)
 
     @staticmethod
     def widespread(late_nodes: int, nodes: int) -> bool:

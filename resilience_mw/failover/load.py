@@ -109,7 +109,7 @@ class NodeLoad:
         self.inflight = 0
         self._pending_sum = 0.0
         self._passed_over_until = 0.0
-        self._late_in_a_row = 0  # in a row, since its last answer
+        self._late_in_a_row = 0  # races lost in a row, since its last answer
         #: the peak-sensitive average, seconds, as of :attr:`_stamp` (0: never measured)
         self.latency = 0.0
         self._stamp = 0.0
@@ -182,10 +182,10 @@ class NodeLoad:
         return now - self._pending_sum / n if n else 0.0
 
     def late(self, now: float, waited: float) -> None:
-        """A request to the node waited ``waited`` seconds until ``now``, past the
-        caller's hedge delay: it was cut because its hedge to another node answered
-        first, or it answered that late. The wait is folded into the average as a
-        latency, and the node counts as stalling (see :meth:`stalling`)."""
+        """A request to the node was cut at ``now`` after ``waited`` seconds because its
+        hedge to another node answered first. The wait is folded into the average as a
+        latency (at least that long), and the node counts as stalling (see
+        :meth:`stalling`)."""
         with self._lock:
             self._fold(now, waited)
             self._late_in_a_row += 1
@@ -195,15 +195,15 @@ class NodeLoad:
     def stalling(self, now: float, delay: float) -> bool:
         """Whether the node looks stalled at ``now`` to a caller that hedges after
         ``delay`` seconds: its requests in flight have waited longer on average; or a
-        request to it was late (:meth:`late`) and it has answered nothing since, and
-        either a request to it is in flight (the one call trying it again) or the
+        request to it lost its race (:meth:`late`) and it has answered nothing since,
+        and either a request to it is in flight (the one call trying it again) or the
         pass-over is not over: as long as that request had waited, doubled with each
-        late request in a row, at most :data:`PASS_OVER_MAX`. During a long stall a few calls try the node
-        again, one at a time, not every caller's."""
+        race lost in a row, at most :data:`PASS_OVER_MAX`. During a long stall a few
+        calls try the node again, one at a time, not every caller's."""
         return self.suspected(now) or self.waited(now) > delay
 
     def suspected(self, now: float) -> bool:
-        """The part of :meth:`stalling` that rests on a late request, not on waits alone."""
+        """The part of :meth:`stalling` that rests on a race lost, not on waits alone."""
         return self._late_in_a_row > 0 and (now < self._passed_over_until or self.inflight > 0)
 
     def cost(self, now: float) -> float:

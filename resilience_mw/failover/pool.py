@@ -306,8 +306,8 @@ class NodePool:
             self.loads[sent.node.id].end(sent.started)
 
     def late(self, node_id: str, waited: float) -> None:
-        """A request to ``node_id`` waited ``waited`` seconds, past the caller's hedge
-        delay (:meth:`NodeLoad.late`): not a failure, a sign of a stall."""
+        """A request to ``node_id`` was cut after ``waited`` seconds because its hedge
+        answered first (:meth:`NodeLoad.late`): not a failure, a sign of a stall."""
         self.loads[node_id].late(self._clock(), waited)
 
     def mark_failure(self, node_id: str, *, sent: Sent | None = None) -> None:
