@@ -183,11 +183,12 @@ class NodeLoad:
 
     def late(self, now: float, waited: float) -> None:
         """A request to the node was cut at ``now`` after ``waited`` seconds because its
-        hedge to another node answered first. The wait is folded into the average as a
-        latency (at least that long), and the node counts as stalling (see
-        :meth:`stalling`)."""
+        hedge to another node answered first: the node counts as stalling (see
+        :meth:`stalling`). The wait is not folded into the average: one race lost by a
+        node that is only busy would make :attr:`~FailoverStrategy.LeastLoaded` shun it
+        for seconds (its peak decays over ``latency_decay``), and the others, taking its
+        share, then lose races in turn."""
         with self._lock:
-            self._fold(now, waited)
             self._late_in_a_row += 1
             hold = min(PASS_OVER_MAX, waited * 2 ** min(self._late_in_a_row - 1, 30))
             self._passed_over_until = max(self._passed_over_until, now + hold)

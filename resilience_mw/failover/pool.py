@@ -218,6 +218,12 @@ class NodePool:
         loads, first = self.loads, order.first
         if not loads[first.id].stalling(now, pass_over):
             return order
+        # the strategy picks again (a load-aware one draws two more: the next best of
+        # the whole order would be every caller's, a herd)
+        for _ in range(len(view.healthy) - 1):
+            again = view.pick()
+            if again is not first and not loads[again.id].stalling(now, pass_over):
+                return CallOrder(again, view.order)
         rest = order.rest()
         better = next((n for n in rest if not loads[n.id].stalling(now, pass_over)), None)
         if better is None and loads[first.id].suspected(now):
