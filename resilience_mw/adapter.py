@@ -51,11 +51,14 @@ includes reading it.
 
 **Opt-in, for the tail and for failing upstreams.** ``hedge_max_extra_load=0.05``
 hedges idempotent calls (:mod:`~resilience_mw.failover.hedge`): a call still unanswered
-after the 95th percentile of recent latencies is sent to a second node as well, the
+after the 97.5th percentile of recent answers is sent to a second node as well, the
 first good answer is returned and the other closed; never a POST without an
 ``Idempotency-Key``, never from Level1 (with ``degradation=``), never while the upstream
-looks saturated. ``throttle=True`` refuses a share of the calls here, sending nothing,
-while the upstream accepts too few of them (:class:`~resilience_mw.failover.budget.AdaptiveThrottle`):
+looks saturated or calls are late on most nodes at once. A node whose call lost its race
+is passed over as a call's first try, one call at a time trying it again, until it
+answers (:meth:`~resilience_mw.failover.load.NodeLoad.stalling`). ``throttle=True``
+refuses a share of the calls here, sending nothing, while the upstream accepts too few
+of them (:class:`~resilience_mw.failover.budget.AdaptiveThrottle`):
 :class:`UpstreamThrottled` is raised at once; ``critical_plus`` calls are always sent. It is
 a ``requests.ConnectionError`` (nothing was sent): a caller that retries every
 ``ConnectionError`` at once undoes the throttle, so catch it first and back off or serve
@@ -439,7 +442,7 @@ class FailoverAdapter(HTTPAdapter):
             hedging.observe(waited)
         node = call.node
         if node is not None and call.race is not None and call.race.lost:
-            self.manager.late(node.id, waited)  # (not a failure: see NodeLoad.late)
+            self.manager.lost_race(node.id, waited)  # (not a failure: see NodeLoad.lost_race)
 
     def _throttle(self, throttle: AdaptiveThrottle, request: PreparedRequest, criticality: Criticality | None) -> None:
         """Refuse the call here if the throttle says so (see :class:`UpstreamThrottled`)."""

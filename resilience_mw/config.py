@@ -594,10 +594,10 @@ class AdapterConfig(_Validated):
     retry_budget_window: float = option(10.0, "seconds the retry budget looks back", v.seconds(minimum=1, maximum=3600))
     hedge_max_extra_load: float | None = option(
         None,
-        "hedging of idempotent calls (None: off): a call unanswered after the (1 - this) quantile of recent "
-        "latencies is sent to a second node too, the first answer wins; hedges are at most this share of "
-        "the calls and are extra attempts of the retry budget; none from Level1 or while the upstream "
-        "looks saturated",
+        "hedging of idempotent calls (None: off): a call unanswered after the (1 - this / 2) quantile of the "
+        "last 30 s of answers is sent to a second node too, the first answer wins; hedges are at most this "
+        "share of the calls and are extra attempts of the retry budget; none from Level1, while the upstream "
+        "looks saturated or while calls are late on most nodes at once",
         v.optional(v.number(gt=0, le=0.5)),
     )
     throttle: bool = option(

@@ -88,12 +88,12 @@ class NodeLoad:
         "_decay",
         "_failures",
         "_fastest",
-        "_late_in_a_row",
         "_latency_sum",
         "_lock",
         "_passed_over_until",
         "_penalised_at",
         "_pending_sum",
+        "_races_lost",
         "_requests",
         "_stamp",
         "inflight",
@@ -109,7 +109,7 @@ class NodeLoad:
         self.inflight = 0
         self._pending_sum = 0.0
         self._passed_over_until = 0.0
-        self._late_in_a_row = 0  # races lost in a row, since its last answer
+        self._races_lost = 0  # in a row, since its last answer
         #: the peak-sensitive average, seconds, as of :attr:`_stamp` (0: never measured)
         self.latency = 0.0
         self._stamp = 0.0
@@ -126,7 +126,7 @@ class NodeLoad:
         self.inflight = 0
         self._pending_sum = 0.0
         self._passed_over_until = 0.0
-        self._late_in_a_row = 0
+        self._races_lost = 0
 
     def begin(self, now: float) -> None:
         """A request to the node leaves at ``now``."""
@@ -164,7 +164,7 @@ class NodeLoad:
         with self._lock:
             self._requests += 1
             if ok:
-                self._late_in_a_row = 0
+                self._races_lost = 0
                 self._latency_sum += sample
                 if self._fastest is None or sample < self._fastest:
                     self._fastest = sample
@@ -181,7 +181,7 @@ class NodeLoad:
         n = self.inflight
         return now - self._pending_sum / n if n else 0.0
 
-    def late(self, now: float, waited: float) -> None:
+    def lost_race(self, now: float, waited: float) -> None:
         """A request to the node was cut at ``now`` after ``waited`` seconds because its
         hedge to another node answered first: the node counts as stalling (see
         :meth:`stalling`). The wait is not folded into the average: one race lost by a
@@ -189,14 +189,14 @@ class NodeLoad:
         for seconds (its peak decays over ``latency_decay``), and the others, taking its
         share, then lose races in turn."""
         with self._lock:
-            self._late_in_a_row += 1
-            hold = min(PASS_OVER_MAX, waited * 2 ** min(self._late_in_a_row - 1, 30))
+            self._races_lost += 1
+            hold = min(PASS_OVER_MAX, waited * 2 ** min(self._races_lost - 1, 30))
             self._passed_over_until = max(self._passed_over_until, now + hold)
 
     def stalling(self, now: float, delay: float) -> bool:
         """Whether the node looks stalled at ``now`` to a caller that hedges after
         ``delay`` seconds: its requests in flight have waited longer on average; or a
-        request to it lost its race (:meth:`late`) and it has answered nothing since,
+        request to it lost its race (:meth:`lost_race`) and it has answered nothing since,
         and either a request to it is in flight (the one call trying it again) or the
         pass-over is not over: as long as that request had waited, doubled with each
         race lost in a row, at most :data:`PASS_OVER_MAX`. During a long stall a few
@@ -205,7 +205,7 @@ class NodeLoad:
 
     def suspected(self, now: float) -> bool:
         """The part of :meth:`stalling` that rests on a race lost, not on waits alone."""
-        return self._late_in_a_row > 0 and (now < self._passed_over_until or self.inflight > 0)
+        return self._races_lost > 0 and (now < self._passed_over_until or self.inflight > 0)
 
     def cost(self, now: float) -> float:
         """The load-aware cost at ``now``: the decayed peak average, or the mean age of

@@ -203,8 +203,8 @@ class NodePool:
         stalled to a call hedged after that long (:meth:`NodeLoad.stalling`) goes last,
         behind the first node that does not, so that a call that would be hedged away
         from it is not sent there first. When every node's requests wait that long (a
-        busy pool), one that was late (:meth:`NodeLoad.suspected`) still goes behind
-        one that was not."""
+        busy pool), one that lost a race (:meth:`NodeLoad.suspected`) still goes behind
+        one that did not."""
         view = self._current_view()
         if view.pick is None:
             return None
@@ -311,10 +311,10 @@ class NodePool:
             sent.open = False
             self.loads[sent.node.id].end(sent.started)
 
-    def late(self, node_id: str, waited: float) -> None:
+    def lost_race(self, node_id: str, waited: float) -> None:
         """A request to ``node_id`` was cut after ``waited`` seconds because its hedge
-        answered first (:meth:`NodeLoad.late`): not a failure, a sign of a stall."""
-        self.loads[node_id].late(self._clock(), waited)
+        answered first (:meth:`NodeLoad.lost_race`): not a failure, a sign of a stall."""
+        self.loads[node_id].lost_race(self._clock(), waited)
 
     def mark_failure(self, node_id: str, *, sent: Sent | None = None) -> None:
         """Record a failed call to ``node_id`` (passive health). With ``sent``, a call

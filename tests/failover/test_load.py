@@ -85,7 +85,7 @@ def test_requests_in_flight_raise_the_cost_by_their_age() -> None:
     assert load.inflight == 0
 
 
-def test_a_node_whose_request_was_late_is_passed_over_until_it_answers() -> None:
+def test_a_node_whose_request_lost_a_race_is_passed_over_until_it_answers() -> None:
     delay = 0.020  # the caller hedges after 20 ms
     load = NodeLoad()
     load.record(0.0, 0.005, True)
@@ -94,17 +94,17 @@ def test_a_node_whose_request_was_late_is_passed_over_until_it_answers() -> None
     assert not load.stalling(0.010, delay)  # waiting, not yet past the delay
     assert load.stalling(0.030, delay)  # its request waits past the delay: a stall
     load.end(0.0)  # cut at 30 ms: the hedge answered first
-    load.late(0.030, 0.030)
+    load.lost_race(0.030, 0.030)
     assert load.latency == pytest.approx(0.005)  # not a latency: a busy node loses races too
     assert load.stalling(0.050, delay)  # for as long again as it had waited
     assert not load.stalling(0.061, delay)  # then one call may try it...
     load.begin(0.061)
     assert load.stalling(0.062, delay)  # ...and while that one waits, nobody else
     load.end(0.061)
-    load.late(0.091, 0.030)  # it lost its race too: passed over twice as long
+    load.lost_race(0.091, 0.030)  # it lost its race too: passed over twice as long
     assert load.stalling(0.150, delay) and not load.stalling(0.152, delay)
     for _ in range(10):
-        load.late(1.0, 0.030)
+        load.lost_race(1.0, 0.030)
     assert load.stalling(1.99, delay) and not load.stalling(2.01, delay)  # at most PASS_OVER_MAX
     load.record(2.02, 0.009, True)  # it answered: the stall is over
     load.begin(2.02)

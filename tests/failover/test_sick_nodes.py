@@ -206,6 +206,31 @@ def test_callers_do_not_queue_into_a_stalled_node_one_after_another(node_factory
     assert sum(node == "b" for _, node in answers) >= 18
 
 
+def test_no_hedge_storm_while_every_node_is_slow(node_factory: Any) -> None:
+    """Calls late on most nodes at once: the upstream as a whole is slow (a node fell out,
+    the others queue), and hedges would only add to its load."""
+    servers = [node_factory(f"n{i}") for i in range(3)]
+    adapter = FailoverAdapter(
+        [ServiceNode(s.name, s.url) for s in servers], "RoundRobin", hedge_max_extra_load=0.2, slow_start_window=0
+    )
+    session = requests.Session()
+    session.mount(f"{BASE}/", adapter)
+    for _ in range(80):
+        session.get(f"{BASE}/warm", timeout=5)
+    for s in servers:
+        s.service_time = 0.3  # every node slows down at once
+    assert adapter.hedging is not None
+    adapter.hedging.budget = RetryBudget(0.2, 3.0, 10.0)
+    adapter.hedges_sent = 0
+    threads = [threading.Thread(target=lambda: session.get(f"{BASE}/x", timeout=5)) for _ in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(s.hits("/x") for s in servers) <= 9 + 3, [s.hits("/x") for s in servers]
+    assert adapter.hedges_sent <= 3  # (the first calls may be hedged before the others are late)
+
+
 def test_a_post_without_an_idempotency_key_is_never_hedged(node_factory: Any) -> None:
     session, adapter, primary, backup = hedging_session(node_factory)
     for i in range(5):
