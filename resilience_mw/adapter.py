@@ -380,16 +380,13 @@ class FailoverAdapter(HTTPAdapter):
         self.hedges_sent = 0
         self._hedgers: concurrent.futures.ThreadPoolExecutor | None = None
         self._hedgers_lock = threading.Lock()
-        # the hedgeable calls under way (their primaries), by id()
-        self._racing: dict[int, _Call] = {}
-        self._racing_lock = threading.Lock()
 
     def _after_fork_in_child(self) -> None:
         # The parent's hedging threads do not exist here; its lock may have been held.
         self._hedgers = None
         self._hedgers_lock = threading.Lock()
-        self._racing = {}
-        self._racing_lock = threading.Lock()
+        if self.hedging is not None:
+            self.hedging.after_fork_in_child()
         # The parent's pooled sockets are the parent's: the child starts with none.
         self.proxy_manager = {}
         pools, size, block = (getattr(self, a) for a in ("_pool_connections", "_pool_maxsize", "_pool_block"))
@@ -415,9 +412,10 @@ class FailoverAdapter(HTTPAdapter):
         delay = None
         if hedging is not None and self._may_hedge(request):
             delay = hedging.call()
-            if hedging.delay is not None:  # (known, even while hedging stands down)
+            known = hedging.delay  # (known even while hedging stands down)
+            if known is not None:
                 # a call that would be hedged away from a stalling node does not start there
-                call.order = self.manager.call_order(pass_over=hedging.delay)  # (None: none available)
+                call.order = self.manager.call_order(pass_over=known)  # (None: none available)
         started = time.perf_counter()
         accepted: bool | None = None  # None: not the upstream's answer (the throttle leaves it out)
         try:
@@ -429,20 +427,9 @@ class FailoverAdapter(HTTPAdapter):
         finally:
             if throttle is not None and accepted is not None:
                 throttle.finished(accepted, criticality)
-        if hedging is not None:
-            self._note_wait(hedging, call, time.perf_counter() - started, observe=accepted and delay is None)
+        if accepted and hedging is not None and delay is None:
+            hedging.observe(time.perf_counter() - started)
         return resp
-
-    def _note_wait(self, hedging: HedgePolicy, call: _Call, waited: float, *, observe: bool) -> None:
-        """A call answered after ``waited`` seconds: a latency for the hedge delay
-        (``observe``: not hedged), and a sign of a stall of its node if its primary lost
-        the race (a copy sent a delay later, to another node, answered first). A late
-        answer alone is not one: on a busy node answers past the quantile are ordinary."""
-        if observe:
-            hedging.observe(waited)
-        node = call.node
-        if node is not None and call.race is not None and call.race.lost:
-            self.manager.lost_race(node.id, waited)  # (not a failure: see NodeLoad.lost_race)
 
     def _throttle(self, throttle: AdaptiveThrottle, request: PreparedRequest, criticality: Criticality | None) -> None:
         """Refuse the call here if the throttle says so (see :class:`UpstreamThrottled`)."""
@@ -480,8 +467,6 @@ class FailoverAdapter(HTTPAdapter):
         handle = _http.call_at(time.monotonic() + delay, lambda: self._launch_hedge(race, call, context))
         answer: Response | None = None
         error: Exception | None = None
-        with self._racing_lock:
-            self._racing[id(call)] = call
         try:
             try:
                 answer = self._call(call)
@@ -491,14 +476,15 @@ class FailoverAdapter(HTTPAdapter):
                 error = exc
             finally:
                 _http.cancel(handle)
-                with self._racing_lock:
-                    del self._racing[id(call)]
         except BaseException:
             race.abandon()  # an interrupt, not an outcome
             raise
         good = answer is not None and _good(answer)
         if good:  # (a primary cut by its hedge's answer is no latency: only "longer than the delay")
             hedging.observe(time.perf_counter() - call.started)
+        elif answer is None and error is None and race.lost and call.node is not None:
+            # cut because a copy sent a delay later, to another node, answered first
+            self.manager.lost_race(call.node.id, time.perf_counter() - call.started)  # (not a failure)
         winner = race.primary_finished(answer, good, wait=_read_timeout(call.timeout))
         if winner is not None:
             assert isinstance(winner, Response)
@@ -517,22 +503,13 @@ class FailoverAdapter(HTTPAdapter):
             return
         if (
             (self.degradation is not None and self.degradation.level >= DegradationLevel.Level1)
-            or hedging.widespread(self._late_nodes(), len(self.manager.nodes))
+            or hedging.widespread(*self.manager.waiting_past(race.delay))
             or not hedging.try_hedge()
             or (self.budget is not None and not self.budget.try_spend())
         ):
             race.backup_finished(None, False)
             return
         self._hedger_threads().submit(context.run, self._run_hedge, race, call)
-
-    def _late_nodes(self) -> int:
-        """On how many nodes a hedgeable call is waiting past its hedge delay now."""
-        now = time.perf_counter()
-        with self._racing_lock:
-            calls = list(self._racing.values())
-        return len(
-            {c.node.id for c in calls if c.node is not None and c.race is not None and now - c.started >= c.race.delay}
-        )
 
     def _run_hedge(self, race: Race, call: _Call) -> None:
         busy = call.node
@@ -626,9 +603,9 @@ class FailoverAdapter(HTTPAdapter):
         )
         race = call.race
         for step in loop:
-            call.node = step.node
             if race is not None and race.stopped(call.hedge):  # the other side answered first
-                raise LostRace
+                raise LostRace  # (before trying this node: call.node stays the one cut)
+            call.node = step.node
             if ends is not None and time.monotonic() >= ends:
                 exc = DeadlineExceeded(
                     f"{self._deadline_name(callers)} passed before trying {step.node.id}", request=request

@@ -29,8 +29,8 @@ Hedging adds load, so :class:`HedgePolicy` also says when not to:
   the others idle) would otherwise set a baseline that ordinary load then looks
   saturated against (queueing, not a sick node,
   slows every call; hedging near saturation made p99 6x worse in the issue's runs);
-* while calls wait past the delay on more than half of the nodes at once
-  (:meth:`HedgePolicy.widespread`): a hedge helps a call stuck on a node slower than
+* while requests wait past the delay, on average, on more than half of the nodes at
+  once (:meth:`HedgePolicy.widespread`): a hedge helps a call stuck on a node slower than
   its peers, and when most nodes are slow together (a node fell out and the others
   queue its share) the median has not moved yet, but hedges would be a storm of extra
   load on the nodes that are left;
@@ -117,17 +117,17 @@ def _quantile(counts: list[int], total: int, q: float) -> float:
 
 def _merged(slots: list[_Slot]) -> tuple[list[int], int]:
     """The histogram of ``slots`` together, and how many latencies it holds."""
-    return [sum(column) for column in zip(*(s.bins for s in slots), strict=True)], sum(s.count for s in slots)
+    bins = [sum(column) for column in zip(*(s.bins for s in slots), strict=True)]
+    return bins, sum(bins)
 
 
 class _Slot:
     """The latencies of one :data:`SLOT` of the window, as a histogram."""
 
-    __slots__ = ("bins", "count", "number")
+    __slots__ = ("bins", "number")
 
     def __init__(self, number: int) -> None:
         self.number = number
-        self.count = 0
         self.bins = [0] * _BINS
 
 
@@ -151,6 +151,10 @@ class HedgePolicy:
         self.median: float | None = None
         self.baseline: float | None = None
 
+    def after_fork_in_child(self) -> None:
+        """Start with a lock of its own in a forked child (its owner calls it)."""
+        self._lock = threading.Lock()
+
     def observe(self, latency: float) -> None:
         """An attempt brought a good answer in ``latency`` seconds."""
         now = self._clock()
@@ -160,7 +164,6 @@ class HedgePolicy:
         if slot.number != number:
             slot = self._slots[index] = _Slot(number)
         # no lock: a count lost to a race between threads moves no quantile
-        slot.count += 1
         slot.bins[_bin(latency)] += 1
         self._observed += 1
         if now - self._refreshed_at >= REFRESH or (self.delay is None and self._observed >= MIN_SAMPLES):
@@ -182,10 +185,12 @@ class HedgePolicy:
                 return
             self.delay = _quantile(bins, total, self.quantile)
             # the median of the newest slots (and older ones until MIN_SAMPLES)
-            newest = RECENT_SLOTS
-            while sum(s.count for s in live[:newest]) < MIN_SAMPLES:
-                newest += 1
-            median = _quantile(*_merged(live[:newest]), 0.5)
+            recent = _merged(live[:RECENT_SLOTS])
+            for newest in range(RECENT_SLOTS + 1, len(live) + 1):
+                if recent[1] >= MIN_SAMPLES:
+                    break
+                recent = _merged(live[:newest])
+            median = _quantile(*recent, 0.5)
             self.median = median
             base = self.baseline
             if base is None or median < base:
@@ -214,9 +219,10 @@ class HedgePolicy:
 
     @staticmethod
     def widespread(late_nodes: int, nodes: int) -> bool:
-        """Whether calls wait past the delay on more than half of the ``nodes``
-        (``late_nodes`` of them) at once: the upstream as a whole is slow, a hedge would
-        only add load (see the module docstring)."""
+        """Whether requests wait past the delay on more than half of the ``nodes``
+        offered (on ``late_nodes`` of them, on average over each node's requests in
+        flight) at once: the upstream as a whole is slow, and a hedge would only add load
+        (see the module docstring)."""
         return late_nodes > nodes // 2
 
     def try_hedge(self) -> bool:

@@ -178,16 +178,15 @@ class NodeLoad:
 
     def waited(self, now: float) -> float:
         """How long the requests in flight have waited at ``now``, on average (0: none)."""
-        n = self.inflight
-        return now - self._pending_sum / n if n else 0.0
+        with self._lock:  # (the count and the sum together, or a request half counted)
+            n, pending = self.inflight, self._pending_sum
+        return now - pending / n if n else 0.0
 
     def lost_race(self, now: float, waited: float) -> None:
         """A request to the node was cut at ``now`` after ``waited`` seconds because its
         hedge to another node answered first: the node counts as stalling (see
-        :meth:`stalling`). The wait is not folded into the average: one race lost by a
-        node that is only busy would make :attr:`~FailoverStrategy.LeastLoaded` shun it
-        for seconds (its peak decays over ``latency_decay``), and the others, taking its
-        share, then lose races in turn."""
+        :meth:`stalling`). (The wait reaches the latency average apart, through
+        :meth:`observe`: the failover loop hears of the cut first.)"""
         with self._lock:
             self._races_lost += 1
             hold = min(PASS_OVER_MAX, waited * 2 ** min(self._races_lost - 1, 30))

@@ -199,12 +199,13 @@ class NodePool:
         """:meth:`failover_order` for one call, the rest computed only if asked for;
         ``None`` when nothing is available. What the failover loop uses.
 
-        ``pass_over`` (seconds; the adapter's hedge delay): a picked node that looks
-        stalled to a call hedged after that long (:meth:`NodeLoad.stalling`) goes last,
-        behind the first node that does not, so that a call that would be hedged away
-        from it is not sent there first. When every node's requests wait that long (a
-        busy pool), one that lost a race (:meth:`NodeLoad.suspected`) still goes behind
-        one that did not."""
+        ``pass_over`` (seconds; the adapter's hedge delay): when the picked node looks
+        stalled to a call hedged after that long (:meth:`NodeLoad.stalling`), the
+        strategy picks again, so that a call that would be hedged away from it is not
+        sent there first; failing that, the first node of the order that does not look
+        stalled goes first and the picked one last. When every node's requests wait that
+        long (a busy pool), one that lost a race (:meth:`NodeLoad.suspected`) still goes
+        behind one that did not."""
         view = self._current_view()
         if view.pick is None:
             return None
@@ -310,6 +311,14 @@ class NodePool:
         if sent.open:
             sent.open = False
             self.loads[sent.node.id].end(sent.started)
+
+    def waiting_past(self, seconds: float) -> tuple[int, int]:
+        """``(late, offered)``: of the nodes offered now, how many have requests in
+        flight that have waited longer than ``seconds`` on average (what hedging asks
+        before adding load: :meth:`~resilience_mw.failover.hedge.HedgePolicy.widespread`)."""
+        now = self._clock()
+        offered = self._current_view().healthy
+        return sum(self.loads[n.id].waited(now) > seconds for n in offered), len(offered)
 
     def lost_race(self, node_id: str, waited: float) -> None:
         """A request to ``node_id`` was cut after ``waited`` seconds because its hedge
