@@ -15,18 +15,24 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-__all__ = ["identity", "open_wal", "thread_connection"]
+__all__ = ["SETUP_TIMEOUT", "identity", "open_wal", "thread_connection"]
+
+#: seconds opening a connection may wait on another process's lock (its journal mode and
+#: schema): a worker starting while another writes must not take the lock for a fault
+SETUP_TIMEOUT = 10.0
 
 
 def open_wal(path: str, schema: str, *, timeout: float) -> sqlite3.Connection:
     """A connection to ``path`` in WAL mode with ``schema`` applied (a file created anew,
-    deleted under its users, gets its tables); ``timeout``: seconds to wait on a lock.
-    Closed again if setting it up fails."""
-    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    deleted under its users, gets its tables); ``timeout``: seconds each later statement
+    waits on a lock (setting up waits up to :data:`SETUP_TIMEOUT`). Closed again if
+    setting it up fails."""
+    db = sqlite3.connect(path, timeout=max(timeout, SETUP_TIMEOUT), isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(schema)
+        db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")  # (an int: no text of anyone's)
     except sqlite3.Error:
         db.close()
         raise

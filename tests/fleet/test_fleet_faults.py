@@ -136,6 +136,28 @@ def test_a_level_forced_while_the_sqlite_file_is_locked_ends_and_a_cli_clear_rea
             r.stop()
 
 
+def test_a_worker_starting_while_another_holds_the_sqlite_lock_waits_for_it(tmp_path: Path) -> None:
+    """gunicorn restarting a worker (``--max-requests``) while another writes: opening the
+    store waits for the lock (up to SETUP_TIMEOUT), it is no configuration error."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "state.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # another worker, first, still setting the new file up
+    holder.execute("CREATE TABLE IF NOT EXISTS setup (x)")
+    release = threading.Timer(1.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        store = open_store(f"sqlite://{path}", timeout=0.5)  # (each later statement: 0.5 s)
+        assert time.monotonic() - started >= 1.0  # it waited for the lock...
+        assert store.check() is False  # ...and works on the file it opened
+    finally:
+        release.join()
+        holder.close()
+
+
 def test_a_change_made_in_the_store_meanwhile_wins_over_a_local_force(redis_server: RedisServer) -> None:
     """A worker forced Level3 alone while Redis was down; meanwhile the CLI forced Level1
     in the store: at the worker's next exchange the store's Level1 replaces its own."""
