@@ -92,11 +92,10 @@ class NodeLoad:
         "_lock",
         "_passed_over_until",
         "_penalised_at",
-        "_pending_sum",
+        "_pending",
         "_races_lost",
         "_requests",
         "_stamp",
-        "inflight",
         "latency",
         "penalty",
     )
@@ -105,9 +104,9 @@ class NodeLoad:
         self._decay = decay
         self.penalty = penalty
         self._lock = threading.Lock()
-        #: requests sent and not yet answered, in this process
-        self.inflight = 0
-        self._pending_sum = 0.0
+        # (requests in flight in this process, the sum of their start times): one tuple,
+        # replaced whole under the lock, so a reader without it never sees half an update
+        self._pending: tuple[int, float] = (0, 0.0)
         self._passed_over_until = 0.0
         self._races_lost = 0  # in a row, since its last answer
         #: the peak-sensitive average, seconds, as of :attr:`_stamp` (0: never measured)
@@ -123,23 +122,22 @@ class NodeLoad:
         """Start afresh in a forked child (its owner calls it): the parent's requests
         in flight are not the child's, and the lock may have been held at the fork."""
         self._lock = threading.Lock()
-        self.inflight = 0
-        self._pending_sum = 0.0
+        self._pending = (0, 0.0)
         self._passed_over_until = 0.0
         self._races_lost = 0
 
     def begin(self, now: float) -> None:
         """A request to the node leaves at ``now``."""
         with self._lock:
-            self.inflight += 1
-            self._pending_sum += now
+            n, total = self._pending
+            self._pending = (n + 1, total + now)
 
     def end(self, started: float) -> None:
         """The request that left at ``started`` is over (answered, failed or abandoned)."""
         with self._lock:
-            if self.inflight > 0:
-                self.inflight -= 1
-                self._pending_sum = self._pending_sum - started if self.inflight else 0.0
+            n, total = self._pending
+            if n > 0:
+                self._pending = (n - 1, total - started if n > 1 else 0.0)
 
     def observe(self, now: float, latency: float) -> None:
         """A latency seen without an outcome (a request given up on after ``latency``
@@ -176,11 +174,15 @@ class NodeLoad:
             if sample > self.latency:
                 self._fold(now, sample)
 
+    @property
+    def inflight(self) -> int:
+        """Requests sent to the node and not yet answered, in this process."""
+        return self._pending[0]
+
     def waited(self, now: float) -> float:
         """How long the requests in flight have waited at ``now``, on average (0: none)."""
-        with self._lock:  # (the count and the sum together, or a request half counted)
-            n, pending = self.inflight, self._pending_sum
-        return now - pending / n if n else 0.0
+        n, total = self._pending
+        return now - total / n if n else 0.0
 
     def lost_race(self, now: float, waited: float) -> None:
         """A request to the node was cut at ``now`` after ``waited`` seconds because its
